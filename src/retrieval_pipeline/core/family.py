@@ -1,0 +1,41 @@
+"""The small interface every model family implements, one module per family."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import BaseModel
+
+from retrieval_pipeline.core.paths import FamilyPaths
+
+STAGES = ("prepare", "mine", "train", "evaluate")
+
+
+class Family(ABC):
+    """A family's four DVC stages. `params` is its validated params section."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[BaseModel]]
+
+    def __init__(self, params: BaseModel, profile: str, root: Path) -> None:
+        self.params = params
+        self.profile = profile
+        self.paths = FamilyPaths(root, self.name)
+
+    @abstractmethod
+    def prepare(self) -> None:
+        """Read the source data and write versioned train/evaluation datasets."""
+
+    @abstractmethod
+    def mine(self) -> None:
+        """Mine hard negatives for the training data with the base model."""
+
+    @abstractmethod
+    def train(self) -> None:
+        """Fine-tune the base model and save a safetensors checkpoint with a model card."""
+
+    @abstractmethod
+    def evaluate(self) -> None:
+        """Score base and fine-tuned models on the same held-out queries; write metrics."""

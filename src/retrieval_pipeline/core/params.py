@@ -1,0 +1,108 @@
+"""Loading and validating params.yaml.
+
+Each family section holds its recipe as published (the `seed` profile) plus an
+`embedded` subsection that overrides only what the offline CPU profile must
+change. The top-level `profile` key picks which one runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+PROFILES = ("embedded", "seed")
+STAGE_SECTIONS = ("data", "model", "mine", "train", "evaluate")
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, unreadable or does not match what a family expects."""
+
+
+class Section(BaseModel):
+    """Base for every params section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+ParamsT = TypeVar("ParamsT", bound=BaseModel)
+
+
+def read_params_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ParamsError(f"{path}: cannot read the params file ({error.strerror})") from error
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {error}") from error
+    if not isinstance(document, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    return document
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: dict[str, Any], model: type[BaseModel], prefix: str) -> str:
+    location = ".".join(str(part) for part in error["loc"])
+    key = f"{prefix}.{location}" if location else prefix
+    if error["type"] == "extra_forbidden":
+        owner: Any = model
+        for part in error["loc"][:-1]:
+            field = owner.model_fields.get(str(part)) if isinstance(owner, type) and issubclass(owner, BaseModel) else None
+            owner = field.annotation if field is not None else None
+        known = sorted(owner.model_fields) if isinstance(owner, type) and issubclass(owner, BaseModel) else []
+        expected = f"; expected one of: {', '.join(known)}" if known else ""
+        return f"{key}: unknown key{expected}"
+    got = error.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"{key}: {error['msg']}{shown}"
+
+
+def select_profile(path: Path, family: str) -> tuple[str, dict[str, Any]]:
+    """The family's section with its profile's overrides applied, plus the profile's name."""
+    document = read_params_file(path)
+    profile = document.get("profile", "embedded")
+    if profile not in PROFILES:
+        raise ParamsError(f"{path}: profile: expected one of {', '.join(PROFILES)} (got {profile!r})")
+    if family not in document:
+        raise ParamsError(f"{path}: no '{family}' section; expected the family's recipe under '{family}:'")
+    section = document[family]
+    if not isinstance(section, dict):
+        raise ParamsError(f"{path}: {family}: expected a mapping of the family's params")
+    recipe = {key: value for key, value in section.items() if key != "embedded"}
+    overrides = section.get("embedded")
+    if not isinstance(overrides, dict) or set(STAGE_SECTIONS) - set(overrides):
+        raise ParamsError(
+            f"{path}: {family}.embedded: expected a mapping with the sections {', '.join(STAGE_SECTIONS)} "
+            "(each may be {}), so that dvc.yaml can track every override")
+    unknown = set(overrides) - set(STAGE_SECTIONS)
+    if unknown:
+        raise ParamsError(f"{path}: {family}.embedded.{sorted(unknown)[0]}: unknown section; "
+                          f"expected one of: {', '.join(STAGE_SECTIONS)}")
+    merged = deep_merge(recipe, overrides) if profile == "embedded" else recipe
+    return profile, merged
+
+
+def load_params(path: Path, family: str, model: type[ParamsT]) -> tuple[str, ParamsT]:
+    """The profile and the family's validated params, checked before any work starts."""
+    profile, merged = select_profile(path, family)
+    try:
+        return profile, model.model_validate(merged)
+    except ValidationError as error:
+        where = f" (profile '{profile}', after applying {family}.embedded)" if profile == "embedded" else ""
+        lines = [_describe(item, model, family) for item in error.errors()]
+        raise ParamsError(f"{path}{where}:\n  " + "\n  ".join(lines)) from None
+
+

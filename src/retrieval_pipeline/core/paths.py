@@ -1,0 +1,39 @@
+"""Where each family's stages read and write, mirrored by dvc.yaml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class FamilyPaths:
+    root: Path
+    family: str
+
+    @property
+    def prepared(self) -> Path:
+        return self.root / "data" / self.family / "prepared"
+
+    @property
+    def mined(self) -> Path:
+        return self.root / "data" / self.family / "mined"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "models" / self.family
+
+    @property
+    def evaluation(self) -> Path:
+        return self.root / "eval" / self.family
+
+    @property
+    def training_log(self) -> Path:
+        return self.root / "dvclive" / self.family
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics" / f"{self.family}.json"
+
+    def plot(self, name: str) -> Path:
+        return self.root / "metrics" / f"{self.family}_{name}.csv"

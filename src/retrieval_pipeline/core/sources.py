@@ -1,0 +1,151 @@
+"""Reading a family's raw rows from the synthetic world, the Hugging Face hub or local files.
+
+Whatever the source, prepare receives a polars frame with the family's own column
+names, or a DataError that names the file, the row or the params key at fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+from pydantic import Field, PositiveInt, model_validator
+
+from retrieval_pipeline.core.params import Section
+
+
+class DataError(ValueError):
+    """Input data that a stage cannot use, with where it came from and what was expected."""
+
+
+class HubSource(Section):
+    path: str = Field(min_length=1)
+    name: str | None = None
+    split: str = "train"
+    revision: str | None = None
+
+
+class LocalSource(Section):
+    path: Path
+    format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+
+
+class SyntheticSource(Section):
+    facilities: PositiveInt = 48
+    companies: PositiveInt = 8
+    questions_per_chunk: PositiveInt = 3
+
+
+class SourceParams(Section):
+    source: Literal["synthetic", "hf", "local"]
+    hf: HubSource | None = None
+    local: LocalSource | None = None
+    synthetic: SyntheticSource = SyntheticSource()
+
+    @model_validator(mode="after")
+    def _selected_source_is_configured(self) -> "SourceParams":
+        if self.source == "hf" and self.hf is None:
+            raise ValueError("source is 'hf' but the 'hf' section (path, name, split) is missing")
+        if self.source == "local" and self.local is None:
+            raise ValueError("source is 'local' but the 'local' section (path, format) is missing")
+        return self
+
+
+SyntheticRows = Callable[[SyntheticSource, int], list[dict]]
+
+
+def read_source(params: SourceParams, seed: int, synthetic_rows: SyntheticRows) -> tuple[pl.DataFrame, str]:
+    """The raw rows and a name for where they came from, used in every error message."""
+    if params.source == "synthetic":
+        return pl.DataFrame(synthetic_rows(params.synthetic, seed)), "synthetic world"
+    if params.source == "hf":
+        return _read_hub(params.hf)
+    return read_local_file(params.local.path, params.local.format), str(params.local.path)
+
+
+def _read_hub(hub: HubSource) -> tuple[pl.DataFrame, str]:
+    from datasets import load_dataset
+
+    origin = f"hf:{hub.path}" + (f"/{hub.name}" if hub.name else "") + f"[{hub.split}]"
+    try:
+        dataset = load_dataset(hub.path, hub.name, split=hub.split, revision=hub.revision)
+    except (FileNotFoundError, ValueError, ConnectionError) as error:
+        raise DataError(f"{origin}: cannot load the dataset: {error}") from error
+    return dataset.to_polars(), origin
+
+
+def _line_of(raw: bytes, offset: int) -> int:
+    return raw.count(b"\n", 0, offset) + 1
+
+
+def read_local_file(path: Path, file_format: str = "auto") -> pl.DataFrame:
+    """A CSV, JSON Lines or parquet file as a frame; strict UTF-8 for the text formats."""
+    if file_format == "auto":
+        suffixes = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+        file_format = suffixes.get(path.suffix.lower(), "")
+        if not file_format:
+            raise DataError(f"{path}: unknown file type '{path.suffix}'; expected .csv, .jsonl or .parquet "
+                            "(or set data.local.format)")
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise DataError(f"{path}: cannot read the file ({error.strerror})") from error
+    if file_format == "parquet":
+        try:
+            return pl.read_parquet(raw)
+        except Exception as error:  # polars raises several unrelated types for a corrupt file
+            raise DataError(f"{path}: not a readable parquet file ({error})") from error
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: line {_line_of(raw, error.start)}: not valid UTF-8 "
+                        f"(byte 0x{raw[error.start]:02x}); expected UTF-8 text") from error
+    try:
+        if file_format == "csv":
+            return pl.read_csv(raw, infer_schema=False)
+        return pl.read_ndjson(raw)
+    except Exception as error:
+        raise DataError(f"{path}: not a readable {file_format.upper()} file ({error})") from error
+
+
+def map_columns(frame: pl.DataFrame, mapping: Mapping[str, str], origin: str, params_key: str) -> pl.DataFrame:
+    """Rename the source's columns to the family's names, keeping only the mapped ones."""
+    missing = [source for source in mapping.values() if source not in frame.columns]
+    if missing:
+        raise DataError(f"{origin}: missing column(s) {', '.join(missing)} named in {params_key}; "
+                        f"the file has: {', '.join(frame.columns) or 'no columns'}")
+    return frame.select([pl.col(source).alias(target) for target, source in mapping.items()])
+
+
+def require_text(frame: pl.DataFrame, columns: list[str], origin: str) -> pl.DataFrame:
+    """Cast to strings and reject null or blank values, naming the first bad row (1-based)."""
+    frame = frame.with_columns([pl.col(column).cast(pl.String) for column in columns])
+    for column in columns:
+        blank = frame.with_row_index("row").filter(
+            pl.col(column).is_null() | (pl.col(column).str.strip_chars() == ""))
+        if blank.height:
+            row = blank["row"][0] + 1
+            raise DataError(f"{origin}: row {row}: column '{column}' is empty; expected non-empty text "
+                            f"({blank.height} such row(s))")
+    return frame
+
+
+def require_unique(frame: pl.DataFrame, column: str, origin: str) -> None:
+    duplicated = frame.with_row_index("row").filter(pl.col(column).is_duplicated())
+    if duplicated.height:
+        value = duplicated[column][0]
+        rows = duplicated.filter(pl.col(column) == value)["row"].to_list()
+        raise DataError(f"{origin}: rows {', '.join(str(r + 1) for r in rows)}: duplicate {column} {value!r}; "
+                        f"expected each {column} once")
+
+
+def require_consistent(frame: pl.DataFrame, key: str, value: str, origin: str) -> None:
+    """Rows sharing `key` must share `value` (e.g. one chunk id, one chunk text)."""
+    conflicts = frame.with_row_index("row").filter(pl.col(value).n_unique().over(key) > 1)
+    if conflicts.height:
+        first = conflicts[key][0]
+        rows = conflicts.filter(pl.col(key) == first)["row"].to_list()
+        raise DataError(f"{origin}: rows {', '.join(str(r + 1) for r in rows[:5])}: {key} {first!r} has different "
+                        f"{value} texts; expected one {value} per {key}")

@@ -1,0 +1,1 @@
+"""One module per model family; each exposes FAMILY, a core.family.Family subclass."""

@@ -1,0 +1,338 @@
+"""Recipe 4: a Matryoshka bi-encoder, MultipleNegativesRankingLoss inside MatryoshkaLoss.
+
+Evaluated at every truncated dimension, so the quality each dimension keeps can be
+read next to the storage it saves.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+import torch
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
+from sentence_transformers.evaluation import SentenceEvaluator
+
+from retrieval_pipeline.core.family import Family
+from retrieval_pipeline.core.io import atomic_directory, atomic_write_json, atomic_write_text
+from retrieval_pipeline.core.metrics import evaluate_run
+from retrieval_pipeline.core.models import load_sentence_transformer
+from retrieval_pipeline.core.params import Section
+from retrieval_pipeline.core.retrieval import search, truncate_and_normalise
+from retrieval_pipeline.core.sources import (DataError, SourceParams, SyntheticSource, map_columns, read_source,
+                                             require_consistent, require_text, require_unique)
+from retrieval_pipeline.data.world import build_world, knowledge_base_questions
+
+PRIMARY_METRIC = "ndcg@10"
+
+
+class Columns(Section):
+    """Which source column feeds each role; query_id is optional (row numbers otherwise)."""
+
+    anchor: str
+    positive: str
+    chunk_id: str
+    query_id: str | None = None
+
+
+class DataParams(SourceParams):
+    columns: Columns
+    test_size: float = Field(gt=0, lt=1)
+    dev_size: float = Field(ge=0, lt=1)
+
+
+class ModelParams(Section):
+    base: str = Field(min_length=1)
+    dims: list[PositiveInt] = Field(min_length=1)
+    max_seq_length: PositiveInt | None = None
+    trust_remote_code: bool = False
+
+    @field_validator("dims")
+    @classmethod
+    def _dims_descend(cls, dims: list[int]) -> list[int]:
+        if any(later >= earlier for earlier, later in zip(dims, dims[1:])):
+            raise ValueError(f"expected distinct dims from largest to smallest, e.g. [768, 512, 256] (got {dims})")
+        return dims
+
+
+class MineParams(Section):
+    num_negatives: PositiveInt
+    range_max: PositiveInt
+    relative_margin: float = Field(ge=0, lt=1)
+    batch_size: PositiveInt
+
+
+class TrainParams(Section):
+    use_hard_negatives: bool
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    gradient_accumulation_steps: PositiveInt
+    learning_rate: PositiveFloat
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"]
+    warmup_ratio: float = Field(ge=0, lt=1)
+    optimizer: Literal["adamw_torch", "adamw_torch_fused"]
+    bf16: bool
+    tf32: bool
+    no_duplicates: bool
+    logging_steps: PositiveInt
+    best_checkpoint_dim: PositiveInt
+
+
+class EvaluateParams(Section):
+    batch_size: PositiveInt
+    top_k: PositiveInt = Field(ge=100)
+
+
+class MatryoshkaParams(Section):
+    seed: int
+    data: DataParams
+    model: ModelParams
+    mine: MineParams
+    train: TrainParams
+    evaluate: EvaluateParams
+
+    @model_validator(mode="after")
+    def _best_dim_is_trained(self) -> "MatryoshkaParams":
+        if self.train.best_checkpoint_dim not in self.model.dims:
+            raise ValueError(f"train.best_checkpoint_dim: expected one of model.dims {self.model.dims} "
+                             f"(got {self.train.best_checkpoint_dim})")
+        return self
+
+
+def synthetic_rows(source: SyntheticSource, seed: int) -> list[dict]:
+    """The shared world as a question/chunk dataset with the hub dataset's column names."""
+    world = build_world(seed, source.facilities, source.companies)
+    return knowledge_base_questions(world, source.questions_per_chunk, seed)
+
+
+def check_dims(model, dims: list[int], model_name: str) -> None:
+    size = model.get_sentence_embedding_dimension()
+    if max(dims) > size:
+        raise DataError(f"matryoshka.model.dims: {max(dims)} is larger than the embedding size {size} of "
+                        f"{model_name}; expected dims <= {size}")
+
+
+def rank_at_dims(model, queries: pl.DataFrame, corpus: pl.DataFrame, dims: list[int], batch_size: int,
+                 top_k: int) -> dict[int, tuple[dict[str, list[str]], dict[str, list[float]]]]:
+    """Encode once at full size, then rank the corpus for each truncated dimension."""
+    documents = model.encode(corpus["text"].to_list(), batch_size=batch_size, convert_to_numpy=True,
+                             show_progress_bar=True)
+    questions = model.encode(queries["text"].to_list(), batch_size=batch_size, convert_to_numpy=True,
+                             show_progress_bar=True)
+    document_ids = corpus["chunk_id"].to_list()
+    ranked = {}
+    for dim in dims:
+        scores, indices = search(truncate_and_normalise(questions, dim), truncate_and_normalise(documents, dim), top_k)
+        run = {query: [document_ids[i] for i in row] for query, row in zip(queries["query_id"], indices)}
+        run_scores = {query: row.tolist() for query, row in zip(queries["query_id"], scores)}
+        ranked[dim] = (run, run_scores)
+    return ranked
+
+
+def qrels_of(qrels: pl.DataFrame) -> dict[str, dict[str, int]]:
+    judged: dict[str, dict[str, int]] = {}
+    for query, chunk, grade in qrels.select("query_id", "chunk_id", "relevance").iter_rows():
+        judged.setdefault(query, {})[chunk] = grade
+    return judged
+
+
+class DimensionEvaluator(SentenceEvaluator):
+    """Dev-set retrieval at every Matryoshka dim during training (one encode per evaluation)."""
+
+    def __init__(self, queries: pl.DataFrame, corpus: pl.DataFrame, qrels: pl.DataFrame, dims: list[int],
+                 primary_dim: int, batch_size: int, name: str = "dev") -> None:
+        super().__init__()
+        self.queries, self.corpus, self.qrels = queries, corpus, qrels_of(qrels)
+        self.dims, self.batch_size, self.name = dims, batch_size, name
+        self.primary_metric = f"{name}_dim_{primary_dim}_{PRIMARY_METRIC}"
+
+    def __call__(self, model, output_path=None, epoch=-1, steps=-1) -> dict[str, float]:
+        metrics = {}
+        for dim, (run, _) in rank_at_dims(model, self.queries, self.corpus, self.dims, self.batch_size, 100).items():
+            means, _ = evaluate_run(run, self.qrels)
+            metrics.update({f"dim_{dim}_{name}": value for name, value in means.items()})
+        metrics = self.prefix_name_to_metrics(metrics, self.name)
+        self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
+        return metrics
+
+
+class Matryoshka(Family):
+    name = "matryoshka"
+    Params = MatryoshkaParams
+    params: MatryoshkaParams
+
+    # prepare ---------------------------------------------------------------
+    def prepare(self) -> None:
+        data = self.params.data
+        frame, origin = read_source(data, self.params.seed, synthetic_rows)
+        mapping = {"anchor": data.columns.anchor, "positive": data.columns.positive,
+                   "chunk_id": data.columns.chunk_id}
+        if data.columns.query_id:
+            mapping["query_id"] = data.columns.query_id
+        frame = map_columns(frame, mapping, origin, f"{self.name}.data.columns")
+        frame = require_text(frame, list(mapping), origin)
+        if "query_id" not in frame.columns:
+            frame = frame.with_row_index("row").with_columns(
+                query_id=pl.format("q{}", pl.col("row").cast(pl.String).str.zfill(7))).drop("row")
+        require_unique(frame, "query_id", origin)
+        require_consistent(frame, "chunk_id", "positive", origin)
+
+        order = np.random.default_rng(self.params.seed).permutation(frame.height)
+        n_test = max(1, round(frame.height * data.test_size))
+        rest = order[n_test:]
+        n_dev = round(len(rest) * data.dev_size)
+        splits = {"test": order[:n_test], "dev": rest[:n_dev], "train": rest[n_dev:]}
+        if len(splits["train"]) < 2:
+            raise DataError(f"{origin}: {frame.height} rows leave {len(splits['train'])} for training; "
+                            "expected at least 2 (lower data.test_size / data.dev_size or add rows)")
+        split_of = np.empty(frame.height, dtype=object)
+        for split, rows in splits.items():
+            split_of[rows] = split
+        frame = frame.with_columns(split=pl.Series(split_of.tolist(), dtype=pl.String))
+
+        held_out = frame.filter(pl.col("split") != "train")
+        corpus = (frame.group_by("chunk_id").agg(text=pl.col("positive").first()).sort("chunk_id"))
+        with atomic_directory(self.paths.prepared) as out:
+            frame.filter(pl.col("split") == "train").select("query_id", "anchor", "positive", "chunk_id") \
+                .write_parquet(out / "train.parquet")
+            corpus.write_parquet(out / "corpus.parquet")
+            held_out.select("query_id", pl.col("anchor").alias("text"), "split").write_parquet(out / "queries.parquet")
+            held_out.select("query_id", "chunk_id", pl.lit(1).alias("relevance"), "split") \
+                .write_parquet(out / "qrels.parquet")
+        print(f"prepare: {origin}: {frame.height} questions over {corpus.height} chunks -> "
+              f"train {len(splits['train'])}, dev {len(splits['dev'])}, test {len(splits['test'])}")
+
+    def _held_out(self, split: str) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        prepared = self.paths.prepared
+        queries = pl.read_parquet(prepared / "queries.parquet").filter(pl.col("split") == split)
+        qrels = pl.read_parquet(prepared / "qrels.parquet").filter(pl.col("split") == split)
+        return queries, pl.read_parquet(prepared / "corpus.parquet"), qrels
+
+    def _load(self, reference: str, name: str):
+        model = load_sentence_transformer(reference, trust_remote_code=self.params.model.trust_remote_code)
+        if self.params.model.max_seq_length:
+            model.max_seq_length = self.params.model.max_seq_length
+        check_dims(model, self.params.model.dims, name)
+        return model
+
+    # mine ------------------------------------------------------------------
+    def mine(self) -> None:
+        from datasets import Dataset
+        from sentence_transformers.util import mine_hard_negatives
+
+        mine = self.params.mine
+        model = self._load(self.params.model.base, "the base model")
+        train = pl.read_parquet(self.paths.prepared / "train.parquet")
+        corpus = sorted(set(train["positive"].to_list()))
+        mined = mine_hard_negatives(
+            Dataset.from_polars(train.select("anchor", "positive")), model, anchor_column_name="anchor",
+            positive_column_name="positive", corpus=corpus, range_max=mine.range_max,
+            relative_margin=mine.relative_margin, num_negatives=mine.num_negatives, sampling_strategy="top",
+            output_format="n-tuple", output_scores=True, batch_size=mine.batch_size, use_faiss=True)
+        with atomic_directory(self.paths.mined) as out:
+            mined.to_polars().write_parquet(out / "hard_negatives.parquet")
+        print(f"mine: {len(mined)} of {train.height} training pairs kept hard negatives")
+
+    # train -----------------------------------------------------------------
+    def _training_pairs(self):
+        from datasets import Dataset
+
+        if self.params.train.use_hard_negatives:
+            mined = pl.read_parquet(self.paths.mined / "hard_negatives.parquet").drop("scores")
+            return Dataset.from_polars(mined)
+        train = pl.read_parquet(self.paths.prepared / "train.parquet")
+        return Dataset.from_polars(train.select("anchor", "positive"))
+
+    def train(self) -> None:
+        from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+        from sentence_transformers.losses import MatryoshkaLoss, MultipleNegativesRankingLoss
+        from sentence_transformers.training_args import BatchSamplers
+
+        train, dims = self.params.train, self.params.model.dims
+        model = self._load(self.params.model.base, "the base model")
+        loss = MatryoshkaLoss(model, MultipleNegativesRankingLoss(model), matryoshka_dims=dims)
+        dev_queries, corpus, dev_qrels = self._held_out("dev")
+        evaluator = None
+        if dev_queries.height:
+            evaluator = DimensionEvaluator(dev_queries, corpus, dev_qrels, dims, train.best_checkpoint_dim,
+                                           self.params.evaluate.batch_size)
+        cuda = torch.cuda.is_available()
+        checkpoints = Path(tempfile.mkdtemp(prefix=f"{self.name}-checkpoints-"))
+        args = SentenceTransformerTrainingArguments(
+            output_dir=str(checkpoints),
+            num_train_epochs=train.epochs,
+            per_device_train_batch_size=train.batch_size,
+            gradient_accumulation_steps=train.gradient_accumulation_steps,
+            per_device_eval_batch_size=self.params.evaluate.batch_size,
+            learning_rate=train.learning_rate,
+            lr_scheduler_type=train.lr_scheduler,
+            warmup_steps=train.warmup_ratio,  # transformers 5 reads a value below 1 as a ratio
+            optim=train.optimizer,
+            bf16=train.bf16 and cuda and torch.cuda.is_bf16_supported(),
+            tf32=train.tf32 and cuda,
+            batch_sampler=BatchSamplers.NO_DUPLICATES if train.no_duplicates else BatchSamplers.BATCH_SAMPLER,
+            eval_strategy="epoch" if evaluator else "no",
+            save_strategy="epoch" if evaluator else "no",
+            save_total_limit=2,
+            save_only_model=True,
+            load_best_model_at_end=evaluator is not None,
+            metric_for_best_model=f"eval_{evaluator.primary_metric}" if evaluator else None,
+            greater_is_better=True,
+            logging_steps=train.logging_steps,
+            seed=self.params.seed,
+            data_seed=self.params.seed,
+            report_to="none",
+            use_cpu=not cuda,
+        )
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=self._training_pairs(),
+                                             loss=loss, evaluator=evaluator)
+        if trainer.is_world_process_zero():
+            from dvclive import Live
+            from transformers.integrations import DVCLiveCallback
+
+            live = Live(dir=str(self.paths.training_log), dvcyaml=None, save_dvc_exp=False)
+            trainer.add_callback(DVCLiveCallback(live=live))
+        trainer.train()
+        if trainer.is_world_process_zero():
+            with atomic_directory(self.paths.model) as out:
+                model.save_pretrained(str(out))
+        shutil.rmtree(checkpoints, ignore_errors=True)
+
+    # evaluate --------------------------------------------------------------
+    def evaluate(self) -> None:
+        dims, evaluate = self.params.model.dims, self.params.evaluate
+        queries, corpus, qrels_frame = self._held_out("test")
+        qrels = qrels_of(qrels_frame)
+        metrics: dict[str, dict] = {}
+        run_rows, query_rows = [], []
+        for label, reference in (("base", self.params.model.base), ("finetuned", str(self.paths.model))):
+            model = self._load(reference, f"the {label} model")
+            metrics[label] = {}
+            for dim, (run, scores) in rank_at_dims(model, queries, corpus, dims, evaluate.batch_size,
+                                                   evaluate.top_k).items():
+                means, per_query = evaluate_run(run, qrels)
+                metrics[label][f"dim_{dim}"] = {**means, "bytes_per_vector": dim * 4}
+                for query, documents in run.items():
+                    run_rows += [(label, dim, query, document, rank + 1, score)
+                                 for rank, (document, score) in enumerate(zip(documents, scores[query]))]
+                query_rows += [{"model": label, "dim": dim, "query_id": query, **values}
+                               for query, values in per_query.items()]
+        with atomic_directory(self.paths.evaluation) as out:
+            pl.DataFrame(run_rows, schema=["model", "dim", "query_id", "chunk_id", "rank", "score"],
+                         orient="row").write_parquet(out / "run.parquet")
+            pl.DataFrame(query_rows).write_parquet(out / "per_query.parquet")
+        atomic_write_json(self.paths.metrics, metrics)
+        plot_lines = ["dim,base,finetuned"] + [
+            f"{dim},{metrics['base'][f'dim_{dim}'][PRIMARY_METRIC]:.6f},"
+            f"{metrics['finetuned'][f'dim_{dim}'][PRIMARY_METRIC]:.6f}" for dim in dims]
+        atomic_write_text(self.paths.plot("ndcg_by_dim"), "\n".join(plot_lines) + "\n")
+        for dim in dims:
+            base, tuned = (metrics[label][f"dim_{dim}"][PRIMARY_METRIC] for label in ("base", "finetuned"))
+            print(f"evaluate: dim {dim:4d}  NDCG@10 base {base:.4f} -> fine-tuned {tuned:.4f}")
+
+
+FAMILY = Matryoshka
