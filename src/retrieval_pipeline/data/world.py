@@ -17,7 +17,7 @@ distractors that differ only in the entity and the values.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 PREFIXES = (
@@ -272,6 +272,13 @@ def build_world(seed: int, facilities: int, companies: int) -> World:
                                       company.entity_id if key == "operator" else None) for key in keys)
             sentences = " ".join(ATTRIBUTE_BY_KEY[key].statement.format(name=name, value=values[key]) for key in keys)
             add_chunk(facility.entity_id, section, f"{name} - {section}. {sentences}", fact_ids)
+    # A short alias shared by two facilities would make a question ambiguous; keep only unique ones.
+    alias_counts: dict[str, int] = {}
+    for entity in entities.values():
+        for alias in entity.aliases:
+            alias_counts[alias] = alias_counts.get(alias, 0) + 1
+    entities = {key: replace(entity, aliases=tuple(a for a in entity.aliases if alias_counts[a] == 1))
+                for key, entity in entities.items()}
     return World(entities, facts, tuple(chunks))
 
 

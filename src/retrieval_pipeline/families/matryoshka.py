@@ -7,7 +7,6 @@ read next to the storage it saves.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -194,25 +193,27 @@ class Matryoshka(Family):
             split_of[rows] = split
         frame = frame.with_columns(split=pl.Series(split_of.tolist(), dtype=pl.String))
 
-        held_out = frame.filter(pl.col("split") != "train")
+        held_out_rows = frame.filter(pl.col("split") != "train")
         corpus = (frame.group_by("chunk_id").agg(text=pl.col("positive").first()).sort("chunk_id"))
         with atomic_directory(self.paths.prepared) as out:
             frame.filter(pl.col("split") == "train").select("query_id", "anchor", "positive", "chunk_id") \
                 .write_parquet(out / "train.parquet")
             corpus.write_parquet(out / "corpus.parquet")
-            held_out.select("query_id", pl.col("anchor").alias("text"), "split").write_parquet(out / "queries.parquet")
-            held_out.select("query_id", "chunk_id", pl.lit(1).alias("relevance"), "split") \
+            held_out_rows.select("query_id", pl.col("anchor").alias("text"), "split").write_parquet(out / "queries.parquet")
+            held_out_rows.select("query_id", "chunk_id", pl.lit(1).alias("relevance"), "split") \
                 .write_parquet(out / "qrels.parquet")
         print(f"prepare: {origin}: {frame.height} questions over {corpus.height} chunks -> "
               f"train {len(splits['train'])}, dev {len(splits['dev'])}, test {len(splits['test'])}")
 
-    def _held_out(self, split: str) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    def held_out(self, split: str) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        """Queries of a held-out split ("dev" or "test"), the full corpus and the split's qrels."""
         prepared = self.paths.prepared
         queries = pl.read_parquet(prepared / "queries.parquet").filter(pl.col("split") == split)
         qrels = pl.read_parquet(prepared / "qrels.parquet").filter(pl.col("split") == split)
         return queries, pl.read_parquet(prepared / "corpus.parquet"), qrels
 
-    def _load(self, reference: str, name: str):
+    def load_model(self, reference: str, name: str):
+        """A sentence-transformers model from safetensors, checked against the params' dims."""
         model = load_sentence_transformer(reference, trust_remote_code=self.params.model.trust_remote_code)
         if self.params.model.max_seq_length:
             model.max_seq_length = self.params.model.max_seq_length
@@ -225,7 +226,7 @@ class Matryoshka(Family):
         from sentence_transformers.util import mine_hard_negatives
 
         mine = self.params.mine
-        model = self._load(self.params.model.base, "the base model")
+        model = self.load_model(self.params.model.base, "the base model")
         train = pl.read_parquet(self.paths.prepared / "train.parquet")
         corpus = sorted(set(train["positive"].to_list()))
         mined = mine_hard_negatives(
@@ -247,21 +248,20 @@ class Matryoshka(Family):
         train = pl.read_parquet(self.paths.prepared / "train.parquet")
         return Dataset.from_polars(train.select("anchor", "positive"))
 
-    def train(self) -> None:
+    def build_trainer(self, model, checkpoints: Path):
+        """The recipe's trainer: MNRL inside MatryoshkaLoss, dev selection at best_checkpoint_dim."""
         from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
         from sentence_transformers.losses import MatryoshkaLoss, MultipleNegativesRankingLoss
         from sentence_transformers.training_args import BatchSamplers
 
         train, dims = self.params.train, self.params.model.dims
-        model = self._load(self.params.model.base, "the base model")
         loss = MatryoshkaLoss(model, MultipleNegativesRankingLoss(model), matryoshka_dims=dims)
-        dev_queries, corpus, dev_qrels = self._held_out("dev")
+        dev_queries, corpus, dev_qrels = self.held_out("dev")
         evaluator = None
         if dev_queries.height:
             evaluator = DimensionEvaluator(dev_queries, corpus, dev_qrels, dims, train.best_checkpoint_dim,
                                            self.params.evaluate.batch_size)
         cuda = torch.cuda.is_available()
-        checkpoints = Path(tempfile.mkdtemp(prefix=f"{self.name}-checkpoints-"))
         args = SentenceTransformerTrainingArguments(
             output_dir=str(checkpoints),
             num_train_epochs=train.epochs,
@@ -288,29 +288,36 @@ class Matryoshka(Family):
             report_to="none",
             use_cpu=not cuda,
         )
-        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=self._training_pairs(),
-                                             loss=loss, evaluator=evaluator)
+        return SentenceTransformerTrainer(model=model, args=args, train_dataset=self._training_pairs(), loss=loss,
+                                          evaluator=evaluator)
+
+    def train(self) -> None:
+        model = self.load_model(self.params.model.base, "the base model")
+        # Under torchrun every rank must find the best checkpoint at the same path.
+        checkpoints = self.paths.model.with_name(f".{self.name}-checkpoints")
+        trainer = self.build_trainer(model, checkpoints)
         if trainer.is_world_process_zero():
             from dvclive import Live
             from transformers.integrations import DVCLiveCallback
 
+            shutil.rmtree(checkpoints, ignore_errors=True)
             live = Live(dir=str(self.paths.training_log), dvcyaml=None, save_dvc_exp=False)
             trainer.add_callback(DVCLiveCallback(live=live))
         trainer.train()
         if trainer.is_world_process_zero():
             with atomic_directory(self.paths.model) as out:
                 model.save_pretrained(str(out))
-        shutil.rmtree(checkpoints, ignore_errors=True)
+            shutil.rmtree(checkpoints, ignore_errors=True)
 
     # evaluate --------------------------------------------------------------
     def evaluate(self) -> None:
         dims, evaluate = self.params.model.dims, self.params.evaluate
-        queries, corpus, qrels_frame = self._held_out("test")
+        queries, corpus, qrels_frame = self.held_out("test")
         qrels = qrels_of(qrels_frame)
         metrics: dict[str, dict] = {}
         run_rows, query_rows = [], []
         for label, reference in (("base", self.params.model.base), ("finetuned", str(self.paths.model))):
-            model = self._load(reference, f"the {label} model")
+            model = self.load_model(reference, f"the {label} model")
             metrics[label] = {}
             for dim, (run, scores) in rank_at_dims(model, queries, corpus, dims, evaluate.batch_size,
                                                    evaluate.top_k).items():

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import pytest
+
+from helpers import write_params
+from retrieval_pipeline.core.params import ParamsError, load_params
+from retrieval_pipeline.core.sources import DataError
+from retrieval_pipeline.families.matryoshka import MatryoshkaParams, check_dims
+
+
+def load(tmp_path, overrides):
+    return load_params(write_params(tmp_path, overrides), "matryoshka", MatryoshkaParams)
+
+
+def test_repository_params_are_valid_in_both_profiles(tmp_path):
+    profile, embedded = load(tmp_path, {})
+    assert profile == "embedded"
+    assert embedded.model.dims == [384, 256, 128, 64, 32]
+    assert embedded.data.source == "synthetic"
+    profile, seed = load(tmp_path, {"profile": "seed"})
+    assert profile == "seed"
+    assert seed.model.base == "nomic-ai/modernbert-embed-base"
+    assert seed.model.dims == [768, 512, 256, 128, 64]
+    assert (seed.train.learning_rate, seed.train.epochs, seed.train.batch_size,
+            seed.train.gradient_accumulation_steps) == (2e-5, 4, 32, 16)
+    assert seed.data.hf.path == "AdamLucek/legal-rag-positives-synthetic"
+
+
+def test_embedded_profile_overrides_only_what_it_sets(tmp_path):
+    _, embedded = load(tmp_path, {})
+    _, seed = load(tmp_path, {"profile": "seed"})
+    assert embedded.train.learning_rate == seed.train.learning_rate
+    assert embedded.train.lr_scheduler == seed.train.lr_scheduler == "cosine"
+    assert embedded.train.gradient_accumulation_steps == 1
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ({"matryoshka": {"train": {"epoch": 3}}}, "matryoshka.train.epoch: unknown key; expected one of: batch_size"),
+    ({"matryoshka": {"embedded": {"train": {"batch_size": 0}}}}, "matryoshka.train.batch_size: Input should be greater than 0 (got 0)"),
+    ({"matryoshka": {"embedded": {"train": {"learning_rate": "fast"}}}}, "matryoshka.train.learning_rate: Input should be a valid number"),
+    ({"matryoshka": {"embedded": {"model": {"dims": []}}}}, "matryoshka.model.dims: List should have at least 1 item"),
+    ({"matryoshka": {"embedded": {"model": {"dims": [32, 64]}}}}, "expected distinct dims from largest to smallest"),
+    ({"matryoshka": {"embedded": {"train": {"best_checkpoint_dim": 100}}}}, "train.best_checkpoint_dim: expected one of model.dims"),
+    ({"matryoshka": {"embedded": {"data": {"source": "ftp"}}}}, "matryoshka.data.source: Input should be 'synthetic', 'hf' or 'local'"),
+    ({"matryoshka": {"embedded": {"data": {"source": "local"}}}}, "source is 'local' but the 'local' section"),
+    ({"matryoshka": {"embedded": {"evaluate": {"top_k": 10}}}}, "matryoshka.evaluate.top_k: Input should be greater than or equal to 100"),
+    ({"profile": "gpu"}, "profile: expected one of embedded, seed (got 'gpu')"),
+])
+def test_bad_params_name_the_key_and_the_expectation(tmp_path, overrides, expected):
+    with pytest.raises(ParamsError) as error:
+        load(tmp_path, overrides)
+    assert expected in str(error.value)
+    assert str(tmp_path / "params.yaml") in str(error.value)
+
+
+def test_missing_embedded_section_is_reported(tmp_path):
+    path = write_params(tmp_path)
+    text = path.read_text().replace("    mine: {}\n", "")
+    path.write_text(text)
+    with pytest.raises(ParamsError, match=r"matryoshka.embedded: expected a mapping with the sections"):
+        load_params(path, "matryoshka", MatryoshkaParams)
+
+
+def test_dims_larger_than_the_model_are_rejected(minilm):
+    with pytest.raises(DataError, match=r"matryoshka.model.dims: 768 is larger than the embedding size 384"):
+        check_dims(minilm, [768, 128], "the base model")
+    check_dims(minilm, [384, 32], "the base model")

@@ -1,0 +1,114 @@
+"""End to end: real `dvc repro` of the matryoshka family on a tiny config, in a copy of the repo."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO, TINY_MATRYOSHKA, write_params
+from retrieval_pipeline.core.params import deep_merge
+
+pytestmark = pytest.mark.slow
+STAGES = ("prepare", "mine", "train", "evaluate")
+
+
+def run(command: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout + result.stderr
+
+
+def ran(output: str) -> set[str]:
+    return {stage for stage in STAGES if f"Running stage '{stage}@matryoshka'" in output}
+
+
+def commit(repo: Path, message: str) -> None:
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", message], repo)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    copy = tmp_path_factory.mktemp("repo")
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (REPO / name).is_file() and not name.startswith(("metrics/", "dvclive/")) and name != "dvc.lock":
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, copy / name)
+    write_params(copy, TINY_MATRYOSHKA)
+    run(["git", "init", "-q"], copy)
+    commit(copy, "tiny config")
+    output = run(["dvc", "repro"], copy)
+    assert ran(output) == set(STAGES)
+    commit(copy, "first run")
+    return copy
+
+
+def test_repro_writes_base_and_finetuned_metrics_at_every_dim(repo):
+    metrics = json.loads((repo / "metrics/matryoshka.json").read_text())
+    assert set(metrics) == {"base", "finetuned"}
+    for model in metrics.values():
+        assert set(model) == {"dim_384", "dim_128", "dim_32"}
+        for values in model.values():
+            assert {"ndcg@10", "mrr@10", "map@100", "accuracy@1", "precision@10", "recall@5"} <= set(values)
+            assert 0.0 <= values["ndcg@10"] <= 1.0
+    plot = (repo / "metrics/matryoshka_ndcg_by_dim.csv").read_text().splitlines()
+    assert plot[0] == "dim,base,finetuned" and len(plot) == 4
+    shown = run(["dvc", "metrics", "show"], repo)
+    assert "base.dim_384.ndcg@10" in shown and "finetuned.dim_384.ndcg@10" in shown
+    assert (repo / "dvclive/matryoshka/metrics.json").is_file()
+    assert (repo / "dvclive/matryoshka/plots/metrics/train/loss.tsv").is_file()
+
+
+def test_checkpoint_is_safetensors_with_a_model_card_and_loads(repo):
+    from sentence_transformers import SentenceTransformer
+
+    model_dir = repo / "models/matryoshka"
+    assert (model_dir / "model.safetensors").is_file()
+    assert not list(model_dir.rglob("*.bin")) and not list(model_dir.rglob("*.pt"))
+    card = (model_dir / "README.md").read_text()
+    assert "MatryoshkaLoss" in card
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    embedding = model.encode(["What is the MOP at KVDP?"])
+    assert embedding.shape == (1, 384)
+
+
+def test_second_repro_does_nothing(repo):
+    output = run(["dvc", "repro"], repo)
+    assert ran(output) == set()
+    assert "up to date" in run(["dvc", "status"], repo)
+
+
+def test_retraining_with_the_same_seed_gives_the_same_metrics(repo):
+    before = (repo / "metrics/matryoshka.json").read_text()
+    run(["dvc", "repro", "--force", "--single-item", "train@matryoshka"], repo)
+    run(["dvc", "repro", "--force", "--single-item", "evaluate@matryoshka"], repo)
+    assert json.loads((repo / "metrics/matryoshka.json").read_text()) == json.loads(before)
+    run(["git", "checkout", "--", "dvclive"], repo)
+
+
+def test_params_change_reruns_only_its_dependents_and_metrics_diff_shows_it(repo):
+    write_params(repo, deep_merge(TINY_MATRYOSHKA, {"matryoshka": {"embedded": {"train": {"learning_rate": 1e-4}}}}))
+    output = run(["dvc", "repro"], repo)
+    assert ran(output) == {"train", "evaluate"}
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo).strip().splitlines()[-1])
+    changes = diff["metrics/matryoshka.json"]
+    assert any(key.startswith("finetuned.") and change.get("diff") for key, change in changes.items())
+    assert all(not change.get("diff") for key, change in changes.items() if key.startswith("base."))
+    assert "matryoshka.embedded.train.learning_rate" in run(["dvc", "params", "diff"], repo)
+
+
+def test_training_runs_under_torchrun_unchanged(repo):
+    run(["torchrun", "--nproc_per_node", "2", "stages/train.py", "matryoshka"], repo)
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(repo / "models/matryoshka"), device="cpu")
+    assert model.encode(["Who runs the Kestrel plant?"]).shape == (1, 384)
