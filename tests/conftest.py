@@ -1,12 +1,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 # Nothing in the tests may reach the hub: the offline profile must stay offline.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

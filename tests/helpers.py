@@ -11,6 +11,7 @@ import yaml
 from retrieval_pipeline.core.params import deep_merge
 
 REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def repo_params() -> dict[str, Any]:

@@ -25,6 +25,13 @@ def run(command: list[str], cwd: Path) -> str:
     return result.stdout + result.stderr
 
 
+def param_value(repo: Path, section: str, key: str):
+    import yaml
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())["matryoshka"]
+    return params["embedded"].get(section, {}).get(key, params[section][key])
+
+
 def ran(output: str) -> set[str]:
     return {stage for stage in STAGES if f"Running stage '{stage}@matryoshka'" in output}
 
@@ -81,6 +88,17 @@ def test_checkpoint_is_safetensors_with_a_model_card_and_loads(repo):
     assert embedding.shape == (1, 384)
 
 
+def test_mined_negatives_pass_the_false_negative_filter(repo):
+    import polars as pl
+
+    margin = param_value(repo, "mine", "relative_margin")
+    mined = pl.read_parquet(repo / "data/matryoshka/mined/hard_negatives.parquet")
+    assert mined.height > 0 and {"anchor", "positive", "negative_1", "scores"} <= set(mined.columns)
+    for positive, negative, scores in mined.select("positive", "negative_1", "scores").iter_rows():
+        assert negative != positive
+        assert scores[1] <= (1 - margin) * scores[0] + 1e-6
+
+
 def test_second_repro_does_nothing(repo):
     output = run(["dvc", "repro"], repo)
     assert ran(output) == set()
@@ -104,6 +122,13 @@ def test_params_change_reruns_only_its_dependents_and_metrics_diff_shows_it(repo
     assert any(key.startswith("finetuned.") and change.get("diff") for key, change in changes.items())
     assert all(not change.get("diff") for key, change in changes.items() if key.startswith("base."))
     assert "matryoshka.embedded.train.learning_rate" in run(["dvc", "params", "diff"], repo)
+
+
+def test_hard_negative_switch_is_one_exp_run(repo):
+    output = run(["dvc", "exp", "run", "-S", "matryoshka.train.use_hard_negatives=true"], repo)
+    assert ran(output) == {"train", "evaluate"}
+    experiments = run(["dvc", "exp", "show", "--csv"], repo)
+    assert "matryoshka.train.use_hard_negatives" in experiments.splitlines()[0]
 
 
 def test_training_runs_under_torchrun_unchanged(repo):

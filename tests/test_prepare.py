@@ -3,8 +3,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from conftest import FIXTURES
-from helpers import TINY_MATRYOSHKA, write_params
+from helpers import FIXTURES, TINY_MATRYOSHKA, write_params
 from retrieval_pipeline.core.params import deep_merge
 from retrieval_pipeline.core.sources import DataError
 from retrieval_pipeline.core.stage import load_family
