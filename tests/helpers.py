@@ -37,3 +37,12 @@ TINY_MATRYOSHKA = {
         }
     }
 }
+
+TINY_DPR = {
+    "dpr": {
+        "embedded": {
+            "data": {"synthetic": {"facilities": 4, "companies": 2}},
+            "train": {"epochs": 1, "batch_size": 8, "logging_steps": 1},
+        }
+    }
+}

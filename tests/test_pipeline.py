@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, TINY_MATRYOSHKA, write_params
+from helpers import REPO, TINY_DPR, TINY_MATRYOSHKA, write_params
 from retrieval_pipeline.core.params import deep_merge
 
 pytestmark = pytest.mark.slow
 STAGES = ("prepare", "mine", "train", "evaluate")
+TINY = deep_merge(TINY_MATRYOSHKA, TINY_DPR)
 
 
 def run(command: list[str], cwd: Path) -> str:
@@ -32,8 +33,8 @@ def param_value(repo: Path, section: str, key: str):
     return params["embedded"].get(section, {}).get(key, params[section][key])
 
 
-def ran(output: str) -> set[str]:
-    return {stage for stage in STAGES if f"Running stage '{stage}@matryoshka'" in output}
+def ran(output: str, family: str = "matryoshka") -> set[str]:
+    return {stage for stage in STAGES if f"Running stage '{stage}@{family}'" in output}
 
 
 def commit(repo: Path, message: str) -> None:
@@ -50,11 +51,11 @@ def repo(tmp_path_factory) -> Path:
         if (REPO / name).is_file() and not name.startswith(("metrics/", "dvclive/")) and name != "dvc.lock":
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, copy / name)
-    write_params(copy, TINY_MATRYOSHKA)
+    write_params(copy, TINY)
     run(["git", "init", "-q"], copy)
     commit(copy, "tiny config")
     output = run(["dvc", "repro"], copy)
-    assert ran(output) == set(STAGES)
+    assert ran(output) == ran(output, "dpr") == set(STAGES)
     commit(copy, "first run")
     return copy
 
@@ -73,6 +74,24 @@ def test_repro_writes_base_and_finetuned_metrics_at_every_dim(repo):
     assert "base.dim_384.ndcg@10" in shown and "finetuned.dim_384.ndcg@10" in shown
     assert (repo / "dvclive/matryoshka/metrics.json").is_file()
     assert (repo / "dvclive/matryoshka/plots/metrics/train/loss.tsv").is_file()
+
+
+def test_dpr_writes_both_towers_and_metrics(repo):
+    from sentence_transformers import SentenceTransformer
+
+    metrics = json.loads((repo / "metrics/dpr.json").read_text())
+    assert set(metrics) == {"base", "finetuned"}
+    for values in metrics.values():
+        assert {"ndcg@10", "mrr@10", "recall@1", "recall@5", "recall@20", "recall@100", "diagonal_logit",
+                "mean_logit"} <= set(values)
+    assert metrics["finetuned"]["diagonal_logit"] > metrics["finetuned"]["mean_logit"]
+    for folder, side in (("query_encoder", "query"), ("passage_encoder", "passage")):
+        path = repo / "models/dpr" / folder
+        assert (path / "model.safetensors").is_file()
+        assert f"# DPR {side} encoder" in (path / "README.md").read_text()
+        assert SentenceTransformer(str(path), device="cpu").encode(["a claim"]).shape == (1, 384)
+    assert (repo / "dvclive/dpr/plots/metrics/diagonal_logit.tsv").is_file()
+    assert (repo / "dvclive/dpr/plots/metrics/mean_logit.tsv").is_file()
 
 
 def test_checkpoint_is_safetensors_with_a_model_card_and_loads(repo):
@@ -114,9 +133,9 @@ def test_retraining_with_the_same_seed_gives_the_same_metrics(repo):
 
 
 def test_params_change_reruns_only_its_dependents_and_metrics_diff_shows_it(repo):
-    write_params(repo, deep_merge(TINY_MATRYOSHKA, {"matryoshka": {"embedded": {"train": {"learning_rate": 1e-4}}}}))
+    write_params(repo, deep_merge(TINY, {"matryoshka": {"embedded": {"train": {"learning_rate": 1e-4}}}}))
     output = run(["dvc", "repro"], repo)
-    assert ran(output) == {"train", "evaluate"}
+    assert ran(output) == {"train", "evaluate"} and ran(output, "dpr") == set()
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo).strip().splitlines()[-1])
     changes = diff["metrics/matryoshka.json"]
     assert any(key.startswith("finetuned.") and change.get("diff") for key, change in changes.items())

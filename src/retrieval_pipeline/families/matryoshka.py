@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import polars as pl
 import torch
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
@@ -22,6 +21,7 @@ from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.models import load_sentence_transformer
 from retrieval_pipeline.core.params import Section
 from retrieval_pipeline.core.retrieval import search, truncate_and_normalise
+from retrieval_pipeline.core.splits import add_split_column, split_counts
 from retrieval_pipeline.core.sources import (DataError, SourceParams, SyntheticSource, map_columns, read_source,
                                              require_consistent, require_text, require_unique)
 from retrieval_pipeline.data.world import build_world, knowledge_base_questions
@@ -180,18 +180,7 @@ class Matryoshka(Family):
         require_unique(frame, "query_id", origin)
         require_consistent(frame, "chunk_id", "positive", origin)
 
-        order = np.random.default_rng(self.params.seed).permutation(frame.height)
-        n_test = max(1, round(frame.height * data.test_size))
-        rest = order[n_test:]
-        n_dev = round(len(rest) * data.dev_size)
-        splits = {"test": order[:n_test], "dev": rest[:n_dev], "train": rest[n_dev:]}
-        if len(splits["train"]) < 2:
-            raise DataError(f"{origin}: {frame.height} rows leave {len(splits['train'])} for training; "
-                            "expected at least 2 (lower data.test_size / data.dev_size or add rows)")
-        split_of = np.empty(frame.height, dtype=object)
-        for split, rows in splits.items():
-            split_of[rows] = split
-        frame = frame.with_columns(split=pl.Series(split_of.tolist(), dtype=pl.String))
+        frame = add_split_column(frame, data.test_size, data.dev_size, self.params.seed, origin)
 
         held_out_rows = frame.filter(pl.col("split") != "train")
         corpus = (frame.group_by("chunk_id").agg(text=pl.col("positive").first()).sort("chunk_id"))
@@ -202,8 +191,7 @@ class Matryoshka(Family):
             held_out_rows.select("query_id", pl.col("anchor").alias("text"), "split").write_parquet(out / "queries.parquet")
             held_out_rows.select("query_id", "chunk_id", pl.lit(1).alias("relevance"), "split") \
                 .write_parquet(out / "qrels.parquet")
-        print(f"prepare: {origin}: {frame.height} questions over {corpus.height} chunks -> "
-              f"train {len(splits['train'])}, dev {len(splits['dev'])}, test {len(splits['test'])}")
+        print(f"prepare: {origin}: {frame.height} questions over {corpus.height} chunks -> {split_counts(frame)}")
 
     def held_out(self, split: str) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
         """Queries of a held-out split ("dev" or "test"), the full corpus and the split's qrels."""

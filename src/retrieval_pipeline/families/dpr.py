@@ -1,0 +1,355 @@
+"""Recipe 1: a dual-encoder dense passage retriever with fully independent query and passage towers.
+
+Each tower is the base model with mean pooling and L2 normalisation; training is
+InfoNCE over in-batch negatives at temperature 0.05 (MultipleNegativesRankingLoss
+with scale 1/T), routed so that queries only ever pass through the query tower.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+import torch
+from pydantic import Field, PositiveFloat, PositiveInt
+from torch import nn
+from transformers import TrainerCallback
+
+from retrieval_pipeline.core.family import Family
+from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
+from retrieval_pipeline.core.metrics import evaluate_run
+from retrieval_pipeline.core.models import device, resolve_model
+from retrieval_pipeline.core.params import Section
+from retrieval_pipeline.core.retrieval import search
+from retrieval_pipeline.core.sources import (DataError, SourceParams, SyntheticSource, map_columns, read_source,
+                                             require_text)
+from retrieval_pipeline.core.splits import add_split_column, split_counts
+from retrieval_pipeline.data.world import build_world, fever_claims
+
+TOWERS = {"query": "query_encoder", "document": "passage_encoder"}
+
+
+class Columns(Section):
+    query: str
+    passage: str
+    label: str | None = None
+
+
+class DataParams(SourceParams):
+    columns: Columns
+    keep_labels: list[int] = Field(min_length=1)  # rows whose label is in this list are kept
+    test_size: float = Field(gt=0, lt=1)
+
+
+class ModelParams(Section):
+    base: str = Field(min_length=1)
+    max_seq_length: PositiveInt | None = None
+
+
+class MineParams(Section):
+    top_k: PositiveInt
+    relative_margin: float = Field(ge=0, lt=1)
+    batch_size: PositiveInt
+
+
+class TrainParams(Section):
+    use_hard_negatives: bool
+    hard_negative_source: Literal["bm25", "dense"]
+    temperature: PositiveFloat
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    learning_rate: PositiveFloat
+    weight_decay: float = Field(ge=0)
+    warmup_ratio: float = Field(ge=0, lt=1)
+    bf16: bool
+    logging_steps: PositiveInt
+
+
+class EvaluateParams(Section):
+    batch_size: PositiveInt
+    top_k: PositiveInt = Field(ge=100)
+
+
+class DprParams(Section):
+    seed: int
+    data: DataParams
+    model: ModelParams
+    mine: MineParams
+    train: TrainParams
+    evaluate: EvaluateParams
+
+
+def synthetic_rows(source: SyntheticSource, seed: int) -> list[dict]:
+    """Claims and evidence from the shared world, with pietrolesci/nli_fever's columns and labels."""
+    return fever_claims(build_world(seed, source.facilities, source.companies), seed)
+
+
+def passage_id(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def build_towers(base: str, max_seq_length: int | None = None):
+    """A Router model whose query and document routes are two independent copies of the base model."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Normalize, Pooling, Router, Transformer
+
+    path = resolve_model(base)
+
+    def tower():
+        transformer = Transformer(path, max_seq_length=max_seq_length, model_args={"use_safetensors": True})
+        return [transformer, Pooling(transformer.get_word_embedding_dimension(), "mean"), Normalize()]
+
+    router = Router.for_query_document(query_modules=tower(), document_modules=tower())
+    return SentenceTransformer(modules=[router], device=device())
+
+
+def tower_of(model, route: str):
+    """One route of a Router model as a standalone SentenceTransformer (shares the weights)."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(modules=list(model[0].sub_modules[route]), device=device())
+
+
+def logit_diagnostics(queries: torch.Tensor, passages: torch.Tensor, temperature: float) -> dict[str, float]:
+    """Mean diagonal (positive-pair) logit and mean logit over the whole query x passage matrix."""
+    logits = queries @ passages.T / temperature
+    return {"diagonal_logit": logits.diagonal().mean().item(), "mean_logit": logits.mean().item()}
+
+
+class InfoNCELoss(nn.Module):
+    """InfoNCE over in-batch (and optional hard) negatives; keeps the last batch's logit diagnostics."""
+
+    def __init__(self, model, temperature: float) -> None:
+        super().__init__()
+        self.model, self.temperature = model, temperature
+        self.cross_entropy = nn.CrossEntropyLoss()
+        self.diagnostics: dict[str, float] = {}
+
+    def forward(self, features, labels=None) -> torch.Tensor:
+        queries, *passages = (self.model(feature)["sentence_embedding"] for feature in features)
+        candidates = torch.cat(passages)
+        logits = queries @ candidates.T / self.temperature
+        self.diagnostics = logit_diagnostics(queries.detach(), passages[0].detach(), self.temperature)
+        return self.cross_entropy(logits, torch.arange(len(queries), device=logits.device))
+
+
+class DiagnosticsCallback(TrainerCallback):
+    """Adds the loss's logit diagnostics to every training log, before DVCLive records it."""
+
+    def __init__(self, loss: InfoNCELoss) -> None:
+        self.loss = loss
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and "loss" in logs:
+            logs.update(self.loss.diagnostics)
+
+
+MODEL_CARD = """---
+library_name: sentence-transformers
+pipeline_tag: sentence-similarity
+tags: [dpr, dual-encoder, {side}]
+---
+# DPR {side} encoder
+
+The **{side}** tower of a dual-encoder dense passage retriever (recipe 1 in this
+project): {encodes}. Use `{other}` for the other side; the two towers have
+independent weights. Mean pooling, L2 normalisation, cosine similarity.
+
+- Base model: `{base}` (profile `{profile}`)
+- Training: InfoNCE over in-batch negatives, temperature {temperature}, AdamW lr {lr},
+  weight decay {weight_decay}, warmup {warmup}, batch {batch}, {epochs} epochs
+
+```python
+from sentence_transformers import SentenceTransformer
+model = SentenceTransformer("{path}")
+embeddings = model.encode([...])
+```
+"""
+
+
+class Dpr(Family):
+    name = "dpr"
+    Params = DprParams
+    params: DprParams
+
+    def prepare(self) -> None:
+        data = self.params.data
+        frame, origin = read_source(data, self.params.seed, synthetic_rows)
+        mapping = {"query": data.columns.query, "passage": data.columns.passage}
+        if data.columns.label:
+            mapping["label"] = data.columns.label
+        frame = map_columns(frame, mapping, origin, f"{self.name}.data.columns")
+        if data.columns.label:
+            labels = frame["label"].cast(pl.Int64, strict=False)
+            if labels.null_count():
+                row = frame.with_row_index("row").filter(labels.is_null())["row"][0] + 1
+                raise DataError(f"{origin}: row {row}: column '{data.columns.label}' is not an integer label")
+            frame = frame.with_columns(label=labels).filter(pl.col("label").is_in(data.keep_labels)).drop("label")
+        frame = require_text(frame, ["query", "passage"], origin)
+        frame = frame.unique(["query", "passage"], keep="first", maintain_order=True)
+        frame = frame.with_columns(passage_id=pl.col("passage").map_elements(passage_id, return_dtype=pl.String))
+        frame = frame.with_row_index("row").with_columns(
+            query_id=pl.format("c{}", pl.col("row").cast(pl.String).str.zfill(7))).drop("row")
+        frame = add_split_column(frame, data.test_size, 0.0, self.params.seed, origin)
+        corpus = frame.group_by("passage_id").agg(text=pl.col("passage").first()).sort("passage_id")
+        test = frame.filter(pl.col("split") == "test")
+        with atomic_directory(self.paths.prepared) as out:
+            frame.filter(pl.col("split") == "train").select("query_id", "query", "passage", "passage_id") \
+                .write_parquet(out / "train.parquet")
+            corpus.write_parquet(out / "corpus.parquet")
+            test.select("query_id", pl.col("query").alias("text"), "passage_id").write_parquet(out / "queries.parquet")
+            test.select("query_id", "passage_id", pl.lit(1).alias("relevance")).write_parquet(out / "qrels.parquet")
+        print(f"prepare: {origin}: {frame.height} claim/evidence pairs, {corpus.height} passages -> "
+              f"{split_counts(frame)}")
+
+    def mine(self) -> None:
+        import bm25s
+        from sentence_transformers import SentenceTransformer
+
+        mine = self.params.mine
+        train = pl.read_parquet(self.paths.prepared / "train.parquet")
+        corpus = pl.read_parquet(self.paths.prepared / "corpus.parquet")
+        texts, ids = corpus["text"].to_list(), corpus["passage_id"].to_list()
+        position = {pid: i for i, pid in enumerate(ids)}
+        positives = [position[pid] for pid in train["passage_id"]]
+        k = min(mine.top_k, len(texts))
+
+        retriever = bm25s.BM25()
+        retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
+        bm25_indices, bm25_scores = retriever.retrieve(bm25s.tokenize(train["query"].to_list(), stopwords="en",
+                                                                      show_progress=False), k=k, show_progress=False)
+        base = SentenceTransformer(resolve_model(self.params.model.base), device=device(),
+                                   model_kwargs={"use_safetensors": True})
+        passages = base.encode(texts, batch_size=mine.batch_size, convert_to_numpy=True, show_progress_bar=True)
+        queries = base.encode(train["query"].to_list(), batch_size=mine.batch_size, convert_to_numpy=True,
+                              show_progress_bar=True)
+        dense_scores, dense_indices = search(queries, passages, k)
+        positive_dense = (queries * passages[positives]).sum(axis=1)
+
+        def first_negative(indices, scores, positive, positive_score):
+            for index, score in zip(indices, scores):
+                if index != positive and score < (1 - mine.relative_margin) * positive_score:
+                    return texts[index], float(score)
+            return None, None
+
+        rows = []
+        for row, positive in enumerate(positives):
+            bm25_lookup = dict(zip(bm25_indices[row].tolist(), bm25_scores[row].tolist()))
+            bm25_positive = bm25_lookup.get(positive, float(bm25_scores[row][0]))
+            bm25_negative, bm25_score = first_negative(bm25_indices[row], bm25_scores[row], positive, bm25_positive)
+            dense_negative, dense_score = first_negative(dense_indices[row], dense_scores[row], positive,
+                                                         float(positive_dense[row]))
+            rows.append({"query": train["query"][row], "positive": train["passage"][row],
+                         "bm25_negative": bm25_negative, "bm25_negative_score": bm25_score,
+                         "bm25_positive_score": bm25_positive, "dense_negative": dense_negative,
+                         "dense_negative_score": dense_score, "dense_positive_score": float(positive_dense[row])})
+        mined = pl.DataFrame(rows)
+        with atomic_directory(self.paths.mined) as out:
+            mined.write_parquet(out / "hard_negatives.parquet")
+        print(f"mine: hard negatives for {mined['bm25_negative'].count()} (bm25) and "
+              f"{mined['dense_negative'].count()} (dense) of {train.height} claims")
+
+    def _training_rows(self):
+        from datasets import Dataset
+
+        train = self.params.train
+        if train.use_hard_negatives:
+            column = f"{train.hard_negative_source}_negative"
+            mined = pl.read_parquet(self.paths.mined / "hard_negatives.parquet").drop_nulls(column)
+            return Dataset.from_polars(mined.select("query", "positive", pl.col(column).alias("negative")))
+        pairs = pl.read_parquet(self.paths.prepared / "train.parquet")
+        return Dataset.from_polars(pairs.select("query", pl.col("passage").alias("positive")))
+
+    def build_trainer(self, model, output_dir: Path):
+        from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+        from sentence_transformers.training_args import BatchSamplers
+
+        train = self.params.train
+        loss = InfoNCELoss(model, train.temperature)
+        cuda = torch.cuda.is_available()
+        args = SentenceTransformerTrainingArguments(
+            output_dir=str(output_dir), num_train_epochs=train.epochs, per_device_train_batch_size=train.batch_size,
+            learning_rate=train.learning_rate, weight_decay=train.weight_decay,
+            warmup_steps=train.warmup_ratio,  # transformers 5 reads a value below 1 as a ratio
+            bf16=train.bf16 and cuda and torch.cuda.is_bf16_supported(),
+            batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no", logging_steps=train.logging_steps,
+            seed=self.params.seed, data_seed=self.params.seed, report_to="none", use_cpu=not cuda,
+            router_mapping={"query": "query", "positive": "document", "negative": "document"})
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=self._training_rows(), loss=loss)
+        trainer.add_callback(DiagnosticsCallback(loss))
+        return trainer
+
+    def train(self) -> None:
+        model = build_towers(self.params.model.base, self.params.model.max_seq_length)
+        scratch = self.paths.model.with_name(f".{self.name}-trainer")
+        trainer = self.build_trainer(model, scratch)
+        if trainer.is_world_process_zero():
+            from dvclive import Live
+            from transformers.integrations import DVCLiveCallback
+
+            trainer.add_callback(DVCLiveCallback(live=Live(dir=str(self.paths.training_log), dvcyaml=None,
+                                                           save_dvc_exp=False)))
+        trainer.train()
+        if trainer.is_world_process_zero():
+            with atomic_directory(self.paths.model) as out:
+                for route, folder in TOWERS.items():
+                    tower_of(model, route).save_pretrained(str(out / folder))
+                    self._write_card(out / folder, route)
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _write_card(self, folder: Path, route: str) -> None:
+        train = self.params.train
+        side, other = ("query", TOWERS["document"]) if route == "query" else ("passage", TOWERS["query"])
+        encodes = "encode claims / questions with it" if route == "query" else "encode evidence passages with it"
+        (folder / "README.md").write_text(MODEL_CARD.format(
+            side=side, encodes=encodes, other=other, base=self.params.model.base, profile=self.profile,
+            temperature=train.temperature, lr=train.learning_rate, weight_decay=train.weight_decay,
+            warmup=train.warmup_ratio, batch=train.batch_size, epochs=train.epochs,
+            path=f"models/{self.name}/{folder.name}"), encoding="utf-8")
+
+    def evaluate(self) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        evaluate, temperature = self.params.evaluate, self.params.train.temperature
+        queries = pl.read_parquet(self.paths.prepared / "queries.parquet")
+        corpus = pl.read_parquet(self.paths.prepared / "corpus.parquet")
+        qrels = {query: {passage: 1} for query, passage in queries.select("query_id", "passage_id").iter_rows()}
+        passage_ids = corpus["passage_id"].to_list()
+        position = {pid: i for i, pid in enumerate(passage_ids)}
+        base = SentenceTransformer(resolve_model(self.params.model.base), device=device(),
+                                   model_kwargs={"use_safetensors": True})
+        towers = {"base": (base, base), "finetuned": tuple(
+            SentenceTransformer(str(self.paths.model / TOWERS[route]), device=device()) for route in TOWERS)}
+        metrics, query_rows = {}, []
+        for label, (query_tower, passage_tower) in towers.items():
+            encoded_queries = query_tower.encode(queries["text"].to_list(), batch_size=evaluate.batch_size,
+                                                 convert_to_tensor=True, show_progress_bar=True).cpu()
+            encoded_passages = passage_tower.encode(corpus["text"].to_list(), batch_size=evaluate.batch_size,
+                                                    convert_to_tensor=True, show_progress_bar=True).cpu()
+            _, indices = search(encoded_queries.numpy(), encoded_passages.numpy(), evaluate.top_k)
+            run = {query: [passage_ids[i] for i in row] for query, row in zip(queries["query_id"], indices)}
+            means, per_query = evaluate_run(run, qrels, cutoffs=(1, 5, 20, 100))
+            gold = encoded_passages[[position[pid] for pid in queries["passage_id"]]]
+            diagnostics = logit_diagnostics(encoded_queries, gold, temperature)
+            metrics[label] = {name: means[name] for name in
+                              ("ndcg@10", "mrr@10", "recall@1", "recall@5", "recall@20", "recall@100")}
+            metrics[label].update(diagnostics)
+            query_rows += [{"model": label, "query_id": query, **values} for query, values in per_query.items()]
+        tuned = metrics["finetuned"]
+        if tuned["diagonal_logit"] <= tuned["mean_logit"]:
+            raise DataError(f"{self.name}: collapse: the fine-tuned towers' mean diagonal logit "
+                            f"{tuned['diagonal_logit']:.3f} is not above the mean logit {tuned['mean_logit']:.3f} "
+                            "on held-out pairs; expected positive pairs to score far above the rest")
+        with atomic_directory(self.paths.evaluation) as out:
+            pl.DataFrame(query_rows).write_parquet(out / "per_query.parquet")
+        atomic_write_json(self.paths.metrics, metrics)
+        for label in towers:
+            print(f"evaluate: {label:9s} NDCG@10 {metrics[label]['ndcg@10']:.4f}  R@1 {metrics[label]['recall@1']:.4f}"
+                  f"  R@20 {metrics[label]['recall@20']:.4f}  diagonal {metrics[label]['diagonal_logit']:.2f}"
+                  f" vs mean {metrics[label]['mean_logit']:.2f}")
+
+
+FAMILY = Dpr
