@@ -119,6 +119,14 @@ def logit_diagnostics(queries: torch.Tensor, passages: torch.Tensor, temperature
     return {"diagonal_logit": logits.diagonal().mean().item(), "mean_logit": logits.mean().item()}
 
 
+def check_not_collapsed(diagnostics: dict[str, float]) -> None:
+    """Stop when positive pairs no longer score above the rest: the towers have collapsed."""
+    if diagnostics["diagonal_logit"] <= diagnostics["mean_logit"]:
+        raise DataError(f"dpr: collapse: the fine-tuned towers' mean diagonal logit {diagnostics['diagonal_logit']:.3f} "
+                        f"is not above the mean logit {diagnostics['mean_logit']:.3f} on held-out pairs; "
+                        "expected positive pairs to score far above the rest")
+
+
 class InfoNCELoss(nn.Module):
     """InfoNCE over in-batch (and optional hard) negatives; keeps the last batch's logit diagnostics."""
 
@@ -338,11 +346,7 @@ class Dpr(Family):
                               ("ndcg@10", "mrr@10", "recall@1", "recall@5", "recall@20", "recall@100")}
             metrics[label].update(diagnostics)
             query_rows += [{"model": label, "query_id": query, **values} for query, values in per_query.items()]
-        tuned = metrics["finetuned"]
-        if tuned["diagonal_logit"] <= tuned["mean_logit"]:
-            raise DataError(f"{self.name}: collapse: the fine-tuned towers' mean diagonal logit "
-                            f"{tuned['diagonal_logit']:.3f} is not above the mean logit {tuned['mean_logit']:.3f} "
-                            "on held-out pairs; expected positive pairs to score far above the rest")
+        check_not_collapsed(metrics["finetuned"])
         with atomic_directory(self.paths.evaluation) as out:
             pl.DataFrame(query_rows).write_parquet(out / "per_query.parquet")
         atomic_write_json(self.paths.metrics, metrics)
