@@ -21,12 +21,13 @@ from transformers import TrainerCallback
 from retrieval_pipeline.core.family import Family
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
 from retrieval_pipeline.core.metrics import evaluate_run
-from retrieval_pipeline.core.models import device, resolve_model
+from retrieval_pipeline.core.models import device, load_sentence_transformer, resolve_model
 from retrieval_pipeline.core.params import Section
 from retrieval_pipeline.core.retrieval import search
 from retrieval_pipeline.core.sources import (DataError, SourceParams, SyntheticSource, map_columns, read_source,
                                              require_text)
 from retrieval_pipeline.core.splits import add_split_column, split_counts
+from retrieval_pipeline.core.training import log_training_with_dvclive
 from retrieval_pipeline.data.world import build_world, fever_claims
 
 TOWERS = {"query": "query_encoder", "document": "passage_encoder"}
@@ -186,10 +187,7 @@ class Dpr(Family):
     def prepare(self) -> None:
         data = self.params.data
         frame, origin = read_source(data, self.params.seed, synthetic_rows)
-        mapping = {"query": data.columns.query, "passage": data.columns.passage}
-        if data.columns.label:
-            mapping["label"] = data.columns.label
-        frame = map_columns(frame, mapping, origin, f"{self.name}.data.columns")
+        frame = map_columns(frame, data.columns.model_dump(exclude_none=True), origin, f"{self.name}.data.columns")
         if data.columns.label:
             labels = frame["label"].cast(pl.Int64, strict=False)
             if labels.null_count():
@@ -215,7 +213,6 @@ class Dpr(Family):
 
     def mine(self) -> None:
         import bm25s
-        from sentence_transformers import SentenceTransformer
 
         mine = self.params.mine
         train = pl.read_parquet(self.paths.prepared / "train.parquet")
@@ -229,8 +226,7 @@ class Dpr(Family):
         retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
         bm25_indices, bm25_scores = retriever.retrieve(bm25s.tokenize(train["query"].to_list(), stopwords="en",
                                                                       show_progress=False), k=k, show_progress=False)
-        base = SentenceTransformer(resolve_model(self.params.model.base), device=device(),
-                                   model_kwargs={"use_safetensors": True})
+        base = load_sentence_transformer(self.params.model.base)
         passages = base.encode(texts, batch_size=mine.batch_size, convert_to_numpy=True, show_progress_bar=True)
         queries = base.encode(train["query"].to_list(), batch_size=mine.batch_size, convert_to_numpy=True,
                               show_progress_bar=True)
@@ -294,12 +290,7 @@ class Dpr(Family):
         model = build_towers(self.params.model.base, self.params.model.max_seq_length)
         scratch = self.paths.model.with_name(f".{self.name}-trainer")
         trainer = self.build_trainer(model, scratch)
-        if trainer.is_world_process_zero():
-            from dvclive import Live
-            from transformers.integrations import DVCLiveCallback
-
-            trainer.add_callback(DVCLiveCallback(live=Live(dir=str(self.paths.training_log), dvcyaml=None,
-                                                           save_dvc_exp=False)))
+        log_training_with_dvclive(trainer, self.paths.training_log)
         trainer.train()
         if trainer.is_world_process_zero():
             with atomic_directory(self.paths.model) as out:
@@ -319,18 +310,15 @@ class Dpr(Family):
             path=f"models/{self.name}/{folder.name}"), encoding="utf-8")
 
     def evaluate(self) -> None:
-        from sentence_transformers import SentenceTransformer
-
         evaluate, temperature = self.params.evaluate, self.params.train.temperature
         queries = pl.read_parquet(self.paths.prepared / "queries.parquet")
         corpus = pl.read_parquet(self.paths.prepared / "corpus.parquet")
         qrels = {query: {passage: 1} for query, passage in queries.select("query_id", "passage_id").iter_rows()}
         passage_ids = corpus["passage_id"].to_list()
         position = {pid: i for i, pid in enumerate(passage_ids)}
-        base = SentenceTransformer(resolve_model(self.params.model.base), device=device(),
-                                   model_kwargs={"use_safetensors": True})
+        base = load_sentence_transformer(self.params.model.base)
         towers = {"base": (base, base), "finetuned": tuple(
-            SentenceTransformer(str(self.paths.model / TOWERS[route]), device=device()) for route in TOWERS)}
+            load_sentence_transformer(str(self.paths.model / TOWERS[route])) for route in TOWERS)}
         metrics, query_rows = {}, []
         for label, (query_tower, passage_tower) in towers.items():
             encoded_queries = query_tower.encode(queries["text"].to_list(), batch_size=evaluate.batch_size,

@@ -22,6 +22,7 @@ from retrieval_pipeline.core.models import load_sentence_transformer
 from retrieval_pipeline.core.params import Section
 from retrieval_pipeline.core.retrieval import search, truncate_and_normalise
 from retrieval_pipeline.core.splits import add_split_column, split_counts
+from retrieval_pipeline.core.training import log_training_with_dvclive
 from retrieval_pipeline.core.sources import (DataError, SourceParams, SyntheticSource, map_columns, read_source,
                                              require_consistent, require_text, require_unique)
 from retrieval_pipeline.data.world import build_world, knowledge_base_questions
@@ -168,12 +169,8 @@ class Matryoshka(Family):
     def prepare(self) -> None:
         data = self.params.data
         frame, origin = read_source(data, self.params.seed, synthetic_rows)
-        mapping = {"anchor": data.columns.anchor, "positive": data.columns.positive,
-                   "chunk_id": data.columns.chunk_id}
-        if data.columns.query_id:
-            mapping["query_id"] = data.columns.query_id
-        frame = map_columns(frame, mapping, origin, f"{self.name}.data.columns")
-        frame = require_text(frame, list(mapping), origin)
+        frame = map_columns(frame, data.columns.model_dump(exclude_none=True), origin, f"{self.name}.data.columns")
+        frame = require_text(frame, frame.columns, origin)
         if "query_id" not in frame.columns:
             frame = frame.with_row_index("row").with_columns(
                 query_id=pl.format("q{}", pl.col("row").cast(pl.String).str.zfill(7))).drop("row")
@@ -285,12 +282,8 @@ class Matryoshka(Family):
         checkpoints = self.paths.model.with_name(f".{self.name}-checkpoints")
         trainer = self.build_trainer(model, checkpoints)
         if trainer.is_world_process_zero():
-            from dvclive import Live
-            from transformers.integrations import DVCLiveCallback
-
             shutil.rmtree(checkpoints, ignore_errors=True)
-            live = Live(dir=str(self.paths.training_log), dvcyaml=None, save_dvc_exp=False)
-            trainer.add_callback(DVCLiveCallback(live=live))
+        log_training_with_dvclive(trainer, self.paths.training_log)
         trainer.train()
         if trainer.is_world_process_zero():
             with atomic_directory(self.paths.model) as out:
