@@ -46,3 +46,15 @@ TINY_DPR = {
         }
     }
 }
+
+TINY_RERANKER = {
+    "reranker": {
+        "embedded": {
+            "data": {"multihop": {"synthetic": {"facilities": 4, "companies": 2}},
+                     "factual": {"synthetic": {"facilities": 4, "companies": 2}},
+                     "test_size": 0.25},
+            "mine": {"candidates": 20, "hard_negatives": 2, "easy_negatives": 1},
+            "train": {"stage1": {"epochs": 1}, "stage2": {"epochs": 1}, "batch_size": 8, "logging_steps": 1},
+        }
+    }
+}

