@@ -58,3 +58,15 @@ TINY_RERANKER = {
         }
     }
 }
+
+TINY_COLBERT = {
+    "colbert": {
+        "embedded": {
+            "data": {"synthetic": {"facilities": 4, "companies": 2, "test_size": 0.25}},
+            "model": {"query_length": 24, "document_length": 64},
+            "mine": {"candidates": 8, "n_ways": 4},
+            "train": {"epochs": 1, "batch_size": 4, "logging_steps": 1},
+            "evaluate": {"pool_factors": [1, 2, 4]},
+        }
+    }
+}

