@@ -29,12 +29,21 @@ def family_at(tmp_path, overrides=None):
 # k-means pooling ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize("protected", [0, 1, 2])
 @pytest.mark.parametrize("tokens, pool_factor", [(10, 2), (11, 2), (7, 3), (300, 6), (5, 4), (1, 6), (6, 6)])
-def test_kmeans_pool_makes_ceil_tokens_over_pool_factor_clusters(tokens, pool_factor):
+def test_kmeans_pool_makes_ceil_tokens_over_pool_factor_clusters(tokens, pool_factor, protected):
     embeddings = torch.nn.functional.normalize(torch.randn(tokens, 16, generator=torch.Generator().manual_seed(0)),
                                                dim=-1)
-    pooled = kmeans_pool(embeddings, pool_factor, iterations=10)
+    pooled = kmeans_pool(embeddings, pool_factor, iterations=10, protected=protected)
     assert pooled.shape == (math.ceil(tokens / pool_factor), 16)
+
+
+def test_protected_leading_tokens_are_kept_and_the_rest_pooled():
+    embeddings = torch.randn(20, 8, generator=torch.Generator().manual_seed(2))
+    pooled = kmeans_pool(embeddings, 4, iterations=10, protected=1)
+    assert torch.equal(pooled[0], embeddings[0])  # [CLS] unchanged
+    rest = embeddings[1:]  # 5 vectors in all: [CLS] and 4 clusters of the other 19 tokens
+    assert torch.allclose(pooled[1:], cluster_means(rest, kmeans_assign(rest, 4, iterations=10), 4), atol=1e-6)
 
 
 def test_every_token_is_in_exactly_one_cluster_and_pooled_vectors_are_its_means():
@@ -61,9 +70,8 @@ def test_kmeans_groups_nearby_tokens():
     assert sorted(means.round().tolist()) == sorted(centres.tolist())
 
 
-def test_pooling_in_the_forward_pass_passes_gradients_to_the_encoder():
-    family_params = family_at_params()
-    model = base_colbert(family_params.model, seed=0)
+def test_pooling_in_the_forward_pass_passes_gradients_to_the_encoder(tmp_path):
+    model = base_colbert(family_at(tmp_path).params.model, seed=0)
     features = model.tokenize(["The rated output of Kestrel Valley Wind Farm is 120 megawatts of capacity.",
                                "Oversight of Kestrel Valley Wind Farm rests with the Energy Licensing Authority."],
                               is_query=False)
@@ -77,23 +85,15 @@ def test_pooling_in_the_forward_pass_passes_gradients_to_the_encoder():
     assert encoder.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
 
 
-def family_at_params():
-    import tempfile
-    from pathlib import Path
-
-    return family_at(Path(tempfile.mkdtemp())).params
-
-
 def test_pool_factor_is_seeded_and_uniform_over_the_list():
     from scipy.stats import chisquare
 
     factors = [1, 2, 3, 4, 5, 6]
-    draws = [PoolFactorSampler(factors, seed=7).draw() for _ in range(1)]
     sampler, again = PoolFactorSampler(factors, seed=7), PoolFactorSampler(factors, seed=7)
     sequence = [sampler.draw() for _ in range(6000)]
     assert sequence == [again.draw() for _ in range(6000)]
     assert sequence != [PoolFactorSampler(factors, seed=8).draw() for _ in range(6000)]
-    assert set(sequence) == set(factors) and draws[0] in factors
+    assert set(sequence) == set(factors)
     counts = [sequence.count(factor) for factor in factors]
     assert chisquare(counts).pvalue > 1e-3
     assert set(PoolFactorSampler([4], seed=0).draw() for _ in range(10)) == {4}

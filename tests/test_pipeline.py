@@ -1,8 +1,9 @@
-"""End to end: real `dvc repro` of the matryoshka family on a tiny config, in a copy of the repo."""
+"""End to end: real `dvc repro` of every family on a tiny config, in a copy of the repo."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -11,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, TINY_DPR, TINY_MATRYOSHKA, TINY_RERANKER, write_params
+from helpers import REPO, TINY_COLBERT, TINY_DPR, TINY_MATRYOSHKA, TINY_RERANKER, write_params
 from retrieval_pipeline.core.params import deep_merge
 
 pytestmark = pytest.mark.slow
 STAGES = ("prepare", "mine", "train", "evaluate")
-TINY = deep_merge(deep_merge(TINY_MATRYOSHKA, TINY_DPR), TINY_RERANKER)
+TINY = deep_merge(deep_merge(deep_merge(TINY_MATRYOSHKA, TINY_DPR), TINY_RERANKER), TINY_COLBERT)
+FAMILIES = ("matryoshka", "dpr", "reranker", "colbert")
 
 
 def run(command: list[str], cwd: Path) -> str:
@@ -26,15 +28,18 @@ def run(command: list[str], cwd: Path) -> str:
     return result.stdout + result.stderr
 
 
-def param_value(repo: Path, section: str, key: str):
+def yaml_value(repo: Path, family: str, section: str, key: str):
+    """A family's embedded-profile value: the embedded override, else the recipe's."""
     import yaml
 
-    params = yaml.safe_load((repo / "params.yaml").read_text())["matryoshka"]
+    params = yaml.safe_load((repo / "params.yaml").read_text())[family]
     return params["embedded"].get(section, {}).get(key, params[section][key])
 
 
 def ran(output: str, family: str = "matryoshka") -> set[str]:
-    return {stage for stage in STAGES if f"Running stage '{stage}@{family}'" in output}
+    """The stages of `family` that ran; a family that distils from a teacher mines in `mine_with_teacher`."""
+    return {stage for stage in STAGES
+            if f"Running stage '{stage}@{family}'" in output or f"Running stage '{stage}_with_teacher@{family}'" in output}
 
 
 def commit(repo: Path, message: str) -> None:
@@ -55,7 +60,7 @@ def repo(tmp_path_factory) -> Path:
     run(["git", "init", "-q"], copy)
     commit(copy, "tiny config")
     output = run(["dvc", "repro"], copy)
-    assert ran(output) == ran(output, "dpr") == ran(output, "reranker") == set(STAGES)
+    assert all(ran(output, family) == set(STAGES) for family in FAMILIES)
     commit(copy, "first run")
     return copy
 
@@ -132,6 +137,40 @@ def test_reranker_curriculum_ablation_and_metrics(repo):
     assert "features.stage2.multihop.ndcg@10" in run(["dvc", "metrics", "show"], repo)
 
 
+def test_colbert_is_evaluated_at_every_pool_factor_and_its_checkpoints_load(repo):
+    import polars as pl
+    from pylate.models import ColBERT
+
+    metrics = json.loads((repo / "metrics/colbert.json").read_text())
+    assert set(metrics) == {"mining", "base", "without_pooling", "pooling_aware"}
+    assert 0 < metrics["mining"]["teacher_positive_mrr"] <= 1 and metrics["mining"]["training_queries"] > 0
+    for by_method in (metrics[model] for model in ("base", "without_pooling", "pooling_aware")):
+        assert set(by_method) == {"kmeans", "hierarchical"}
+        for by_factor in by_method.values():
+            assert list(by_factor) == ["pf_1", "pf_2", "pf_4"]
+            vectors = [values["vectors_per_document"] for values in by_factor.values()]
+            assert vectors[0] > vectors[1] > vectors[2]  # pooling stores fewer vectors per document
+            for values in by_factor.values():
+                assert {"ndcg@10", "mrr@10", "recall@100", "stored_vectors"} <= set(values)
+    plot = (repo / "metrics/colbert_ndcg_by_pool_factor.csv").read_text().splitlines()
+    assert plot[0] == "pool_factor,base,without_pooling,pooling_aware" and len(plot) == 4
+    for variant in ("pooling_aware", "without_pooling"):
+        path = repo / "models/colbert" / variant
+        assert "# ColBERT" in (path / "README.md").read_text() and not list(path.rglob("*.bin"))
+        model = ColBERT(str(path), device="cpu")
+        assert model.encode(["A claim about a wind farm."], is_query=True)[0].shape[-1] == 64
+        assert (repo / f"dvclive/colbert/{variant}/plots/metrics/train/loss.tsv").is_file()
+    # the mined lists are in pylate's distillation layout, with the teacher's likely false negatives dropped
+    train = pl.read_parquet(repo / "data/colbert/mined/train.parquet")
+    margin = yaml_value(repo, "colbert", "mine", "relative_margin")
+    for scores in train["scores"]:
+        assert len(scores) == 4
+        positive = 1 / (1 + math.exp(-scores[0]))
+        assert all(1 / (1 + math.exp(-score)) < (1 - margin) * positive for score in scores[1:])
+    # the teacher is the reranker family's model: a real edge in the DAG
+    assert "train@reranker" in run(["dvc", "dag", "mine_with_teacher@colbert"], repo)
+
+
 def test_checkpoint_is_safetensors_with_a_model_card_and_loads(repo):
     from sentence_transformers import SentenceTransformer
 
@@ -148,7 +187,7 @@ def test_checkpoint_is_safetensors_with_a_model_card_and_loads(repo):
 def test_mined_negatives_pass_the_false_negative_filter(repo):
     import polars as pl
 
-    margin = param_value(repo, "mine", "relative_margin")
+    margin = yaml_value(repo, "matryoshka", "mine", "relative_margin")
     mined = pl.read_parquet(repo / "data/matryoshka/mined/hard_negatives.parquet")
     assert mined.height > 0 and {"anchor", "positive", "negative_1", "scores"} <= set(mined.columns)
     for positive, negative, scores in mined.select("positive", "negative_1", "scores").iter_rows():
@@ -173,7 +212,8 @@ def test_retraining_with_the_same_seed_gives_the_same_metrics(repo):
 def test_params_change_reruns_only_its_dependents_and_metrics_diff_shows_it(repo):
     write_params(repo, deep_merge(TINY, {"matryoshka": {"embedded": {"train": {"learning_rate": 1e-4}}}}))
     output = run(["dvc", "repro"], repo)
-    assert ran(output) == {"train", "evaluate"} and ran(output, "dpr") == ran(output, "reranker") == set()
+    assert ran(output) == {"train", "evaluate"}
+    assert all(ran(output, family) == set() for family in FAMILIES if family != "matryoshka")
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo).strip().splitlines()[-1])
     changes = diff["metrics/matryoshka.json"]
     assert any(key.startswith("finetuned.") and change.get("diff") for key, change in changes.items())

@@ -50,16 +50,16 @@ def cluster_means(tokens: torch.Tensor, assignment: torch.Tensor, clusters: int)
     return sums / counts.unsqueeze(1)
 
 
-def _fill_empty_clusters(assignment: torch.Tensor, fit: torch.Tensor, clusters: int) -> torch.Tensor:
+def _fill_empty_clusters(assignment: torch.Tensor, distance: torch.Tensor, clusters: int) -> torch.Tensor:
     """Give each empty cluster the worst-fitting token of a cluster that can spare one."""
     counts = torch.bincount(assignment, minlength=clusters)
     for empty in torch.nonzero(counts == 0).flatten().tolist():
         spare = counts[assignment] > 1
-        candidate = torch.where(spare, fit, torch.full_like(fit, float("inf"))).argmin()
+        candidate = torch.where(spare, distance, torch.full_like(distance, float("-inf"))).argmax()
         counts[assignment[candidate]] -= 1
         assignment[candidate] = empty
         counts[empty] = 1
-        fit[candidate] = float("inf")
+        distance[candidate] = float("-inf")
     return assignment
 
 
@@ -73,26 +73,31 @@ def kmeans_assign(tokens: torch.Tensor, clusters: int, iterations: int) -> torch
     centroids = points[start]
     assignment = torch.zeros(len(points), dtype=torch.long, device=points.device)
     for _ in range(max(iterations, 1)):
-        # argmin of the squared distance ||x - c||^2 = argmax of 2 x.c - ||c||^2
-        affinity = 2 * points @ centroids.T - (centroids * centroids).sum(dim=1)
-        fit, assignment = affinity.max(dim=1)
-        assignment = _fill_empty_clusters(assignment, -fit, clusters)
+        # ||x - c||^2 without the ||x||^2 term, which is the same for every centroid
+        distance = (centroids * centroids).sum(dim=1) - 2 * points @ centroids.T
+        nearest, assignment = distance.min(dim=1)
+        assignment = _fill_empty_clusters(assignment, nearest, clusters)
         centroids = cluster_means(points, assignment, clusters)
     return assignment
 
 
-def kmeans_pool(tokens: torch.Tensor, pool_factor: int, iterations: int) -> torch.Tensor:
-    """ceil(n / pool_factor) cluster means of a document's n token embeddings."""
+def kmeans_pool(tokens: torch.Tensor, pool_factor: int, iterations: int, protected: int = 0) -> torch.Tensor:
+    """ceil(n / pool_factor) vectors for a document's n token embeddings: its first `protected` tokens
+    unchanged (pylate protects the [CLS] token the same way), then k-means cluster means of the rest."""
     clusters = math.ceil(len(tokens) / pool_factor)
     if pool_factor == 1 or clusters >= len(tokens):
         return tokens
-    return cluster_means(tokens, kmeans_assign(tokens, clusters, iterations), clusters)
+    protected = min(protected, clusters - 1)
+    rest, pooled_clusters = tokens[protected:], clusters - protected
+    means = cluster_means(rest, kmeans_assign(rest, pooled_clusters, iterations), pooled_clusters)
+    return torch.cat([tokens[:protected], means])
 
 
-def pool_batch(embeddings: torch.Tensor, mask: torch.Tensor, pool_factor: int,
-               iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pool_batch(embeddings: torch.Tensor, mask: torch.Tensor, pool_factor: int, iterations: int,
+               protected: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Pool each document of a padded batch [N, L, d] over its unmasked tokens; returns padded means and mask."""
-    pooled = [kmeans_pool(document[keep.bool()], pool_factor, iterations) for document, keep in zip(embeddings, mask)]
+    pooled = [kmeans_pool(document[keep.bool()], pool_factor, iterations, protected)
+              for document, keep in zip(embeddings, mask)]
     width = max(len(document) for document in pooled)
     padded = embeddings.new_zeros(len(pooled), width, embeddings.shape[-1])
     new_mask = mask.new_zeros(len(pooled), width)
@@ -117,9 +122,9 @@ class PoolingDistillation(torch.nn.Module):
     """pylate's distillation objective (KL between the student's and the teacher's score distributions over each
     query's candidates) with the documents k-means pooled at a pool factor drawn once per batch."""
 
-    def __init__(self, model, sampler: PoolFactorSampler, iterations: int) -> None:
+    def __init__(self, model, sampler: PoolFactorSampler, iterations: int, protected: int) -> None:
         super().__init__()
-        self.model, self.sampler, self.iterations = model, sampler, iterations
+        self.model, self.sampler, self.iterations, self.protected = model, sampler, iterations, protected
         self.kl = torch.nn.KLDivLoss(reduction="batchmean", log_target=True)
         self.last_pool_factor = 1
 
@@ -132,7 +137,8 @@ class PoolingDistillation(torch.nn.Module):
         documents = torch.nn.functional.normalize(self.model(sentence_features[1])["token_embeddings"], p=2, dim=-1)
         query_mask, document_mask = extract_skiplist_mask(sentence_features, model.skiplist)
         self.last_pool_factor = self.sampler.draw()
-        documents, document_mask = pool_batch(documents, document_mask, self.last_pool_factor, self.iterations)
+        documents, document_mask = pool_batch(documents, document_mask, self.last_pool_factor,
+                                              self.iterations, self.protected)
         n_queries = queries.shape[0]
         scores = colbert_kd_scores(
             queries, documents.view(n_queries, -1, *documents.shape[1:]),
@@ -313,11 +319,18 @@ class DataParams(Section):
         return self
 
 
+class PoolingParams(Section):
+    """How document tokens are k-means pooled, the same in training and evaluation."""
+    kmeans_iterations: PositiveInt
+    protected_tokens: int = Field(ge=0)  # leading tokens ([CLS]) kept out of pooling
+
+
 class ModelParams(Section):
     base: str = Field(min_length=1)
     query_length: PositiveInt
     document_length: PositiveInt
     embedding_size: PositiveInt
+    pooling: PoolingParams
 
 
 class TeacherParams(Section):
@@ -340,7 +353,6 @@ class MineParams(Section):
 class TrainParams(Section):
     pool_factors: list[PositiveInt] = Field(min_length=1)  # drawn uniformly, once per batch
     pooling_ablation: bool  # also train with pool factor 1 only, to separate pooling-aware training from fine-tuning
-    kmeans_iterations: PositiveInt
     epochs: PositiveInt
     batch_size: PositiveInt
     learning_rate: PositiveFloat
@@ -506,18 +518,21 @@ class Colbert(Family):
         del miner
         document_ids, texts = corpus["document_id"].to_list(), corpus["text"].to_list()
         text_of = dict(zip(document_ids, texts))
-        lists = []
+        lists, miner_ranks = [], []
         for (query_id, query), row in zip(queries.select("query_id", "text").iter_rows(), neighbours):
             positive = positives[query_id][0]
-            candidates = [document_ids[i] for i in row if document_ids[i] not in positives[query_id]]
+            ranked = [document_ids[i] for i in row]
+            candidates = [document for document in ranked if document not in positives[query_id]]
+            miner_ranks.append(ranked.index(positive) + 1 if positive in ranked else len(ranked) + 1)
             lists.append((query_id, query, [positive] + candidates))
         pairs = [(query, text_of[document]) for _, query, documents in lists for document in documents]
         scores = self._teacher()(pairs)
-        examples, filtered, short = [], [], 0
+        examples, filtered, short, teacher_ranks = [], [], 0, []
         offset = 0
         for query_id, _, documents in lists:
             list_scores = scores[offset:offset + len(documents)]
             offset += len(documents)
+            teacher_ranks.append(int((list_scores[1:] > list_scores[0]).sum()) + 1)
             dropped = false_negatives(float(list_scores[0]), list_scores[1:], mine.relative_margin)
             filtered += [{"query_id": query_id, "document_id": document, "teacher_score": float(score),
                           "positive_score": float(list_scores[0])}
@@ -541,6 +556,11 @@ class Colbert(Family):
             corpus.write_parquet(out / "documents.parquet")
             pl.DataFrame(filtered, schema={"query_id": pl.String, "document_id": pl.String, "teacher_score": pl.Float32,
                                            "positive_score": pl.Float32}).write_parquet(out / "false_negatives.parquet")
+            # Is the teacher worth distilling? How high it and the dense miner rank each training query's positive.
+            atomic_write_json(out / "mining_report.json", {
+                "training_queries": len(examples), "skipped_queries": short, "false_negatives_dropped": len(filtered),
+                "teacher_positive_mrr": float(np.mean([1 / rank for rank in teacher_ranks])),
+                "miner_positive_mrr": float(np.mean([1 / rank for rank in miner_ranks]))})
         print(f"mine: {train.height} training queries x {mine.n_ways} teacher-scored documents; "
               f"{len(filtered)} likely false negatives dropped; {short} queries with too few candidates skipped")
 
@@ -567,9 +587,10 @@ class Colbert(Family):
         from pylate.utils import ColBERTCollator
         from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
-        train = self.params.train
+        train, pooling = self.params.train, self.params.model.pooling
         cuda = torch.cuda.is_available()
-        loss = PoolingDistillation(model, PoolFactorSampler(pool_factors, self.params.seed), train.kmeans_iterations)
+        loss = PoolingDistillation(model, PoolFactorSampler(pool_factors, self.params.seed),
+                                   pooling.kmeans_iterations, pooling.protected_tokens)
         args = SentenceTransformerTrainingArguments(
             output_dir=str(output_dir), num_train_epochs=train.epochs, per_device_train_batch_size=train.batch_size,
             learning_rate=train.learning_rate, warmup_steps=train.warmup_ratio,  # below 1: a ratio in transformers 5
@@ -620,7 +641,7 @@ class Colbert(Family):
         document_ids = corpus["document_id"].to_list()
         models = {"base": base_colbert(self.params.model, self.params.seed)}
         models.update({variant: load_colbert(self.paths.model / variant) for variant in self.variants()})
-        metrics: dict = {}
+        metrics: dict = {"mining": json.loads((self.paths.mined / "mining_report.json").read_text())}
         query_rows, plot_rows = [], {}
         for label, model in models.items():
             query_vectors = [torch.as_tensor(v) for v in model.encode(
@@ -647,18 +668,20 @@ class Colbert(Family):
             pl.DataFrame(query_rows).write_parquet(out / "per_query.parquet")
         atomic_write_text(self.paths.plot("ndcg_by_pool_factor"), plot)
         atomic_write_json(self.paths.metrics, metrics)
-        for label, by_method in metrics.items():
-            for method, by_factor in by_method.items():
+        for label in models:
+            for method, by_factor in metrics[label].items():
                 print(f"evaluate: {label:16s} {method:12s} " + "  ".join(
                     f"PF{key[3:]} {values['ndcg@10']:.4f}" for key, values in by_factor.items()))
 
     def _pool(self, model, token_vectors: list[torch.Tensor], method: str, pool_factor: int) -> list[torch.Tensor]:
         if pool_factor == 1:
             return token_vectors
+        pooling = self.params.model.pooling
         if method == "hierarchical":
-            return model.pool_embeddings_hierarchical(token_vectors, pool_factor=pool_factor)
-        iterations = self.params.train.kmeans_iterations
-        return [kmeans_pool(vectors, pool_factor, iterations) for vectors in token_vectors]
+            return model.pool_embeddings_hierarchical(token_vectors, pool_factor=pool_factor,
+                                                      protected_tokens=pooling.protected_tokens)
+        return [kmeans_pool(vectors, pool_factor, pooling.kmeans_iterations, pooling.protected_tokens)
+                for vectors in token_vectors]
 
 
 FAMILY = Colbert

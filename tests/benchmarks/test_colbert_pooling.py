@@ -1,0 +1,73 @@
+"""How much of a ColBERT distillation step the k-means pooling costs.
+
+Compare the three rows of the group: a training step with pooling (pool factor 4), the same step without
+pooling, and the pooling alone on the same document embeddings. The pooling's share of the step is the
+third row over the first.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import write_params
+from retrieval_pipeline.core.stage import load_family
+from retrieval_pipeline.data.world import build_world, claim_collection
+from retrieval_pipeline.families.colbert import PoolFactorSampler, PoolingDistillation, base_colbert, pool_batch
+
+QUERIES, N_WAYS, POOL_FACTOR = 8, 8, 4
+GROUP = f"colbert train step ({QUERIES} queries x {N_WAYS} documents, embedded profile lengths)"
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    root = tmp_path_factory.mktemp("colbert-bench")
+    return load_family("colbert", write_params(root), root)
+
+
+@pytest.fixture(scope="module")
+def batch(family):
+    corpus, queries, _ = claim_collection(build_world(0, 16, 4), 1, 0)
+    documents = [f"{row['title']} {row['text']}" for row in corpus[:QUERIES * N_WAYS]]
+    return [query["text"] for query in queries[:QUERIES]], documents
+
+
+def distillation_step(family, batch, pool_factor: int):
+    model = base_colbert(family.params.model, seed=0)
+    pooling = family.params.model.pooling
+    loss = PoolingDistillation(model, PoolFactorSampler([pool_factor], seed=0), pooling.kmeans_iterations,
+                               pooling.protected_tokens)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    queries, documents = batch
+    features = [model.tokenize(queries, is_query=True), model.tokenize(documents, is_query=False)]
+    labels = torch.randn(QUERIES, N_WAYS, generator=torch.Generator().manual_seed(0))
+
+    def step():
+        loss(features, labels).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    return step
+
+
+@pytest.mark.benchmark(group=GROUP)
+def test_step_with_kmeans_pooling(benchmark, family, batch):
+    benchmark.pedantic(distillation_step(family, batch, POOL_FACTOR), rounds=3, warmup_rounds=1)
+
+
+@pytest.mark.benchmark(group=GROUP)
+def test_step_without_pooling(benchmark, family, batch):
+    benchmark.pedantic(distillation_step(family, batch, 1), rounds=3, warmup_rounds=1)
+
+
+@pytest.mark.benchmark(group=GROUP)
+def test_kmeans_pooling_alone(benchmark, family, batch):
+    model = base_colbert(family.params.model, seed=0)
+    features = model.tokenize(batch[1], is_query=False)
+    with torch.no_grad():
+        embeddings = torch.nn.functional.normalize(model(features)["token_embeddings"], dim=-1)
+    pooling = family.params.model.pooling
+    pooled, mask = benchmark.pedantic(pool_batch, args=(embeddings, features["attention_mask"], POOL_FACTOR,
+                                                        pooling.kmeans_iterations, pooling.protected_tokens),
+                                      rounds=5, warmup_rounds=1)
+    assert mask.sum() < features["attention_mask"].sum()
