@@ -34,8 +34,6 @@ from retrieval_pipeline.core.splits import add_split_column
 from retrieval_pipeline.core.training import log_training_with_dvclive
 from retrieval_pipeline.data.world import build_world, claim_collection
 
-VARIANTS = {"pooling_aware": None, "without_pooling": [1]}  # None: train.pool_factors
-MODELS = ("base", "without_pooling", "pooling_aware")
 
 # ---------------------------------------------------------------------------
 # Pooling
@@ -567,11 +565,10 @@ class Colbert(Family):
     # train -------------------------------------------------------------------
 
     def variants(self) -> dict[str, list[int]]:
+        """Each trained model and the pool factors its training draws from; the ablation comes first."""
         train = self.params.train
-        chosen = {"pooling_aware": train.pool_factors}
-        if train.pooling_ablation:
-            chosen["without_pooling"] = VARIANTS["without_pooling"]
-        return chosen
+        without_pooling = {"without_pooling": [1]} if train.pooling_ablation else {}
+        return {**without_pooling, "pooling_aware": train.pool_factors}
 
     def training_examples(self):
         from datasets import Dataset
