@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: repro test
+.PHONY: repro test sshd
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,5 +16,13 @@ $(STAMP): requirements.lock pyproject.toml
 repro: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" dvc repro
 
-test: $(STAMP)
+# The remote-storage tests run a real OpenSSH server on loopback; install it from Debian's packages where
+# this machine allows (root with apt), otherwise that one test skips and says why.
+sshd:
+	@[ -x /usr/sbin/sshd ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -q openssh-server >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q openssh-server >/dev/null 2>&1; }; }; } || \
+	  echo "openssh-server not installed: the SSH remote test will be skipped"
+
+test: $(STAMP) sshd
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" pytest

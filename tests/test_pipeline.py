@@ -21,8 +21,8 @@ TINY = deep_merge(deep_merge(deep_merge(TINY_MATRYOSHKA, TINY_DPR), TINY_RERANKE
 FAMILIES = ("matryoshka", "dpr", "reranker", "colbert")
 
 
-def run(command: list[str], cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+def run(command: list[str], cwd: Path, **environment: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **environment}
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout + result.stderr
@@ -61,6 +61,7 @@ def repo(tmp_path_factory) -> Path:
     commit(copy, "tiny config")
     output = run(["dvc", "repro"], copy)
     assert all(ran(output, family) == set(STAGES) for family in FAMILIES)
+    assert "Running stage 'report'" in output
     commit(copy, "first run")
     return copy
 
@@ -171,6 +172,17 @@ def test_colbert_is_evaluated_at_every_pool_factor_and_its_checkpoints_load(repo
     assert "train@reranker" in run(["dvc", "dag", "mine_with_teacher@colbert"], repo)
 
 
+def test_report_compares_every_family_with_significance_and_plots(repo):
+    report = (repo / "metrics/report.md").read_text()
+    for family in FAMILIES:
+        assert f"## {family}" in report and f"![{family}](report/{family}.png)" in report
+        assert (repo / f"metrics/report/{family}.png").read_bytes()[:4] == b"\x89PNG"
+    assert "### finetuned vs base" in report and "### pooling_aware vs without_pooling" in report
+    assert "| Metric | dim | base | finetuned | Abs. change | % change | p-value |" in report
+    plots = run(["dvc", "plots", "show", "--json"], repo)
+    assert "metrics/report/colbert.png" in plots and "NDCG@10 by pool factor" in plots
+
+
 def test_checkpoint_is_safetensors_with_a_model_card_and_loads(repo):
     from sentence_transformers import SentenceTransformer
 
@@ -195,6 +207,70 @@ def test_mined_negatives_pass_the_false_negative_filter(repo):
         assert scores[1] <= (1 - margin) * scores[0] + 1e-6
 
 
+def cached_outputs(repo: Path) -> dict[str, bool]:
+    """Every output DVC caches (datasets, checkpoints, evaluation details) and whether `dvc push` uploads it."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc:
+        return {out.def_path: out.can_push for out in dvc.index.outs if out.use_cache}
+
+
+def assert_same_files(original: Path, restored: Path) -> int:
+    import filecmp
+
+    files = sorted(path.relative_to(original) for path in original.rglob("*") if path.is_file())
+    assert files == sorted(path.relative_to(restored) for path in restored.rglob("*") if path.is_file())
+    for name in files:
+        assert filecmp.cmp(original / name, restored / name, shallow=False), f"{name} differs after dvc pull"
+    return len(files)
+
+
+def fresh_clone(repo: Path, where: Path) -> Path:
+    run(["git", "clone", "-q", str(repo), str(where)], repo.parent)
+    assert not (where / ".dvc" / "cache").exists() and not (where / "models").exists()  # nothing but git
+    return where
+
+
+def test_push_to_the_default_remote_then_pull_into_a_fresh_clone(repo):
+    """The default remote is a folder beside the repository: clones on the same machine share it, no account."""
+    run(["dvc", "push"], repo)
+    storage = (repo.parent / "dvc-storage")
+    assert storage.is_dir() and any(storage.rglob("*"))
+    clone = fresh_clone(repo, repo.parent / "clone-local")
+    run(["dvc", "pull", "--allow-missing"], clone)
+    outputs = cached_outputs(repo)
+    pushed = {path for path, push in outputs.items() if push}
+    assert {"models/colbert", "models/reranker", "models/dpr", "models/matryoshka", "data/colbert/mined"} <= pushed
+    for path in sorted(pushed):
+        assert assert_same_files(repo / path, clone / path) > 0
+    # cheap intermediates are not pushed; `dvc repro` rebuilds them and nothing downstream changes
+    skipped = set(outputs) - pushed
+    assert skipped and not any((clone / path).exists() for path in skipped)
+    output = run(["dvc", "repro"], clone)
+    assert all(ran(output, family) == {"prepare"} for family in FAMILIES)
+    for path in skipped:
+        assert_same_files(repo / path, clone / path)
+
+
+def test_push_and_pull_over_ssh_on_loopback(repo, tmp_path):
+    """The same round trip through a real OpenSSH server and the dvc-ssh plugin; the key stays in --local config."""
+    from sshd import loopback_sshd
+
+    with loopback_sshd(tmp_path / "ssh") as server:
+        url = f"ssh://{server.user}@127.0.0.1:{server.port}{tmp_path / 'ssh-storage'}"
+        home = {"HOME": str(server.home)}
+        for where in (repo, fresh_clone(repo, tmp_path / "clone-ssh")):
+            run(["dvc", "remote", "add", "--local", "-f", "loopback", url], where)
+            run(["dvc", "remote", "modify", "--local", "loopback", "keyfile", str(server.keyfile)], where)
+            assert "keyfile" not in (where / ".dvc" / "config").read_text()  # credentials never reach git
+        run(["dvc", "push", "-r", "loopback"], repo, **home)
+        assert any((tmp_path / "ssh-storage").rglob("*"))
+        clone = tmp_path / "clone-ssh"
+        run(["dvc", "pull", "--allow-missing", "-r", "loopback"], clone, **home)
+        for path in sorted(path for path, push in cached_outputs(repo).items() if push):
+            assert assert_same_files(repo / path, clone / path) > 0
+
+
 def test_second_repro_does_nothing(repo):
     output = run(["dvc", "repro"], repo)
     assert ran(output) == set()
@@ -212,13 +288,14 @@ def test_retraining_with_the_same_seed_gives_the_same_metrics(repo):
 def test_params_change_reruns_only_its_dependents_and_metrics_diff_shows_it(repo):
     write_params(repo, deep_merge(TINY, {"matryoshka": {"embedded": {"train": {"learning_rate": 1e-4}}}}))
     output = run(["dvc", "repro"], repo)
-    assert ran(output) == {"train", "evaluate"}
+    assert ran(output) == {"train", "evaluate"} and "Running stage 'report'" in output
     assert all(ran(output, family) == set() for family in FAMILIES if family != "matryoshka")
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo).strip().splitlines()[-1])
     changes = diff["metrics/matryoshka.json"]
     assert any(key.startswith("finetuned.") and change.get("diff") for key, change in changes.items())
     assert all(not change.get("diff") for key, change in changes.items() if key.startswith("base."))
     assert "matryoshka.embedded.train.learning_rate" in run(["dvc", "params", "diff"], repo)
+    assert "metrics/report/matryoshka.png" in run(["dvc", "plots", "diff", "--json"], repo)
 
 
 def test_hard_negative_switch_is_one_exp_run(repo):

@@ -1,0 +1,194 @@
+"""The `report` stage: every family's evaluation in one readable page, metrics/report.md, with PNG plots.
+
+Each family's evaluate stage writes per-query scores (eval/<family>/per_query.parquet: a `model` column,
+grouping columns such as `dim` or `pool_factor`, `query_id` and one float column per metric). params.yaml's
+`report.families` says, per family, which models to compare and on which metrics; the report tables each
+comparison per group, in the recipes' layout (baseline, candidate, absolute and relative change), with the
+p-value of a paired randomization test over the per-query scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from pydantic import Field, PositiveInt, ValidationError
+from scipy.stats import permutation_test
+
+from retrieval_pipeline.core.io import atomic_directory, atomic_write_text
+from retrieval_pipeline.core.params import ParamsError, Section, read_params_file
+from retrieval_pipeline.core.paths import FamilyPaths
+from retrieval_pipeline.core.sources import DataError
+
+
+class FamilyReport(Section):
+    metrics: list[str] = Field(min_length=1)  # per-query metric columns; the first is plotted
+    compare: list[tuple[str, str]] = Field(min_length=1)  # (baseline, candidate) model labels
+
+
+class ReportParams(Section):
+    families: dict[str, FamilyReport] = Field(min_length=1)
+    permutations: PositiveInt  # resamples of the paired randomization test
+    seed: int
+
+
+def load_report_params(path: Path) -> ReportParams:
+    section = read_params_file(path).get("report")
+    if not isinstance(section, dict):
+        raise ParamsError(f"{path}: no 'report' section; expected report.families, report.permutations, report.seed")
+    try:
+        return ReportParams.model_validate(section)
+    except ValidationError as error:
+        raise ParamsError(f"{path}:\n  " + "\n  ".join(
+            f"report.{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors())) from None
+
+
+@dataclass(frozen=True)
+class Row:
+    metric: str
+    group: tuple
+    baseline: float
+    candidate: float
+    p_value: float
+
+    @property
+    def change(self) -> float:
+        return self.candidate - self.baseline
+
+    @property
+    def relative(self) -> str:
+        return f"{100 * self.change / self.baseline:+.1f}%" if self.baseline else "n/a"
+
+
+def paired_p_value(baseline: np.ndarray, candidate: np.ndarray, permutations: int, seed: int) -> float:
+    """Two-sided paired randomization test on the mean per-query difference (swap each query's pair)."""
+    if np.allclose(baseline, candidate):
+        return 1.0
+    result = permutation_test((candidate, baseline), lambda x, y, axis: np.mean(x - y, axis=axis),
+                              permutation_type="samples", vectorized=True, n_resamples=permutations,
+                              alternative="two-sided", rng=np.random.default_rng(seed))
+    return float(result.pvalue)
+
+
+def group_columns(per_query: pl.DataFrame) -> list[str]:
+    return [column for column in per_query.columns
+            if column not in ("model", "query_id") and per_query[column].dtype not in (pl.Float32, pl.Float64)]
+
+
+def compare(per_query: pl.DataFrame, baseline: str, candidate: str, metrics: list[str],
+            permutations: int, seed: int, origin: str) -> tuple[list[Row], list[str]]:
+    """One row per metric and group (every value of the non-metric columns), and the group columns."""
+    groups = group_columns(per_query)
+    for label in (baseline, candidate):
+        if label not in set(per_query["model"]):
+            raise DataError(f"{origin}: no rows for model {label!r}; models are {sorted(set(per_query['model']))}")
+    missing = [metric for metric in metrics if metric not in per_query.columns]
+    if missing:
+        raise DataError(f"{origin}: no column(s) {', '.join(missing)}; expected per-query metric columns")
+    keys = per_query.select(groups).unique(maintain_order=True).rows() if groups else [()]
+    paired_by_key = {}
+    for key in keys:
+        selected = per_query.filter(*[pl.col(column) == value for column, value in zip(groups, key)]) \
+            if groups else per_query
+        paired_by_key[key] = selected.filter(pl.col("model") == baseline).join(
+            selected.filter(pl.col("model") == candidate), on="query_id", suffix="_candidate")
+    rows = []
+    for metric in metrics:
+        for key, paired in paired_by_key.items():
+            before, after = paired[metric].to_numpy(), paired[f"{metric}_candidate"].to_numpy()
+            rows.append(Row(metric, key, float(before.mean()), float(after.mean()),
+                            paired_p_value(before, after, permutations, seed)))
+    return rows, groups
+
+
+def markdown_table(rows: list[Row], groups: list[str], baseline: str, candidate: str) -> str:
+    header = ["Metric", *groups, baseline, candidate, "Abs. change", "% change", "p-value"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        lines.append("| " + " | ".join([row.metric, *[str(value) for value in row.group], f"{row.baseline:.4f}",
+                                        f"{row.candidate:.4f}", f"{row.change:+.4f}", row.relative,
+                                        f"{row.p_value:.4f}"]) + " |")
+    return "\n".join(lines)
+
+
+def plot(per_query: pl.DataFrame, family: str, metric: str, path: Path) -> None:
+    """The headline metric per model: a line over a numeric group (dim, pool factor), else bars per group."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = group_columns(per_query)
+    numeric = [column for column in groups if per_query[column].dtype.is_integer()]
+    means = per_query.group_by(["model", *groups], maintain_order=True).agg(pl.col(metric).mean())
+    figure, axis = plt.subplots(figsize=(7, 4))
+    if numeric:
+        x, panels = numeric[0], [column for column in groups if column != numeric[0]]
+        for key, lines in means.group_by(["model", *panels], maintain_order=True):
+            lines = lines.sort(x)
+            axis.plot(lines[x].to_list(), lines[metric].to_list(), marker="o", label=" / ".join(map(str, key)))
+        axis.set_xlabel(x)
+    else:
+        labels = [" / ".join(map(str, key)) for key in means.select(groups).unique(maintain_order=True).rows()] \
+            if groups else [""]
+        models = list(dict.fromkeys(means["model"]))
+        width = 0.8 / len(models)
+        for index, model in enumerate(models):
+            values = means.filter(pl.col("model") == model)[metric].to_list()
+            axis.bar(np.arange(len(values)) + index * width, values, width, label=model)
+        axis.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels)
+    axis.set_ylabel(metric)
+    axis.set_title(f"{family}: {metric} on held-out queries")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100, metadata={"Software": None})  # no version stamp: same inputs, same bytes
+    plt.close(figure)
+
+
+def family_section(root: Path, family: str, report: FamilyReport, params: ReportParams, figures: Path) -> str:
+    origin = FamilyPaths(root, family).evaluation / "per_query.parquet"
+    if not origin.is_file():
+        raise DataError(f"{origin}: missing; run `dvc repro evaluate@{family}` first")
+    per_query = pl.read_parquet(origin)
+    parts = [f"## {family}", "", f"![{family}](report/{family}.png)", ""]
+    for baseline, candidate in report.compare:
+        rows, groups = compare(per_query, baseline, candidate, report.metrics, params.permutations, params.seed,
+                               str(origin))
+        baseline_rows = per_query.filter(pl.col("model") == baseline)
+        queries = baseline_rows.height // max(1, baseline_rows.select(groups).n_unique() if groups else 1)
+        parts += [f"### {candidate} vs {baseline} ({queries} held-out queries per row)", "",
+                  markdown_table(rows, groups, baseline, candidate), ""]
+    plot(per_query, family, report.metrics[0], figures / f"{family}.png")
+    return "\n".join(parts)
+
+
+def write_report(params_file: Path, root: Path) -> None:
+    params = load_report_params(params_file)
+    profile = read_params_file(params_file).get("profile", "embedded")
+    report = root / "metrics" / "report.md"
+    with atomic_directory(root / "metrics" / "report") as figures:
+        sections = [family_section(root, family, settings, params, figures)
+                    for family, settings in params.families.items()]
+    header = ["# Fine-tuning report", "",
+              f"Profile `{profile}`. Each table compares two models on the same held-out queries; the p-value "
+              "is a two-sided paired randomization test over per-query scores "
+              f"({params.permutations} resamples). Written by the `report` stage from eval/<family>/per_query.parquet.",
+              ""]
+    atomic_write_text(report, "\n".join(header + sections) + "\n")
+    print(f"report: {report} ({', '.join(params.families)})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stages/report.py", description="Write metrics/report.md and its plots.")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    arguments = parser.parse_args(argv)
+    try:
+        write_report(arguments.params, Path.cwd())
+    except (ParamsError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

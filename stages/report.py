@@ -1,0 +1,8 @@
+"""DVC stage 'report': python stages/report.py (after every family's evaluate)."""
+
+import sys
+
+from retrieval_pipeline.report import main
+
+if __name__ == "__main__":
+    sys.exit(main())

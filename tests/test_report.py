@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+
+from helpers import write_params
+from retrieval_pipeline.core.params import ParamsError
+from retrieval_pipeline.core.sources import DataError
+from retrieval_pipeline.report import compare, paired_p_value, write_report
+
+
+def per_query_frame() -> pl.DataFrame:
+    """Two models on 6 queries at two dims; the candidate wins on every query at dim 64 only."""
+    rows = []
+    for dim, gain in ((64, 0.3), (32, 0.0)):
+        for index in range(6):
+            base = 0.1 * index
+            rows += [{"model": "base", "dim": dim, "query_id": f"q{index}", "ndcg@10": base, "mrr@10": base},
+                     {"model": "tuned", "dim": dim, "query_id": f"q{index}", "ndcg@10": base + gain, "mrr@10": base}]
+    return pl.DataFrame(rows)
+
+
+def test_paired_randomization_test_is_exact_on_small_samples_and_seeded():
+    baseline, candidate = np.zeros(5), np.array([0.1, 0.2, 0.3, 0.4, 0.5])
+    # 2^5 sign flips; only all-positive and all-negative are as extreme: two-sided p = 2 / 32
+    assert paired_p_value(baseline, candidate, 10000, seed=0) == pytest.approx(2 / 32)
+    assert paired_p_value(baseline, baseline, 10000, seed=0) == 1.0
+    noisy = np.random.default_rng(1).normal(size=40)
+    first = paired_p_value(noisy, noisy + 0.1, 2000, seed=3)
+    assert first == paired_p_value(noisy, noisy + 0.1, 2000, seed=3)
+
+
+def test_comparison_rows_per_metric_and_group():
+    rows, groups = compare(per_query_frame(), "base", "tuned", ["ndcg@10", "mrr@10"], 10000, 0, "per_query.parquet")
+    assert groups == ["dim"]
+    by_key = {(row.metric, row.group): row for row in rows}
+    gained = by_key["ndcg@10", (64,)]
+    assert gained.baseline == pytest.approx(0.25) and gained.candidate == pytest.approx(0.55)
+    assert gained.change == pytest.approx(0.3) and gained.relative == "+120.0%"
+    assert gained.p_value == pytest.approx(2 / 64)
+    assert by_key["ndcg@10", (32,)].p_value == 1.0 and by_key["mrr@10", (64,)].change == 0.0
+
+
+def test_unknown_model_or_metric_names_the_file():
+    with pytest.raises(DataError, match=r"per_query.parquet: no rows for model 'finetuned'"):
+        compare(per_query_frame(), "base", "finetuned", ["ndcg@10"], 100, 0, "per_query.parquet")
+    with pytest.raises(DataError, match=r"per_query.parquet: no column\(s\) map@100"):
+        compare(per_query_frame(), "base", "tuned", ["map@100"], 100, 0, "per_query.parquet")
+
+
+def test_report_is_written_with_a_plot_per_family(tmp_path):
+    (tmp_path / "eval" / "toy").mkdir(parents=True)
+    per_query_frame().write_parquet(tmp_path / "eval" / "toy" / "per_query.parquet")
+    params = write_params(tmp_path)
+    document = yaml.safe_load(params.read_text())
+    document["report"]["families"] = {"toy": {"metrics": ["ndcg@10"], "compare": [["base", "tuned"]]}}
+    params.write_text(yaml.safe_dump(document))
+    write_report(params, tmp_path)
+    report = (tmp_path / "metrics" / "report.md").read_text()
+    assert "### tuned vs base (6 held-out queries per row)" in report
+    assert "| ndcg@10 | 64 | 0.2500 | 0.5500 | +0.3000 | +120.0% | 0.0312 |" in report
+    assert (tmp_path / "metrics" / "report" / "toy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_report_params_name_the_key(tmp_path):
+    params = write_params(tmp_path)
+    document = yaml.safe_load(params.read_text())
+    document["report"]["permutations"] = 0
+    params.write_text(yaml.safe_dump(document))
+    with pytest.raises(ParamsError, match=r"report.permutations: Input should be greater than 0"):
+        write_report(params, tmp_path)
+    assert not (tmp_path / "metrics").exists()
