@@ -89,13 +89,9 @@ def compare(per_query: pl.DataFrame, baseline: str, candidate: str, metrics: lis
     missing = [metric for metric in metrics if metric not in per_query.columns]
     if missing:
         raise DataError(f"{origin}: no column(s) {', '.join(missing)}; expected per-query metric columns")
-    keys = per_query.select(groups).unique(maintain_order=True).rows() if groups else [()]
-    paired_by_key = {}
-    for key in keys:
-        selected = per_query.filter(*[pl.col(column) == value for column, value in zip(groups, key)]) \
-            if groups else per_query
-        paired_by_key[key] = selected.filter(pl.col("model") == baseline).join(
-            selected.filter(pl.col("model") == candidate), on="query_id", suffix="_candidate")
+    parts = per_query.partition_by(groups, as_dict=True, maintain_order=True) if groups else {(): per_query}
+    paired_by_key = {key: part.filter(pl.col("model") == baseline).join(
+        part.filter(pl.col("model") == candidate), on="query_id", suffix="_candidate") for key, part in parts.items()}
     rows = []
     for metric in metrics:
         for key, paired in paired_by_key.items():
