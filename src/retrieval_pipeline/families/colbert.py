@@ -31,7 +31,7 @@ from retrieval_pipeline.core.params import Section
 from retrieval_pipeline.core.retrieval import search
 from retrieval_pipeline.core.sources import DataError, HubSource, read_local_file
 from retrieval_pipeline.core.splits import add_split_column
-from retrieval_pipeline.core.training import log_training_with_dvclive
+from retrieval_pipeline.core.training import log_training_with_dvclive, shared_arguments
 from retrieval_pipeline.data.world import build_world, claim_collection
 
 
@@ -585,15 +585,12 @@ class Colbert(Family):
         from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
         train, pooling = self.params.train, self.params.model.pooling
-        cuda = torch.cuda.is_available()
         loss = PoolingDistillation(model, PoolFactorSampler(pool_factors, self.params.seed),
                                    pooling.kmeans_iterations, pooling.protected_tokens)
         args = SentenceTransformerTrainingArguments(
             output_dir=str(output_dir), num_train_epochs=train.epochs, per_device_train_batch_size=train.batch_size,
-            learning_rate=train.learning_rate, warmup_steps=train.warmup_ratio,  # below 1: a ratio in transformers 5
-            bf16=train.bf16 and cuda and torch.cuda.is_bf16_supported(), save_strategy="no",
-            logging_steps=train.logging_steps, seed=self.params.seed, data_seed=self.params.seed, report_to="none",
-            use_cpu=not cuda)
+            learning_rate=train.learning_rate, save_strategy="no", logging_steps=train.logging_steps,
+            **shared_arguments(self.params.seed, train.bf16, train.warmup_ratio))
         return SentenceTransformerTrainer(model=model, args=args, train_dataset=examples, loss=loss,
                                           data_collator=ColBERTCollator(tokenize_fn=model.tokenize))
 

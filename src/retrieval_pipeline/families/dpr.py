@@ -27,7 +27,7 @@ from retrieval_pipeline.core.retrieval import search
 from retrieval_pipeline.core.sources import (DataError, SourceParams, SyntheticSource, map_columns, read_source,
                                              require_text)
 from retrieval_pipeline.core.splits import add_split_column, split_counts
-from retrieval_pipeline.core.training import log_training_with_dvclive
+from retrieval_pipeline.core.training import log_training_with_dvclive, shared_arguments
 from retrieval_pipeline.data.world import build_world, fever_claims
 
 TOWERS = {"query": "query_encoder", "document": "passage_encoder"}
@@ -273,15 +273,12 @@ class Dpr(Family):
 
         train = self.params.train
         loss = InfoNCELoss(model, train.temperature)
-        cuda = torch.cuda.is_available()
         args = SentenceTransformerTrainingArguments(
             output_dir=str(output_dir), num_train_epochs=train.epochs, per_device_train_batch_size=train.batch_size,
             learning_rate=train.learning_rate, weight_decay=train.weight_decay,
-            warmup_steps=train.warmup_ratio,  # transformers 5 reads a value below 1 as a ratio
-            bf16=train.bf16 and cuda and torch.cuda.is_bf16_supported(),
             batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no", logging_steps=train.logging_steps,
-            seed=self.params.seed, data_seed=self.params.seed, report_to="none", use_cpu=not cuda,
-            router_mapping={"query": "query", "positive": "document", "negative": "document"})
+            router_mapping={"query": "query", "positive": "document", "negative": "document"},
+            **shared_arguments(self.params.seed, train.bf16, train.warmup_ratio))
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=self._training_rows(), loss=loss)
         trainer.add_callback(DiagnosticsCallback(loss))
         return trainer

@@ -22,7 +22,7 @@ from retrieval_pipeline.core.models import load_sentence_transformer
 from retrieval_pipeline.core.params import Section
 from retrieval_pipeline.core.retrieval import search, truncate_and_normalise
 from retrieval_pipeline.core.splits import add_split_column, split_counts
-from retrieval_pipeline.core.training import log_training_with_dvclive
+from retrieval_pipeline.core.training import log_training_with_dvclive, shared_arguments
 from retrieval_pipeline.core.sources import (DataError, SourceParams, SyntheticSource, map_columns, read_source,
                                              require_consistent, require_text, require_unique)
 from retrieval_pipeline.data.world import build_world, knowledge_base_questions
@@ -246,7 +246,6 @@ class Matryoshka(Family):
         if dev_queries.height:
             evaluator = DimensionEvaluator(dev_queries, corpus, dev_qrels, dims, train.best_checkpoint_dim,
                                            self.params.evaluate.batch_size)
-        cuda = torch.cuda.is_available()
         args = SentenceTransformerTrainingArguments(
             output_dir=str(checkpoints),
             num_train_epochs=train.epochs,
@@ -255,10 +254,8 @@ class Matryoshka(Family):
             per_device_eval_batch_size=self.params.evaluate.batch_size,
             learning_rate=train.learning_rate,
             lr_scheduler_type=train.lr_scheduler,
-            warmup_steps=train.warmup_ratio,  # transformers 5 reads a value below 1 as a ratio
             optim=train.optimizer,
-            bf16=train.bf16 and cuda and torch.cuda.is_bf16_supported(),
-            tf32=train.tf32 and cuda,
+            tf32=train.tf32 and torch.cuda.is_available(),
             batch_sampler=BatchSamplers.NO_DUPLICATES if train.no_duplicates else BatchSamplers.BATCH_SAMPLER,
             eval_strategy="epoch" if evaluator else "no",
             save_strategy="epoch" if evaluator else "no",
@@ -268,10 +265,7 @@ class Matryoshka(Family):
             metric_for_best_model=f"eval_{evaluator.primary_metric}" if evaluator else None,
             greater_is_better=True,
             logging_steps=train.logging_steps,
-            seed=self.params.seed,
-            data_seed=self.params.seed,
-            report_to="none",
-            use_cpu=not cuda,
+            **shared_arguments(self.params.seed, train.bf16, train.warmup_ratio),
         )
         return SentenceTransformerTrainer(model=model, args=args, train_dataset=self._training_pairs(), loss=loss,
                                           evaluator=evaluator)

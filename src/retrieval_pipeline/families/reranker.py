@@ -32,7 +32,7 @@ from retrieval_pipeline.core.models import device, load_sentence_transformer, re
 from retrieval_pipeline.core.params import Section
 from retrieval_pipeline.core.sources import DataError, SourceParams, SyntheticSource, map_columns, read_source
 from retrieval_pipeline.core.splits import add_split_column, split_counts
-from retrieval_pipeline.core.training import log_training_with_dvclive
+from retrieval_pipeline.core.training import log_training_with_dvclive, shared_arguments
 from retrieval_pipeline.data.world import build_world, factual_questions, multihop_questions
 
 DATASETS = ("multihop", "factual")  # stage 1 data, stage 2 data
@@ -565,14 +565,10 @@ class Reranker(Family):
 
         train = self.params.train
         schedule: StageParams = getattr(train, stage)
-        cuda = torch.cuda.is_available()
         args = CrossEncoderTrainingArguments(
             output_dir=str(output_dir), num_train_epochs=schedule.epochs, learning_rate=schedule.learning_rate,
-            per_device_train_batch_size=train.batch_size, weight_decay=train.weight_decay,
-            warmup_steps=train.warmup_ratio,  # transformers 5 reads a value below 1 as a ratio
-            bf16=train.bf16 and cuda and torch.cuda.is_bf16_supported(), save_strategy="no",
-            logging_steps=train.logging_steps, seed=self.params.seed, data_seed=self.params.seed, report_to="none",
-            use_cpu=not cuda)
+            per_device_train_batch_size=train.batch_size, weight_decay=train.weight_decay, save_strategy="no",
+            logging_steps=train.logging_steps, **shared_arguments(self.params.seed, train.bf16, train.warmup_ratio))
         return CrossEncoderTrainer(model=model, args=args, train_dataset=pairs, loss=bce_loss(model, train.pos_weight))
 
     def training_pairs(self, dataset: str) -> pl.DataFrame:
