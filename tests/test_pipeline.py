@@ -196,6 +196,35 @@ def test_checkpoint_is_safetensors_with_a_model_card_and_loads(repo):
     assert embedding.shape == (1, 384)
 
 
+def test_every_checkpoint_card_has_its_test_metrics_and_loading_code_that_runs(repo):
+    from huggingface_hub import ModelCard
+
+    metrics = {family: json.loads((repo / f"metrics/{family}.json").read_text()) for family in FAMILIES}
+    reranker, colbert = metrics["reranker"], metrics["colbert"]
+    expected = {  # checkpoint -> the NDCG@10 its card must report, as the evaluate stage measured it
+        "models/matryoshka": {f"NDCG@10 (dim {key[4:]})": values["ndcg@10"]
+                              for key, values in metrics["matryoshka"]["finetuned"].items()},
+        **{f"models/dpr/{tower}": {"NDCG@10 (query + passage towers)": metrics["dpr"]["finetuned"]["ndcg@10"]}
+           for tower in ("query_encoder", "passage_encoder")},
+        **{f"models/reranker/{variant}/{stage}": {f"NDCG@10 ({dataset} test candidates)": values["ndcg@10"]
+                                                  for dataset, values in reranker[variant][stage].items()}
+           for variant in ("features", "plain") for stage in ("stage1", "stage2")},
+        **{f"models/colbert/{variant}": {f"NDCG@10 ({method} pooling, pool factor {key[3:]})": values["ndcg@10"]
+                                         for method, by_factor in colbert[variant].items()
+                                         for key, values in by_factor.items()}
+           for variant in ("without_pooling", "pooling_aware")},
+    }
+    for folder, scores in expected.items():
+        card = ModelCard.load(repo / folder / "README.md")
+        assert "- Recipe: " in card.text and "- Profile: `embedded`" in card.text
+        assert "- Training data: synthetic world" in card.text and "```yaml\nseed: " in card.text
+        reported = {result.metric_name: result.metric_value for result in card.data.eval_results}
+        assert reported.keys() == scores.keys(), folder
+        for name, value in scores.items():
+            assert reported[name] == pytest.approx(value, abs=1e-4), (folder, name)  # the card rounds to 4 places
+        run([sys.executable, "-c", card.text.split("```python\n")[1].split("```")[0]], repo)
+
+
 def test_mined_negatives_pass_the_false_negative_filter(repo):
     import polars as pl
 

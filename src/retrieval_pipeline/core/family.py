@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel
 
+from retrieval_pipeline.core.model_card import ModelCard
 from retrieval_pipeline.core.paths import FamilyPaths
 
 STAGES = ("prepare", "mine", "train", "evaluate")
@@ -17,6 +18,7 @@ class Family(ABC):
     """A family's four DVC stages. `params` is its validated params section."""
 
     name: ClassVar[str]
+    recipe: ClassVar[str]  # which recipe of RECIPES.md it reproduces, for the model cards
     Params: ClassVar[type[BaseModel]]
 
     def __init__(self, params: BaseModel, profile: str, root: Path) -> None:
@@ -39,3 +41,8 @@ class Family(ABC):
     @abstractmethod
     def evaluate(self) -> None:
         """Score base and fine-tuned models on the same held-out queries; write metrics."""
+
+    def model_card(self, **card) -> ModelCard:
+        """A card for one of this family's checkpoints, with the family, profile and params filled in."""
+        return ModelCard(family=self.name, recipe=self.recipe, profile=self.profile,
+                         params=self.params.model_dump(mode="json"), **card)

@@ -26,6 +26,9 @@ class HubSource(Section):
     split: str = "train"
     revision: str | None = None
 
+    def describe(self) -> str:
+        return f"hf:{self.path}" + (f"/{self.name}" if self.name else "") + f"[{self.split}]"
+
 
 class LocalSource(Section):
     path: Path
@@ -52,6 +55,17 @@ class SourceParams(Section):
             raise ValueError("source is 'local' but the 'local' section (path, format) is missing")
         return self
 
+    def describe(self) -> str:
+        """Where the rows come from, as error messages and model cards name it."""
+        if self.source == "hf":
+            return self.hf.describe()
+        if self.source == "local":
+            return str(self.local.path)
+        return "synthetic world"
+
+    def hub_datasets(self) -> list[str]:
+        return [self.hf.path] if self.source == "hf" else []
+
 
 SyntheticRows = Callable[[SyntheticSource, int], list[dict]]
 
@@ -59,16 +73,16 @@ SyntheticRows = Callable[[SyntheticSource, int], list[dict]]
 def read_source(params: SourceParams, seed: int, synthetic_rows: SyntheticRows) -> tuple[pl.DataFrame, str]:
     """The raw rows and a name for where they came from, used in every error message."""
     if params.source == "synthetic":
-        return pl.DataFrame(synthetic_rows(params.synthetic, seed)), "synthetic world"
+        return pl.DataFrame(synthetic_rows(params.synthetic, seed)), params.describe()
     if params.source == "hf":
         return _read_hub(params.hf)
-    return read_local_file(params.local.path, params.local.format), str(params.local.path)
+    return read_local_file(params.local.path, params.local.format), params.describe()
 
 
 def _read_hub(hub: HubSource) -> tuple[pl.DataFrame, str]:
     from datasets import load_dataset
 
-    origin = f"hf:{hub.path}" + (f"/{hub.name}" if hub.name else "") + f"[{hub.split}]"
+    origin = hub.describe()
     try:
         dataset = load_dataset(hub.path, hub.name, split=hub.split, revision=hub.revision)
     except (FileNotFoundError, ValueError, ConnectionError) as error:

@@ -26,6 +26,7 @@ from transformers import set_seed
 from retrieval_pipeline.core.family import Family
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json, atomic_write_text
 from retrieval_pipeline.core.metrics import evaluate_run
+from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
 from retrieval_pipeline.core.models import device, load_sentence_transformer, resolve_model
 from retrieval_pipeline.core.params import Section
 from retrieval_pipeline.core.retrieval import search
@@ -316,6 +317,17 @@ class DataParams(Section):
             raise ValueError(f"source is '{self.source}' but the '{self.source}' section is missing")
         return self
 
+    def describe(self) -> str:
+        if self.source == "hf":
+            return f"BEIR {self.hf.corpus.path} with qrels {self.hf.qrels.path}"
+        if self.source == "local":
+            return f"BEIR folder {self.local.path}"
+        return "synthetic world (claims)"
+
+    def hub_datasets(self) -> list[str]:
+        return list(dict.fromkeys([self.hf.corpus.path, self.hf.queries.path, self.hf.qrels.path])) \
+            if self.source == "hf" else []
+
 
 class PoolingParams(Section):
     """How document tokens are k-means pooled, the same in training and evaluation."""
@@ -413,33 +425,9 @@ def maxsim_search(queries: list[torch.Tensor], documents: list[torch.Tensor], k:
     return torch.cat(top).numpy()
 
 
-MODEL_CARD = """---
-library_name: PyLate
-pipeline_tag: sentence-similarity
-tags: [ColBERT, late-interaction, knowledge-distillation, token-pooling, {variant}]
----
-# ColBERT ({variant})
-
-A ColBERT late-interaction retriever (recipe 2 in this project), distilled from
-the teacher `{teacher}` ({teacher_kind}) on mined candidate lists.
-{pooling}
-
-- Base model: `{base}` (profile `{profile}`); query length {query_length}, document length
-  {document_length}, {embedding_size}-dim token embeddings
-- Training: pylate distillation loss (KL over each query's {n_ways} candidates), lr {lr}, batch {batch},
-  {epochs} epoch(s), warmup {warmup}
-
-```python
-from pylate import models
-model = models.ColBERT("{path}")
-documents = model.encode(["..."], is_query=False, pool_factor=4)  # pylate's hierarchical pooling
-queries = model.encode(["..."], is_query=True)
-```
-"""
-
-
 class Colbert(Family):
     name = "colbert"
+    recipe = "late interaction with pooling-aware distillation (recipe 2 in RECIPES.md)"
     Params = ColbertParams
     params: ColbertParams
 
@@ -467,7 +455,7 @@ class Colbert(Family):
         hub = data.hf
 
         def load(source: HubSource, split: str, what: str) -> tuple[pl.DataFrame, str]:
-            origin = f"hf:{source.path}" + (f"/{source.name}" if source.name else "") + f"[{split}]"
+            origin = source.model_copy(update={"split": split}).describe()
             try:
                 frame = load_dataset(source.path, source.name, split=split, revision=source.revision).to_polars()
             except (FileNotFoundError, ValueError, ConnectionError) as error:
@@ -604,60 +592,93 @@ class Colbert(Family):
                 log_training_with_dvclive(trainer, self.paths.training_log / variant)
                 print(f"train: {variant}: pool factors {pool_factors}, {len(examples)} queries")
                 trainer.train()
-                model.save_pretrained(str(out / variant))
-                self._write_card(out / variant, variant, pool_factors)
+                model.save_pretrained(str(out / variant), create_model_card=False)
+                test = self.test_set()
+                metrics, _, _ = self.score(model, variant, *test)
+                self.card(variant, pool_factors, metrics, test[0].height, len(examples)).write(out / variant)
         shutil.rmtree(scratch, ignore_errors=True)
 
-    def _write_card(self, folder: Path, variant: str, pool_factors: list[int]) -> None:
-        model, train, teacher = self.params.model, self.params.train, self.params.mine.teacher
-        pooling = ("Trained pooling-aware: in every training step the documents' token embeddings were k-means "
-                   f"pooled at a pool factor drawn uniformly from {pool_factors}, so the model keeps its quality "
-                   "when stored documents are pooled." if pool_factors != [1] else
-                   "Trained without pooling (pool factor 1): the ablation that separates the gain of "
-                   "pooling-aware training from the gain of fine-tuning.")
-        atomic_write_text(folder / "README.md", MODEL_CARD.format(
-            variant=variant, teacher=teacher.model, teacher_kind=teacher.kind, pooling=pooling, base=model.base,
-            profile=self.profile, query_length=model.query_length, document_length=model.document_length,
-            embedding_size=model.embedding_size, n_ways=self.params.mine.n_ways, lr=train.learning_rate,
-            batch=train.batch_size, epochs=train.epochs, warmup=train.warmup_ratio,
-            path=f"models/{self.name}/{variant}"))
+    def card(self, variant: str, pool_factors: list[int], metrics: dict[str, dict], test_queries: int,
+             training_queries: int) -> ModelCard:
+        model, mine, data = self.params.model, self.params.mine, self.params.data
+        pooling = (f"Trained pooling-aware: in every training step the documents' token embeddings were k-means "
+                   f"pooled at a pool factor drawn uniformly from {pool_factors}, so that it keeps its quality when "
+                   "stored documents are pooled." if pool_factors != [1] else
+                   "Trained without pooling (pool factor 1): the ablation that separates the gain of pooling-aware "
+                   "training from the gain of fine-tuning.")
+        return self.model_card(
+            title=f"ColBERT ({variant})",
+            summary=(f"A ColBERT late-interaction retriever ({model.embedding_size}-dim token embeddings), distilled "
+                     f"with pylate's KL loss from the teacher `{mine.teacher.model}` ({mine.teacher.kind}) on each "
+                     f"query's {mine.n_ways} mined candidates. {pooling}"),
+            base_model=model.base,
+            training_data=(f"{data.describe()}: {training_queries} training queries (split `{data.train_split}`), "
+                           f"candidates from `{mine.miner_model}`, likely false negatives dropped"),
+            hub_datasets=data.hub_datasets(),
+            metrics=CardMetrics(dataset=data.describe(), queries=test_queries, task="retrieval",
+                                rows={f"{method} pooling, pool factor {key[3:]}": values
+                                      for method, by_factor in metrics.items() for key, values in by_factor.items()},
+                                columns=["ndcg@10", "mrr@10", "recall@100", "vectors_per_document"]),
+            usage=f"""from pylate import models
+model = models.ColBERT("models/{self.name}/{variant}")
+# pool_factor: pylate's hierarchical pooling of the stored document vectors
+documents = model.encode(["The wind farm opened in 2019 with forty turbines."], is_query=False, pool_factor=2)
+queries = model.encode(["When did the wind farm open?"], is_query=True)""",
+            library_name="PyLate", pipeline_tag="sentence-similarity",
+            tags=["ColBERT", "late-interaction", "knowledge-distillation", "token-pooling", variant])
 
     # evaluate ----------------------------------------------------------------
 
-    def evaluate(self) -> None:
-        evaluate, data = self.params.evaluate, self.params.data
+    def test_set(self) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, int]]]:
+        test_split = self.params.data.test_split
         corpus = pl.read_parquet(self.paths.prepared / "corpus.parquet")
-        queries = pl.read_parquet(self.paths.prepared / "queries.parquet").filter(pl.col("split") == data.test_split)
-        qrels_frame = pl.read_parquet(self.paths.prepared / "qrels.parquet").filter(pl.col("split") == data.test_split)
+        queries = pl.read_parquet(self.paths.prepared / "queries.parquet").filter(pl.col("split") == test_split)
+        qrels_frame = pl.read_parquet(self.paths.prepared / "qrels.parquet").filter(pl.col("split") == test_split)
         qrels: dict[str, dict[str, int]] = {}
         for query, document, relevance in qrels_frame.select("query_id", "document_id", "relevance").iter_rows():
             qrels.setdefault(query, {})[document] = relevance
+        return queries, corpus, qrels
+
+    def score(self, model, label: str, queries: pl.DataFrame, corpus: pl.DataFrame,
+              qrels: dict[str, dict[str, int]]) -> tuple[dict[str, dict], list[dict], dict[int, float]]:
+        """One model's metrics per pooling method and pool factor, its per-query rows, and NDCG@10 by pool
+        factor under the first method (the plot's line)."""
+        evaluate = self.params.evaluate
         document_ids = corpus["document_id"].to_list()
+        query_vectors = [torch.as_tensor(v) for v in model.encode(
+            queries["text"].to_list(), is_query=True, batch_size=evaluate.batch_size, show_progress_bar=True)]
+        token_vectors = [torch.as_tensor(v) for v in model.encode(
+            corpus["text"].to_list(), is_query=False, batch_size=evaluate.batch_size, show_progress_bar=True)]
+        metrics: dict[str, dict] = {}
+        query_rows, line = [], {}
+        for method in evaluate.methods:
+            for pool_factor in evaluate.pool_factors:
+                pooled = self._pool(model, token_vectors, method, pool_factor)
+                top = maxsim_search(query_vectors, pooled, evaluate.top_k)
+                run = {query: [document_ids[i] for i in row] for query, row in zip(queries["query_id"], top)}
+                means, per_query = evaluate_run(run, qrels, cutoffs=(10, 100))
+                vectors = [len(document) for document in pooled]
+                metrics.setdefault(method, {})[f"pf_{pool_factor}"] = {
+                    "ndcg@10": means["ndcg@10"], "mrr@10": means["mrr@10"], "recall@100": means["recall@100"],
+                    "vectors_per_document": float(np.mean(vectors)), "stored_vectors": int(np.sum(vectors))}
+                query_rows += [{"model": label, "method": method, "pool_factor": pool_factor, "query_id": query,
+                                **values} for query, values in per_query.items()]
+                if method == evaluate.methods[0]:
+                    line[pool_factor] = means["ndcg@10"]
+        return metrics, query_rows, line
+
+    def evaluate(self) -> None:
+        test = self.test_set()
         models = {"base": base_colbert(self.params.model, self.params.seed)}
         models.update({variant: load_colbert(self.paths.model / variant) for variant in self.variants()})
         metrics: dict = {"mining": json.loads((self.paths.mined / "mining_report.json").read_text())}
-        query_rows, plot_rows = [], {}
+        query_rows, lines = [], {}
         for label, model in models.items():
-            query_vectors = [torch.as_tensor(v) for v in model.encode(
-                queries["text"].to_list(), is_query=True, batch_size=evaluate.batch_size, show_progress_bar=True)]
-            token_vectors = [torch.as_tensor(v) for v in model.encode(
-                corpus["text"].to_list(), is_query=False, batch_size=evaluate.batch_size, show_progress_bar=True)]
-            for method in evaluate.methods:
-                for pool_factor in evaluate.pool_factors:
-                    pooled = self._pool(model, token_vectors, method, pool_factor)
-                    top = maxsim_search(query_vectors, pooled, evaluate.top_k)
-                    run = {query: [document_ids[i] for i in row] for query, row in zip(queries["query_id"], top)}
-                    means, per_query = evaluate_run(run, qrels, cutoffs=(10, 100))
-                    vectors = [len(document) for document in pooled]
-                    metrics.setdefault(label, {}).setdefault(method, {})[f"pf_{pool_factor}"] = {
-                        "ndcg@10": means["ndcg@10"], "mrr@10": means["mrr@10"], "recall@100": means["recall@100"],
-                        "vectors_per_document": float(np.mean(vectors)), "stored_vectors": int(np.sum(vectors))}
-                    query_rows += [{"model": label, "method": method, "pool_factor": pool_factor, "query_id": query,
-                                    **values} for query, values in per_query.items()]
-                    if method == evaluate.methods[0]:
-                        plot_rows.setdefault(pool_factor, {})[label] = means["ndcg@10"]
+            metrics[label], rows, lines[label] = self.score(model, label, *test)
+            query_rows += rows
+        pool_factors = self.params.evaluate.pool_factors
         plot = "pool_factor," + ",".join(models) + "\n" + "".join(
-            f"{pf}," + ",".join(f"{row[label]:.6f}" for label in models) + "\n" for pf, row in sorted(plot_rows.items()))
+            f"{pf}," + ",".join(f"{lines[label][pf]:.6f}" for label in models) + "\n" for pf in sorted(pool_factors))
         with atomic_directory(self.paths.evaluation) as out:
             pl.DataFrame(query_rows).write_parquet(out / "per_query.parquet")
         atomic_write_text(self.paths.plot("ndcg_by_pool_factor"), plot)

@@ -21,6 +21,7 @@ from transformers import TrainerCallback
 from retrieval_pipeline.core.family import Family
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
 from retrieval_pipeline.core.metrics import evaluate_run
+from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
 from retrieval_pipeline.core.models import device, load_sentence_transformer, resolve_model
 from retrieval_pipeline.core.params import Section
 from retrieval_pipeline.core.retrieval import search
@@ -156,31 +157,9 @@ class DiagnosticsCallback(TrainerCallback):
             logs.update(self.loss.diagnostics)
 
 
-MODEL_CARD = """---
-library_name: sentence-transformers
-pipeline_tag: sentence-similarity
-tags: [dpr, dual-encoder, {side}]
----
-# DPR {side} encoder
-
-The **{side}** tower of a dual-encoder dense passage retriever (recipe 1 in this
-project): {encodes}. Use `{other}` for the other side; the two towers have
-independent weights. Mean pooling, L2 normalisation, cosine similarity.
-
-- Base model: `{base}` (profile `{profile}`)
-- Training: InfoNCE over in-batch negatives, temperature {temperature}, AdamW lr {lr},
-  weight decay {weight_decay}, warmup {warmup}, batch {batch}, {epochs} epochs
-
-```python
-from sentence_transformers import SentenceTransformer
-model = SentenceTransformer("{path}")
-embeddings = model.encode([...])
-```
-"""
-
-
 class Dpr(Family):
     name = "dpr"
+    recipe = "dual-encoder dense passage retriever (recipe 1 in RECIPES.md)"
     Params = DprParams
     params: DprParams
 
@@ -290,46 +269,71 @@ class Dpr(Family):
         log_training_with_dvclive(trainer, self.paths.training_log)
         trainer.train()
         if trainer.is_world_process_zero():
+            towers = {route: tower_of(model, route) for route in TOWERS}
+            test = self.test_set()
+            metrics, _ = self.score(towers["query"], towers["document"], *test)
             with atomic_directory(self.paths.model) as out:
                 for route, folder in TOWERS.items():
-                    tower_of(model, route).save_pretrained(str(out / folder))
-                    self._write_card(out / folder, route)
+                    towers[route].save_pretrained(str(out / folder), create_model_card=False)
+                    self.card(route, metrics, test[0].height, len(trainer.train_dataset)).write(out / folder)
             shutil.rmtree(scratch, ignore_errors=True)
 
-    def _write_card(self, folder: Path, route: str) -> None:
-        train = self.params.train
+    def card(self, route: str, metrics: dict[str, float], test_queries: int, training_rows: int) -> ModelCard:
+        train, data = self.params.train, self.params.data
         side, other = ("query", TOWERS["document"]) if route == "query" else ("passage", TOWERS["query"])
-        encodes = "encode claims / questions with it" if route == "query" else "encode evidence passages with it"
-        (folder / "README.md").write_text(MODEL_CARD.format(
-            side=side, encodes=encodes, other=other, base=self.params.model.base, profile=self.profile,
-            temperature=train.temperature, lr=train.learning_rate, weight_decay=train.weight_decay,
-            warmup=train.warmup_ratio, batch=train.batch_size, epochs=train.epochs,
-            path=f"models/{self.name}/{folder.name}"), encoding="utf-8")
+        encodes = "claims and questions" if route == "query" else "evidence passages"
+        negatives = (f"in-batch and {train.hard_negative_source} hard negatives" if train.use_hard_negatives
+                     else "in-batch negatives")
+        return self.model_card(
+            title=f"DPR {side} encoder",
+            summary=(f"The {side} tower of a dual-encoder dense passage retriever: it encodes {encodes}; "
+                     f"`models/{self.name}/{other}` is the other tower, with independent weights. Mean pooling, L2 "
+                     f"normalisation, trained with InfoNCE over {negatives} at temperature {train.temperature}. "
+                     "The scores below are the two towers together."),
+            base_model=self.params.model.base,
+            training_data=f"{data.describe()}: {training_rows} claim/evidence pairs (labels {data.keep_labels})",
+            hub_datasets=data.hub_datasets(),
+            metrics=CardMetrics(dataset=data.describe(), queries=test_queries, task="retrieval",
+                                rows={"query + passage towers": metrics},
+                                columns=["ndcg@10", "mrr@10", "recall@1", "recall@5", "recall@20", "recall@100"]),
+            usage=f"""from sentence_transformers import SentenceTransformer
+query_encoder = SentenceTransformer("models/{self.name}/{TOWERS['query']}")
+passage_encoder = SentenceTransformer("models/{self.name}/{TOWERS['document']}")
+scores = query_encoder.encode(["a claim"]) @ passage_encoder.encode(["a passage"]).T""",
+            library_name="sentence-transformers", pipeline_tag="sentence-similarity",
+            tags=["dpr", "dual-encoder", f"{side}-encoder"])
 
-    def evaluate(self) -> None:
-        evaluate, temperature = self.params.evaluate, self.params.train.temperature
+    def test_set(self) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, int]]]:
         queries = pl.read_parquet(self.paths.prepared / "queries.parquet")
         corpus = pl.read_parquet(self.paths.prepared / "corpus.parquet")
         qrels = {query: {passage: 1} for query, passage in queries.select("query_id", "passage_id").iter_rows()}
+        return queries, corpus, qrels
+
+    def score(self, query_tower, passage_tower, queries: pl.DataFrame, corpus: pl.DataFrame,
+              qrels: dict[str, dict[str, int]]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        """Retrieval metrics and logit diagnostics of one pair of towers, and each query's own metrics."""
+        evaluate = self.params.evaluate
         passage_ids = corpus["passage_id"].to_list()
         position = {pid: i for i, pid in enumerate(passage_ids)}
+        encoded_queries = query_tower.encode(queries["text"].to_list(), batch_size=evaluate.batch_size,
+                                             convert_to_tensor=True, show_progress_bar=True).cpu()
+        encoded_passages = passage_tower.encode(corpus["text"].to_list(), batch_size=evaluate.batch_size,
+                                                convert_to_tensor=True, show_progress_bar=True).cpu()
+        _, indices = search(encoded_queries.numpy(), encoded_passages.numpy(), evaluate.top_k)
+        run = {query: [passage_ids[i] for i in row] for query, row in zip(queries["query_id"], indices)}
+        means, per_query = evaluate_run(run, qrels, cutoffs=(1, 5, 20, 100))
+        gold = encoded_passages[[position[pid] for pid in queries["passage_id"]]]
+        metrics = {name: means[name] for name in ("ndcg@10", "mrr@10", "recall@1", "recall@5", "recall@20", "recall@100")}
+        return {**metrics, **logit_diagnostics(encoded_queries, gold, self.params.train.temperature)}, per_query
+
+    def evaluate(self) -> None:
+        test = self.test_set()
         base = load_sentence_transformer(self.params.model.base)
         towers = {"base": (base, base), "finetuned": tuple(
             load_sentence_transformer(str(self.paths.model / TOWERS[route])) for route in TOWERS)}
         metrics, query_rows = {}, []
         for label, (query_tower, passage_tower) in towers.items():
-            encoded_queries = query_tower.encode(queries["text"].to_list(), batch_size=evaluate.batch_size,
-                                                 convert_to_tensor=True, show_progress_bar=True).cpu()
-            encoded_passages = passage_tower.encode(corpus["text"].to_list(), batch_size=evaluate.batch_size,
-                                                    convert_to_tensor=True, show_progress_bar=True).cpu()
-            _, indices = search(encoded_queries.numpy(), encoded_passages.numpy(), evaluate.top_k)
-            run = {query: [passage_ids[i] for i in row] for query, row in zip(queries["query_id"], indices)}
-            means, per_query = evaluate_run(run, qrels, cutoffs=(1, 5, 20, 100))
-            gold = encoded_passages[[position[pid] for pid in queries["passage_id"]]]
-            diagnostics = logit_diagnostics(encoded_queries, gold, temperature)
-            metrics[label] = {name: means[name] for name in
-                              ("ndcg@10", "mrr@10", "recall@1", "recall@5", "recall@20", "recall@100")}
-            metrics[label].update(diagnostics)
+            metrics[label], per_query = self.score(query_tower, passage_tower, *test)
             query_rows += [{"model": label, "query_id": query, **values} for query, values in per_query.items()]
         check_not_collapsed(metrics["finetuned"])
         with atomic_directory(self.paths.evaluation) as out:
@@ -339,6 +343,5 @@ class Dpr(Family):
             print(f"evaluate: {label:9s} NDCG@10 {metrics[label]['ndcg@10']:.4f}  R@1 {metrics[label]['recall@1']:.4f}"
                   f"  R@20 {metrics[label]['recall@20']:.4f}  diagonal {metrics[label]['diagonal_logit']:.2f}"
                   f" vs mean {metrics[label]['mean_logit']:.2f}")
-
 
 FAMILY = Dpr

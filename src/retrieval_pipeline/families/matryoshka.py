@@ -18,6 +18,7 @@ from sentence_transformers.evaluation import SentenceEvaluator
 from retrieval_pipeline.core.family import Family
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json, atomic_write_text
 from retrieval_pipeline.core.metrics import evaluate_run
+from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
 from retrieval_pipeline.core.models import load_sentence_transformer
 from retrieval_pipeline.core.params import Section
 from retrieval_pipeline.core.retrieval import search, truncate_and_normalise
@@ -162,6 +163,7 @@ class DimensionEvaluator(SentenceEvaluator):
 
 class Matryoshka(Family):
     name = "matryoshka"
+    recipe = "Matryoshka bi-encoder for domain RAG (recipe 4 in RECIPES.md)"
     Params = MatryoshkaParams
     params: MatryoshkaParams
 
@@ -281,28 +283,64 @@ class Matryoshka(Family):
         trainer.train()
         if trainer.is_world_process_zero():
             with atomic_directory(self.paths.model) as out:
-                model.save_pretrained(str(out))
+                model.save_pretrained(str(out), create_model_card=False)
+                self.card(model, trainer.train_dataset.num_rows).write(out)
             shutil.rmtree(checkpoints, ignore_errors=True)
 
+    def card(self, model, training_rows: int) -> ModelCard:
+        queries, corpus, qrels = self.test_set()
+        metrics, _, _ = self.score(model, "finetuned", queries, corpus, qrels)
+        data, dims = self.params.data, self.params.model.dims
+        negatives = "mined hard negatives" if self.params.train.use_hard_negatives else "in-batch negatives"
+        return self.model_card(
+            title="Matryoshka bi-encoder",
+            summary=(f"A bi-encoder fine-tuned with MultipleNegativesRankingLoss ({negatives}) inside MatryoshkaLoss, "
+                     f"so that its embeddings truncated to any of {dims} dimensions still retrieve well. The "
+                     f"checkpoint kept is the epoch with the best dev NDCG@10 at dim "
+                     f"{self.params.train.best_checkpoint_dim}."),
+            base_model=self.params.model.base,
+            training_data=f"{data.describe()}: {training_rows} question/chunk pairs",
+            hub_datasets=data.hub_datasets(),
+            metrics=CardMetrics(dataset=data.describe(), queries=queries.height, task="retrieval",
+                                rows={f"dim {key[4:]}": values for key, values in metrics.items()},
+                                columns=["ndcg@10", "mrr@10", "recall@10", "bytes_per_vector"]),
+            usage=f"""from sentence_transformers import SentenceTransformer
+model = SentenceTransformer("models/{self.name}", truncate_dim={dims[-1]})  # or any of {dims}
+embeddings = model.encode(["What is the maximum operating pressure?"])""",
+            library_name="sentence-transformers", pipeline_tag="sentence-similarity",
+            tags=["matryoshka", "MultipleNegativesRankingLoss", "MatryoshkaLoss"])
+
     # evaluate --------------------------------------------------------------
+    def test_set(self) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, int]]]:
+        queries, corpus, qrels = self.held_out("test")
+        return queries, corpus, qrels_of(qrels)
+
+    def score(self, model, label: str, queries: pl.DataFrame, corpus: pl.DataFrame,
+              qrels: dict[str, dict[str, int]]) -> tuple[dict[str, dict], list[tuple], list[dict]]:
+        """One model's metrics at every dim, with its ranked lists and per-query scores as rows."""
+        evaluate = self.params.evaluate
+        metrics, run_rows, query_rows = {}, [], []
+        for dim, (run, scores) in rank_at_dims(model, queries, corpus, self.params.model.dims, evaluate.batch_size,
+                                               evaluate.top_k).items():
+            means, per_query = evaluate_run(run, qrels)
+            metrics[f"dim_{dim}"] = {**means, "bytes_per_vector": dim * 4}
+            for query, documents in run.items():
+                run_rows += [(label, dim, query, document, rank + 1, score)
+                             for rank, (document, score) in enumerate(zip(documents, scores[query]))]
+            query_rows += [{"model": label, "dim": dim, "query_id": query, **values}
+                           for query, values in per_query.items()]
+        return metrics, run_rows, query_rows
+
     def evaluate(self) -> None:
-        dims, evaluate = self.params.model.dims, self.params.evaluate
-        queries, corpus, qrels_frame = self.held_out("test")
-        qrels = qrels_of(qrels_frame)
+        dims = self.params.model.dims
+        test = self.test_set()
         metrics: dict[str, dict] = {}
         run_rows, query_rows = [], []
         for label, reference in (("base", self.params.model.base), ("finetuned", str(self.paths.model))):
             model = self.load_model(reference, f"the {label} model")
-            metrics[label] = {}
-            for dim, (run, scores) in rank_at_dims(model, queries, corpus, dims, evaluate.batch_size,
-                                                   evaluate.top_k).items():
-                means, per_query = evaluate_run(run, qrels)
-                metrics[label][f"dim_{dim}"] = {**means, "bytes_per_vector": dim * 4}
-                for query, documents in run.items():
-                    run_rows += [(label, dim, query, document, rank + 1, score)
-                                 for rank, (document, score) in enumerate(zip(documents, scores[query]))]
-                query_rows += [{"model": label, "dim": dim, "query_id": query, **values}
-                               for query, values in per_query.items()]
+            metrics[label], runs, per_query = self.score(model, label, *test)
+            run_rows += runs
+            query_rows += per_query
         with atomic_directory(self.paths.evaluation) as out:
             pl.DataFrame(run_rows, schema=["model", "dim", "query_id", "chunk_id", "rank", "score"],
                          orient="row").write_parquet(out / "run.parquet")
@@ -315,6 +353,5 @@ class Matryoshka(Family):
         for dim in dims:
             base, tuned = (metrics[label][f"dim_{dim}"][PRIMARY_METRIC] for label in ("base", "finetuned"))
             print(f"evaluate: dim {dim:4d}  NDCG@10 base {base:.4f} -> fine-tuned {tuned:.4f}")
-
 
 FAMILY = Matryoshka

@@ -28,6 +28,7 @@ from transformers import set_seed
 from retrieval_pipeline.core.family import Family
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
 from retrieval_pipeline.core.metrics import evaluate_run
+from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
 from retrieval_pipeline.core.models import device, load_sentence_transformer, resolve_model
 from retrieval_pipeline.core.params import Section
 from retrieval_pipeline.core.sources import DataError, SourceParams, SyntheticSource, map_columns, read_source
@@ -446,31 +447,9 @@ def pairs_dataset(pairs: pl.DataFrame, use_features: bool):
                               "label": pairs["label"].cast(pl.Float32).to_list()})
 
 
-MODEL_CARD = """---
-library_name: sentence-transformers
-pipeline_tag: text-ranking
-tags: [cross-encoder, reranker, {variant}, {stage}]
----
-# Reranker ({variant}, {stage})
-
-A cross-encoder that scores (query, sentence) pairs, one logit, sigmoid = relevance
-(recipe 3 in this project). {stage_text}
-
-- Base model: `{base}` with a fresh one-logit head (profile `{profile}`)
-- Input: {input_format}
-- Loss: binary cross-entropy with logits, pos_weight {pos_weight}; lr {lr}, {epochs} epochs,
-  batch {batch}, warmup {warmup}, weight decay {weight_decay}
-
-```python
-from sentence_transformers.cross_encoder import CrossEncoder
-model = CrossEncoder("{path}")
-scores = model.predict([(query, sentence), ...])
-```
-{features_note}"""
-
-
 class Reranker(Family):
     name = "reranker"
+    recipe = "cross-encoder with feature-rich inputs and a two-stage curriculum (recipe 3 in RECIPES.md)"
     Params = RerankerParams
     params: RerankerParams
 
@@ -591,35 +570,77 @@ class Reranker(Family):
                     log_training_with_dvclive(trainer, self.paths.training_log / f"{variant}_{stage}")
                     print(f"train: {variant} {stage} on {dataset}: {len(pairs)} pairs")
                     trainer.train()
-                    self._save(model, out / variant / stage, variant, stage, use_features)
+                    self._save(model, out / variant / stage, variant, stage, use_features, len(pairs))
         shutil.rmtree(scratch, ignore_errors=True)
 
-    def _save(self, model, folder: Path, variant: str, stage: str, use_features: bool) -> None:
-        train = self.params.train
-        schedule: StageParams = getattr(train, stage)
-        model.save_pretrained(str(folder))
+    def _save(self, model, folder: Path, variant: str, stage: str, use_features: bool, training_pairs: int) -> None:
+        model.save_pretrained(str(folder))  # its own card is replaced by ours below
         (folder / CHECKPOINT_CONFIG).write_text(json.dumps({"use_features": use_features}) + "\n", encoding="utf-8")
-        stage_text = ("Stage 1 of the curriculum: trained on multi-hop data." if stage == "stage1" else
-                      "Stage 2 of the curriculum: continued from the stage-1 checkpoint on factual data.")
-        input_format = ("`[HOP:h] [ROLE:r] [ENT:e1,e2] [CAUSAL] [REASONING] query [SEP] sentence`" if use_features
-                        else "`query [SEP] sentence`")
-        features_note = ("\nThe feature tokens are special tokens of this checkpoint's tokenizer; build them with "
-                         "`retrieval_pipeline.families.reranker.SentenceFeatures` as the mine stage does.\n"
-                         if use_features else "")
-        (folder / "README.md").write_text(MODEL_CARD.format(
-            variant=variant, stage=stage, stage_text=stage_text, base=self.params.model.base, profile=self.profile,
-            input_format=input_format, pos_weight=train.pos_weight, lr=schedule.learning_rate, epochs=schedule.epochs,
-            batch=train.batch_size, warmup=train.warmup_ratio, weight_decay=train.weight_decay,
-            path=f"models/{self.name}/{variant}/{stage}", features_note=features_note), encoding="utf-8")
+        test, qrels = self.test_set()
+        metrics, _, _ = self.score(model, use_features, f"{variant}/{stage}", test, qrels)
+        self.card(variant, stage, use_features, metrics, len(qrels["multihop"]) + len(qrels["factual"]),
+                  training_pairs).write(folder)
+
+    def card(self, variant: str, stage: str, use_features: bool, metrics: dict[str, dict], test_queries: int,
+             training_pairs: int) -> ModelCard:
+        train, data = self.params.train, self.params.data
+        dataset = DATASETS[CURRICULUM.index(stage)]
+        schedule: StageParams = getattr(train, stage)
+        stage_text = ("stage 1 of the curriculum, trained on multi-hop data" if stage == "stage1" else
+                      "stage 2 of the curriculum, continued from the stage-1 checkpoint on factual data")
+        input_format = ("`[HOP:h] [ROLE:r] [ENT:e1,e2] [CAUSAL] [REASONING] query [SEP] sentence`, the feature "
+                        "tokens being special tokens of this checkpoint's tokenizer (build them with "
+                        "`retrieval_pipeline.families.reranker.SentenceFeatures`, as the mine stage does)"
+                        if use_features else "`query [SEP] sentence`")
+        return self.model_card(
+            title=f"Reranker ({variant}, {stage})",
+            summary=(f"A cross-encoder that scores (query, sentence) pairs with one logit (sigmoid = relevance): "
+                     f"{stage_text}, with binary cross-entropy (pos_weight {train.pos_weight}) at learning rate "
+                     f"{schedule.learning_rate}. Input: {input_format}."),
+            base_model=self.params.model.base,
+            training_data=(f"{getattr(data, dataset).describe()} ({dataset}): {training_pairs} labelled pairs, "
+                           "positives with hard and easy negatives"),
+            hub_datasets=[name for source in DATASETS for name in getattr(data, source).hub_datasets()],
+            metrics=CardMetrics(dataset=", ".join(dict.fromkeys(getattr(data, name).describe() for name in DATASETS)),
+                                queries=test_queries, task="reranking", baseline="the first-stage ranking",
+                                rows={f"{source} test candidates": metrics[source] for source in DATASETS},
+                                columns=["ndcg@10", "map", "mrr@10", "f1", "auc"]),
+            usage=f"""from sentence_transformers.cross_encoder import CrossEncoder
+model = CrossEncoder("models/{self.name}/{variant}/{stage}")
+scores = model.predict([("Who runs the Kestrel plant?", "Kestrel is run by Sable.")])""",
+            library_name="sentence-transformers", pipeline_tag="text-ranking",
+            tags=["cross-encoder", "reranker", variant, stage])
 
     # evaluate ----------------------------------------------------------------
 
-    def evaluate(self) -> None:
-        evaluate = self.params.evaluate
+    def test_set(self) -> tuple[dict[str, pl.DataFrame], dict[str, dict]]:
+        """Each dataset's test candidate lists (the first stage's top-k) and all its test positives."""
         test = {dataset: pl.read_parquet(self.paths.mined / f"{dataset}.parquet")
                 .filter((pl.col("split") == "test") & pl.col("candidate")) for dataset in DATASETS}
         qrels = {dataset: positives_of(pl.read_parquet(self.paths.prepared / f"{dataset}.parquet")
                                        .filter(pl.col("split") == "test")) for dataset in DATASETS}
+        return test, qrels
+
+    def score(self, model, use_features: bool, label: str, test: dict[str, pl.DataFrame],
+              qrels: dict[str, dict]) -> tuple[dict[str, dict], list[dict], list[pl.DataFrame]]:
+        """One checkpoint's ranking and classification metrics per dataset, per-query rows and pair scores."""
+        metrics, query_rows, score_frames = {}, [], []
+        for dataset, frame in test.items():
+            pairs = [(model_input(query, tokens if use_features else None), sentence)
+                     for query, tokens, sentence in frame.select("query", "feature_tokens", "sentence").iter_rows()]
+            scores = model.predict(pairs, batch_size=self.params.evaluate.batch_size, show_progress_bar=True)
+            scored = frame.with_columns(score=pl.Series(np.asarray(scores, dtype=np.float32)))
+            means, per_query = ranking(scored, "score", qrels[dataset])
+            means.update(classification(scored["label"].to_numpy(), scored["score"].to_numpy(),
+                                        self.params.evaluate.threshold, f"{dataset} test candidates"))
+            metrics[dataset] = means
+            query_rows += [{"model": label, "dataset": dataset, "query_id": q, **v} for q, v in per_query.items()]
+            score_frames.append(scored.select("query_id", "sentence_id", "label", "first_stage_score", "score")
+                                .with_columns(model=pl.lit(label), dataset=pl.lit(dataset)))
+        return metrics, query_rows, score_frames
+
+    def evaluate(self) -> None:
+        test, qrels = self.test_set()
         metrics: dict = {"first_stage": {}}
         query_rows, score_frames = [], []
         for dataset, frame in test.items():
@@ -632,21 +653,11 @@ class Reranker(Family):
                             "folders from the train stage")
         for checkpoint in checkpoints:
             variant, stage = checkpoint.parent.name, checkpoint.name
-            model = load_cross_encoder(checkpoint)
-            use_features = checkpoint_uses_features(checkpoint)
-            for dataset, frame in test.items():
-                pairs = [(model_input(query, tokens if use_features else None), sentence)
-                         for query, tokens, sentence in frame.select("query", "feature_tokens", "sentence").iter_rows()]
-                scores = model.predict(pairs, batch_size=evaluate.batch_size, show_progress_bar=True)
-                scored = frame.with_columns(score=pl.Series(np.asarray(scores, dtype=np.float32)))
-                means, per_query = ranking(scored, "score", qrels[dataset])
-                means.update(classification(scored["label"].to_numpy(), scored["score"].to_numpy(),
-                                            evaluate.threshold, f"{dataset} test candidates"))
-                metrics.setdefault(variant, {}).setdefault(stage, {})[dataset] = means
-                label = f"{variant}/{stage}"
-                query_rows += [{"model": label, "dataset": dataset, "query_id": q, **v} for q, v in per_query.items()]
-                score_frames.append(scored.select("query_id", "sentence_id", "label", "first_stage_score", "score")
-                                    .with_columns(model=pl.lit(label), dataset=pl.lit(dataset)))
+            by_dataset, rows, frames = self.score(load_cross_encoder(checkpoint), checkpoint_uses_features(checkpoint),
+                                                  f"{variant}/{stage}", test, qrels)
+            metrics.setdefault(variant, {})[stage] = by_dataset
+            query_rows += rows
+            score_frames += frames
         with atomic_directory(self.paths.evaluation) as out:
             pl.DataFrame(query_rows).write_parquet(out / "per_query.parquet")
             pl.concat(score_frames).write_parquet(out / "scores.parquet")
