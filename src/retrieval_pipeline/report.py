@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from pydantic import Field, PositiveInt, ValidationError
+from pydantic import Field, PositiveInt
 from scipy.stats import permutation_test
 
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_text
-from retrieval_pipeline.core.params import ParamsError, Section, read_params_file
+from retrieval_pipeline.core.params import ParamsError, Section, read_params_file, validate_section
 from retrieval_pipeline.core.paths import FamilyPaths
 from retrieval_pipeline.core.sources import DataError
 
@@ -40,11 +40,7 @@ def load_report_params(path: Path) -> ReportParams:
     section = read_params_file(path).get("report")
     if not isinstance(section, dict):
         raise ParamsError(f"{path}: no 'report' section; expected report.families, report.permutations, report.seed")
-    try:
-        return ReportParams.model_validate(section)
-    except ValidationError as error:
-        raise ParamsError(f"{path}:\n  " + "\n  ".join(
-            f"report.{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors())) from None
+    return validate_section(section, ReportParams, path, "report")
 
 
 @dataclass(frozen=True)

@@ -98,11 +98,16 @@ def select_profile(path: Path, family: str) -> tuple[str, dict[str, Any]]:
 def load_params(path: Path, family: str, model: type[ParamsT]) -> tuple[str, ParamsT]:
     """The profile and the family's validated params, checked before any work starts."""
     profile, merged = select_profile(path, family)
+    where = f" (profile '{profile}', after applying {family}.embedded)" if profile == "embedded" else ""
+    return profile, validate_section(merged, model, path, family, where)
+
+
+def validate_section(section: Any, model: type[ParamsT], path: Path, key: str, where: str = "") -> ParamsT:
+    """`section` (params.yaml's `key`) as `model`, or a ParamsError naming the file and every bad key."""
     try:
-        return profile, model.model_validate(merged)
+        return model.model_validate(section)
     except ValidationError as error:
-        where = f" (profile '{profile}', after applying {family}.embedded)" if profile == "embedded" else ""
-        lines = [_describe(item, model, family) for item in error.errors()]
+        lines = [_describe(item, model, key) for item in error.errors()]
         raise ParamsError(f"{path}{where}:\n  " + "\n  ".join(lines)) from None
 
 

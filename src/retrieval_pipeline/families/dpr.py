@@ -32,6 +32,7 @@ from retrieval_pipeline.core.training import log_training_with_dvclive, shared_a
 from retrieval_pipeline.data.world import build_world, fever_claims
 
 TOWERS = {"query": "query_encoder", "document": "passage_encoder"}
+RETRIEVAL_METRICS = ("ndcg@10", "mrr@10", "recall@1", "recall@5", "recall@20", "recall@100")
 
 
 class Columns(Section):
@@ -295,7 +296,7 @@ class Dpr(Family):
             hub_datasets=data.hub_datasets(),
             metrics=CardMetrics(dataset=data.describe(), queries=test_queries, task="retrieval",
                                 rows={"query + passage towers": metrics},
-                                columns=["ndcg@10", "mrr@10", "recall@1", "recall@5", "recall@20", "recall@100"]),
+                                columns=list(RETRIEVAL_METRICS)),
             usage=f"""from sentence_transformers import SentenceTransformer
 query_encoder = SentenceTransformer("models/{self.name}/{TOWERS['query']}")
 passage_encoder = SentenceTransformer("models/{self.name}/{TOWERS['document']}")
@@ -323,7 +324,7 @@ scores = query_encoder.encode(["a claim"]) @ passage_encoder.encode(["a passage"
         run = {query: [passage_ids[i] for i in row] for query, row in zip(queries["query_id"], indices)}
         means, per_query = evaluate_run(run, qrels, cutoffs=(1, 5, 20, 100))
         gold = encoded_passages[[position[pid] for pid in queries["passage_id"]]]
-        metrics = {name: means[name] for name in ("ndcg@10", "mrr@10", "recall@1", "recall@5", "recall@20", "recall@100")}
+        metrics = {name: means[name] for name in RETRIEVAL_METRICS}
         return {**metrics, **logit_diagnostics(encoded_queries, gold, self.params.train.temperature)}, per_query
 
     def evaluate(self) -> None:
