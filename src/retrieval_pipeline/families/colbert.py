@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -195,6 +196,16 @@ class YesLogitTeacher:
                                     return_tensors="pt").to(self.model.device)
             scores.append(self.model(**inputs).logits[:, -1, self.yes].float().cpu())
         return torch.cat(scores).numpy() if scores else np.zeros(0, dtype=np.float32)
+
+
+def teacher_warning(teacher_positive_mrr: float, miner_positive_mrr: float, report: Path) -> str | None:
+    """A teacher that ranks the labelled positives no higher than the dense miner does has little to teach:
+    distilling it can leave the student worse than its base model. Say so when mining, not after training."""
+    if teacher_positive_mrr > miner_positive_mrr:
+        return None
+    return (f"warning: {report}: the teacher ranks the training positives no higher than the dense miner "
+            f"(MRR of the positive {teacher_positive_mrr:.3f} against {miner_positive_mrr:.3f}); distilling it may "
+            "leave the fine-tuned model worse than its base. Check mine.teacher before trusting this run.")
 
 
 def false_negatives(positive_score: float, candidate_scores: np.ndarray, relative_margin: float) -> np.ndarray:
@@ -543,12 +554,16 @@ class Colbert(Family):
             pl.DataFrame(filtered, schema={"query_id": pl.String, "document_id": pl.String, "teacher_score": pl.Float32,
                                            "positive_score": pl.Float32}).write_parquet(out / "false_negatives.parquet")
             # Is the teacher worth distilling? How high it and the dense miner rank each training query's positive.
+            teacher_mrr = float(np.mean([1 / rank for rank in teacher_ranks]))
+            miner_mrr = float(np.mean([1 / rank for rank in miner_ranks]))
             atomic_write_json(out / "mining_report.json", {
                 "training_queries": len(examples), "skipped_queries": short, "false_negatives_dropped": len(filtered),
-                "teacher_positive_mrr": float(np.mean([1 / rank for rank in teacher_ranks])),
-                "miner_positive_mrr": float(np.mean([1 / rank for rank in miner_ranks]))})
+                "teacher_positive_mrr": teacher_mrr, "miner_positive_mrr": miner_mrr})
         print(f"mine: {train.height} training queries x {mine.n_ways} teacher-scored documents; "
               f"{len(filtered)} likely false negatives dropped; {short} queries with too few candidates skipped")
+        warning = teacher_warning(teacher_mrr, miner_mrr, self.paths.mined / "mining_report.json")
+        if warning:
+            print(warning, file=sys.stderr)
 
     # train -------------------------------------------------------------------
 
