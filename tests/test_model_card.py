@@ -10,7 +10,7 @@ from retrieval_pipeline.core.model_card import CardMetrics, ModelCard, metric_la
 
 def card(base_model: str = "nomic-ai/modernbert-embed-base", hub_datasets: list[str] | None = None) -> ModelCard:
     return ModelCard(
-        title="Matryoshka bi-encoder", summary="A bi-encoder.", recipe="Matryoshka (recipe 4 in RECIPES.md)",
+        title="Matryoshka bi-encoder", summary="A bi-encoder.", recipe="Matryoshka (recipe 4 in docs/recipes.md)",
         family="matryoshka", profile="seed", base_model=base_model, training_data="hf:org/data[train]: 10 pairs",
         params={"seed": 42, "data": {"source": "hf"}, "model": {"dims": [768, 64]}, "train": {"learning_rate": 2e-5}},
         metrics=CardMetrics(dataset="hf:org/data[train]", queries=7, task="retrieval",
@@ -37,7 +37,7 @@ def test_front_matter_is_a_hub_model_index_with_every_row(tmp_path):
 def test_body_has_recipe_data_profile_metrics_loading_and_params(tmp_path):
     card().write(tmp_path)
     text = (tmp_path / "README.md").read_text()
-    assert "- Recipe: Matryoshka (recipe 4 in RECIPES.md)" in text and "- Profile: `seed`" in text
+    assert "- Recipe: Matryoshka (recipe 4 in docs/recipes.md)" in text and "- Profile: `seed`" in text
     assert "- Training data: hf:org/data[train]: 10 pairs" in text
     assert "test split of hf:org/data[train] (7 queries)" in text and "The comparison with the base model" in text
     assert "| setting | NDCG@10 | bytes per vector |" in text

@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import json
-import math
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import REPO, TINY_COLBERT, TINY_DPR, TINY_MATRYOSHKA, TINY_RERANKER, write_params
+from helpers import TINY_COLBERT, TINY_DPR, TINY_MATRYOSHKA, TINY_RERANKER, commit, copy_repo, run, write_params
 from retrieval_pipeline.core.params import deep_merge
 
 pytestmark = pytest.mark.slow
 STAGES = ("prepare", "mine", "train", "evaluate")
 TINY = deep_merge(deep_merge(deep_merge(TINY_MATRYOSHKA, TINY_DPR), TINY_RERANKER), TINY_COLBERT)
 FAMILIES = ("matryoshka", "dpr", "reranker", "colbert")
-
-
-def run(command: list[str], cwd: Path, **environment: str) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **environment}
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout + result.stderr
 
 
 def yaml_value(repo: Path, family: str, section: str, key: str):
@@ -37,28 +26,13 @@ def yaml_value(repo: Path, family: str, section: str, key: str):
 
 
 def ran(output: str, family: str = "matryoshka") -> set[str]:
-    """The stages of `family` that ran; a family that distils from a teacher mines in `mine_with_teacher`."""
-    return {stage for stage in STAGES
-            if f"Running stage '{stage}@{family}'" in output or f"Running stage '{stage}_with_teacher@{family}'" in output}
-
-
-def commit(repo: Path, message: str) -> None:
-    run(["git", "add", "-A"], repo)
-    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", message], repo)
+    """The stages of `family` that ran."""
+    return {stage for stage in STAGES if f"Running stage '{stage}@{family}'" in output}
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    copy = tmp_path_factory.mktemp("repo")
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for name in files:
-        if (REPO / name).is_file() and not name.startswith(("metrics/", "dvclive/")) and name != "dvc.lock":
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, copy / name)
-    write_params(copy, TINY)
-    run(["git", "init", "-q"], copy)
-    commit(copy, "tiny config")
+    copy = copy_repo(tmp_path_factory.mktemp("repo"), TINY)
     output = run(["dvc", "repro"], copy)
     assert all(ran(output, family) == set(STAGES) for family in FAMILIES)
     assert "Running stage 'report'" in output
@@ -162,14 +136,18 @@ def test_colbert_is_evaluated_at_every_pool_factor_and_its_checkpoints_load(repo
         assert model.encode(["A claim about a wind farm."], is_query=True)[0].shape[-1] == 64
         assert (repo / f"dvclive/colbert/{variant}/plots/metrics/train/loss.tsv").is_file()
     # the mined lists are in pylate's distillation layout, with the teacher's likely false negatives dropped
+    from retrieval_pipeline.families.colbert import relevance
+
     train = pl.read_parquet(repo / "data/colbert/mined/train.parquet")
     margin = yaml_value(repo, "colbert", "mine", "relative_margin")
+    scale = yaml_value(repo, "colbert", "mine", "teacher")["scale"]
     for scores in train["scores"]:
         assert len(scores) == 4
-        positive = 1 / (1 + math.exp(-scores[0]))
-        assert all(1 / (1 + math.exp(-score)) < (1 - margin) * positive for score in scores[1:])
-    # the teacher is the reranker family's model: a real edge in the DAG
-    assert "train@reranker" in run(["dvc", "dag", "mine_with_teacher@colbert"], repo)
+        relevant = relevance(scores.to_numpy(), "bi_encoder", scale)
+        assert all(candidate < (1 - margin) * relevant[0] for candidate in relevant[1:])
+    # the teacher is fine-tuned inside the colbert family: no other family's stage feeds its mining
+    assert "reranker" not in run(["dvc", "dag", "mine@colbert"], repo)
+    assert metrics["mining"]["source"] == "mined" and metrics["mining"]["teacher_positive_mrr"] > 0
 
 
 def test_report_compares_every_family_with_significance_and_plots(repo):

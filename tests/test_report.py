@@ -30,6 +30,7 @@ def test_paired_randomization_test_is_exact_on_small_samples_and_seeded():
     noisy = np.random.default_rng(1).normal(size=40)
     first = paired_p_value(noisy, noisy + 0.1, 2000, seed=3)
     assert first == paired_p_value(noisy, noisy + 0.1, 2000, seed=3)
+    assert np.isnan(paired_p_value(np.zeros(1), np.ones(1), 2000, seed=0))  # one query: nothing to resample
 
 
 def test_comparison_rows_per_metric_and_group():

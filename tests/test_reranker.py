@@ -8,12 +8,14 @@ import pytest
 import torch
 
 from helpers import FIXTURES, TINY_RERANKER, write_params
+from retrieval_pipeline.core.cross_encoders import load_cross_encoder
+from retrieval_pipeline.core.models import locate
 from retrieval_pipeline.core.params import deep_merge
 from retrieval_pipeline.core.sources import DataError
 from retrieval_pipeline.core.stage import load_family
 from retrieval_pipeline.families.reranker import (
-    NerEntities, SentenceFeatures, base_cross_encoder, bce_loss, classification, contains_answer, entities_match,
-    entity_density, hops, is_causal, label_factual, label_multihop, load_cross_encoder, model_input, ranking,
+    NerEntities, SentenceFeatures, base_cross_encoder, classification, contains_answer, entities_match,
+    entity_density, hops, is_causal, label_factual, label_multihop, model_input, ranking,
     rhetorical_role, rule_entities, select_pool, special_tokens, split_documents, split_sentences)
 
 HUB_FIXTURE = FIXTURES / "hub" / "LongRAG"
@@ -92,7 +94,7 @@ def test_entity_density_and_feature_tokens():
 def test_feature_tokens_survive_a_save_and_load_round_trip(tmp_path):
     model = base_cross_encoder(MINILM, 64, special_tokens(3), seed=0)
     model.save_pretrained(str(tmp_path / "checkpoint"))
-    loaded = load_cross_encoder(tmp_path / "checkpoint")
+    loaded = load_cross_encoder(str(tmp_path / "checkpoint"), "checkpoint")
     assert not list(tmp_path.glob("checkpoint/*.bin")), "checkpoints are safetensors only"
     for token in special_tokens(3):
         ids = loaded.tokenizer(token, add_special_tokens=False)["input_ids"]
@@ -108,9 +110,7 @@ def test_ner_extractor_groups_a_token_classifiers_entities(tmp_path):
     """The seed profile's NER path on a tiny local token classifier whose head always says B-ORG."""
     from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
 
-    from retrieval_pipeline.core.models import resolve_model
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(MINILM))
+    tokenizer = AutoTokenizer.from_pretrained(locate(MINILM, "test").location)
     labels = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG"]
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=64, id2label=dict(enumerate(labels)),
@@ -248,7 +248,11 @@ def test_ranking_counts_positives_the_first_stage_missed():
 def test_pos_weight_reaches_the_loss(tmp_path):
     family = family_at(tmp_path)
     model = base_cross_encoder(MINILM, 32, None, seed=0)
-    loss = bce_loss(model, family.params.train.pos_weight)
+    from datasets import Dataset
+
+    pairs = Dataset.from_dict({"query": ["q"], "sentence": ["s"], "label": [1.0]})
+    trainer = family.build_trainer(model, "stage2", pairs, tmp_path / "trainer")
+    loss = trainer.loss
     assert loss.bce_with_logits_loss.pos_weight.item() == pytest.approx(1.2)
     features = model.tokenizer(["who runs Alpha?", "who runs Alpha?"], ["Alpha is run by Beta.", "Gamma is a lake."],
                                return_tensors="pt", padding=True)
@@ -257,10 +261,6 @@ def test_pos_weight_reaches_the_loss(tmp_path):
     expected = -(1.2 * labels * torch.nn.functional.logsigmoid(logits)
                  + (1 - labels) * torch.nn.functional.logsigmoid(-logits)).mean()
     assert loss.bce_with_logits_loss(logits, labels).item() == pytest.approx(expected.item(), rel=1e-5)
-    from datasets import Dataset
-
-    pairs = Dataset.from_dict({"query": ["q"], "sentence": ["s"], "label": [1.0]})
-    trainer = family.build_trainer(model, "stage2", pairs, tmp_path / "trainer")
     assert trainer.loss.bce_with_logits_loss.pos_weight.item() == pytest.approx(1.2)
     assert trainer.args.learning_rate == pytest.approx(2e-6)  # stage 2 at its own, lower rate
     assert family.build_trainer(model, "stage1", pairs, tmp_path / "t1").args.learning_rate == pytest.approx(1.5e-5)

@@ -61,7 +61,10 @@ class Row:
 
 
 def paired_p_value(baseline: np.ndarray, candidate: np.ndarray, permutations: int, seed: int) -> float:
-    """Two-sided paired randomization test on the mean per-query difference (swap each query's pair)."""
+    """Two-sided paired randomization test on the mean per-query difference (swap each query's pair); NaN when
+    fewer than two queries leave nothing to resample."""
+    if len(baseline) < 2:
+        return float("nan")
     if np.allclose(baseline, candidate):
         return 1.0
     result = permutation_test((candidate, baseline), lambda x, y, axis: np.mean(x - y, axis=axis),
@@ -103,7 +106,7 @@ def markdown_table(rows: list[Row], groups: list[str], baseline: str, candidate:
     for row in rows:
         lines.append("| " + " | ".join([row.metric, *[str(value) for value in row.group], f"{row.baseline:.4f}",
                                         f"{row.candidate:.4f}", f"{row.change:+.4f}", row.relative,
-                                        f"{row.p_value:.4f}"]) + " |")
+                                        "n/a" if np.isnan(row.p_value) else f"{row.p_value:.4f}"]) + " |")
     return "\n".join(lines)
 
 

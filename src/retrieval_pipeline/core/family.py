@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from retrieval_pipeline.core.model_card import ModelCard
 from retrieval_pipeline.core.paths import FamilyPaths
+from retrieval_pipeline.core.preflight import Requirement, TrainingRun
 
 STAGES = ("prepare", "mine", "train", "evaluate")
 
@@ -18,7 +19,7 @@ class Family(ABC):
     """A family's four DVC stages. `params` is its validated params section."""
 
     name: ClassVar[str]
-    recipe: ClassVar[str]  # which recipe of RECIPES.md it reproduces, for the model cards
+    recipe: ClassVar[str]  # which recipe of docs/recipes.md it reproduces, for the model cards
     Params: ClassVar[type[BaseModel]]
 
     def __init__(self, params: BaseModel, profile: str, root: Path) -> None:
@@ -41,6 +42,14 @@ class Family(ABC):
     @abstractmethod
     def evaluate(self) -> None:
         """Score base and fine-tuned models on the same held-out queries; write metrics."""
+
+    @abstractmethod
+    def requirements(self) -> list[Requirement]:
+        """Every model and hub dataset the four stages load, with the params key that names it (preflight)."""
+
+    @abstractmethod
+    def training_runs(self) -> list[TrainingRun]:
+        """Each training run's model and micro-step shape, for the preflight's GPU memory estimate."""
 
     def model_card(self, **card) -> ModelCard:
         """A card for one of this family's checkpoints, with the family, profile and params filled in."""

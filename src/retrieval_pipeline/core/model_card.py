@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from retrieval_pipeline.core.io import atomic_write_text
-from retrieval_pipeline.core.models import PACKAGE_PREFIX
+from retrieval_pipeline.core.models import PACKAGE_PREFIX, split_revision
 
 METRIC_NAMES = {"ndcg": "NDCG", "mrr": "MRR", "map": "MAP", "recall": "Recall", "precision": "Precision",
                 "accuracy": "Accuracy", "f1": "F1", "auc": "AUC", "vectors_per_document": "vectors per document",
@@ -69,7 +69,8 @@ class ModelCard:
                               metric_name=f"{metric_label(headline)} ({setting})")
                    for setting, values in self.metrics.rows.items()]
         # A package reference or a local path is not a hub id, so it is named in the text only.
-        base = None if self.base_model.startswith(PACKAGE_PREFIX) or Path(self.base_model).exists() else self.base_model
+        base = None if self.base_model.startswith(PACKAGE_PREFIX) or Path(self.base_model).exists() else \
+            split_revision(self.base_model)[0]
         data = ModelCardData(model_name=self.title, base_model=base, datasets=self.hub_datasets or None,
                              library_name=self.library_name, pipeline_tag=self.pipeline_tag,
                              tags=list(dict.fromkeys([self.family, *self.tags])), eval_results=results)

