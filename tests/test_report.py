@@ -73,3 +73,38 @@ def test_bad_report_params_name_the_key(tmp_path):
     with pytest.raises(ParamsError, match=r"report.permutations: Input should be greater than 0"):
         write_report(params, tmp_path)
     assert not (tmp_path / "metrics").exists()
+
+
+def test_expectations_are_judged_on_the_per_query_scores():
+    from retrieval_pipeline.report import Better, Drop, judge
+
+    frame = per_query_frame()
+    better = judge(frame, Better(kind="better", candidate="tuned", baseline="base", metric="ndcg@10", alpha=0.05),
+                   2000, 0, "per_query.parquet")
+    assert not better.met and "1 of 2 rows" in better.detail and "dim 32" in better.detail
+    only_64 = judge(frame, Better(kind="better", candidate="tuned", baseline="base", metric="ndcg@10", alpha=0.05,
+                                  where={"dim": 64}), 2000, 0, "per_query.parquet")
+    assert only_64.met and only_64.expectation.endswith("in every row, dim 64 (p < 0.05)")
+    # tuned: 0.55 at dim 64, 0.25 at dim 32
+    falls = Drop(kind="drop", model="tuned", metric="ndcg@10", column="dim", start=64, end=32, at_least=0.25)
+    assert judge(frame, falls, 100, 0, "x").met
+    holds = Drop(kind="drop", model="tuned", metric="ndcg@10", column="dim", start=64, end=32, at_most=0.01)
+    verdict = judge(frame, holds, 100, 0, "x")
+    assert not verdict.met and verdict.detail.startswith("drop +0.3000")
+    with pytest.raises(ValueError, match="exactly one of at_most and at_least"):
+        Drop(kind="drop", model="tuned", metric="ndcg@10", column="dim", start=64, end=32)
+
+
+def test_the_report_counts_the_expectations_it_met(tmp_path):
+    (tmp_path / "eval" / "toy").mkdir(parents=True)
+    per_query_frame().write_parquet(tmp_path / "eval" / "toy" / "per_query.parquet")
+    params = write_params(tmp_path)
+    document = yaml.safe_load(params.read_text())
+    document["report"]["families"] = {"toy": {"metrics": ["ndcg@10"], "compare": [["base", "tuned"]], "expect": [
+        {"kind": "better", "candidate": "tuned", "baseline": "base", "metric": "ndcg@10", "alpha": 0.05,
+         "where": {"dim": 64}},
+        {"kind": "better", "candidate": "tuned", "baseline": "base", "metric": "ndcg@10", "alpha": 0.05}]}}
+    params.write_text(yaml.safe_dump(document))
+    write_report(params, tmp_path)
+    report = (tmp_path / "metrics" / "report.md").read_text()
+    assert "Expectations met: 1 of 2" in report and "| **no** |" in report and "### Expectations" in report

@@ -13,10 +13,11 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import polars as pl
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, model_validator
 from scipy.stats import permutation_test
 
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_text
@@ -25,9 +26,55 @@ from retrieval_pipeline.core.paths import FamilyPaths
 from retrieval_pipeline.core.sources import DataError
 
 
+class Better(Section):
+    """`candidate` beats `baseline` on `metric` in every row of their comparison (each group, e.g. each dim or
+    pool factor, optionally only those matching `where`), with a paired-test p-value below `alpha`."""
+
+    kind: Literal["better"]
+    candidate: str
+    baseline: str
+    metric: str
+    alpha: float = Field(gt=0, lt=1)
+    where: dict[str, str | int] = {}
+
+    def describe(self) -> str:
+        scope = "".join(f", {column} {value}" for column, value in self.where.items())
+        return f"{self.candidate} beats {self.baseline} on {self.metric} in every row{scope} (p < {self.alpha})"
+
+
+class Drop(Section):
+    """`model`'s mean `metric` changes from `column` = `start` to `column` = `end` (e.g. pool factor 1 to 4) by a
+    drop of at most `at_most`, or at least `at_least`, in every group matching `where`."""
+
+    kind: Literal["drop"]
+    model: str
+    metric: str
+    column: str
+    start: int | str
+    end: int | str
+    at_most: float | None = None
+    at_least: float | None = None
+    where: dict[str, str | int] = {}
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> "Drop":
+        if (self.at_most is None) == (self.at_least is None):
+            raise ValueError("expected exactly one of at_most and at_least")
+        return self
+
+    def describe(self) -> str:
+        bound = f"at most {self.at_most:.3f}" if self.at_most is not None else f"at least {self.at_least:.3f}"
+        scope = "".join(f", {column} {value}" for column, value in self.where.items())
+        return f"{self.model}: {self.metric} drops by {bound} from {self.column} {self.start} to {self.end}{scope}"
+
+
+Expectation = Annotated[Better | Drop, Field(discriminator="kind")]
+
+
 class FamilyReport(Section):
     metrics: list[str] = Field(min_length=1)  # per-query metric columns; the first is plotted
     compare: list[tuple[str, str]] = Field(min_length=1)  # (baseline, candidate) model labels
+    expect: list[Expectation] = []  # what the default run must show; the report says whether it does
 
 
 class ReportParams(Section):
@@ -110,6 +157,57 @@ def markdown_table(rows: list[Row], groups: list[str], baseline: str, candidate:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Verdict:
+    expectation: str
+    met: bool
+    detail: str
+
+
+def _matching(frame: pl.DataFrame, where: dict, origin: str) -> pl.DataFrame:
+    for column, value in where.items():
+        if column not in frame.columns:
+            raise DataError(f"{origin}: no column {column!r} to select {column} = {value!r}")
+        frame = frame.filter(pl.col(column).cast(pl.String) == str(value))
+    return frame
+
+
+def judge(per_query: pl.DataFrame, expectation: Better | Drop, permutations: int, seed: int,
+          origin: str) -> Verdict:
+    """Whether the per-query scores show what `expectation` says, with the numbers that decide it."""
+    per_query = _matching(per_query, expectation.where, origin)
+    if isinstance(expectation, Better):
+        rows, groups = compare(per_query, expectation.baseline, expectation.candidate, [expectation.metric],
+                               permutations, seed, origin)
+        failing = [row for row in rows if not (row.change > 0 and row.p_value < expectation.alpha)]
+        worst = max(rows, key=lambda row: (row.p_value, -row.change))
+        detail = (f"{len(rows) - len(failing)} of {len(rows)} rows; smallest gain {min(r.change for r in rows):+.4f}, "
+                  f"largest p {max(r.p_value for r in rows):.4f}")
+        if failing:
+            where = ", ".join(f"{g} {v}" for g, v in zip(groups, worst.group))
+            detail += f"; e.g. {where}: {worst.baseline:.4f} -> {worst.candidate:.4f}, p {worst.p_value:.4f}"
+        return Verdict(expectation.describe(), not failing, detail)
+    model = per_query.filter(pl.col("model") == expectation.model)
+    if model.is_empty():
+        raise DataError(f"{origin}: no rows for model {expectation.model!r}")
+    others = [column for column in group_columns(model) if column != expectation.column]
+    parts = model.partition_by(others, as_dict=True, maintain_order=True) if others else {(): model}
+    drops, bad = [], []
+    for key, part in parts.items():
+        value = {str(group): part.filter(pl.col(expectation.column).cast(pl.String) == str(group))[expectation.metric]
+                 for group in (expectation.start, expectation.end)}
+        if any(series.is_empty() for series in value.values()):
+            raise DataError(f"{origin}: no rows for {expectation.column} {expectation.start} and {expectation.end}")
+        drop = float(value[str(expectation.start)].mean() - value[str(expectation.end)].mean())
+        drops.append(drop)
+        within = drop <= expectation.at_most if expectation.at_most is not None else drop >= expectation.at_least
+        if not within:
+            bad.append(", ".join(f"{column} {v}" for column, v in zip(others, key)) or "all")
+    detail = "drop " + ", ".join(f"{drop:+.4f}" for drop in drops) + (f"; outside the bound: {'; '.join(bad)}"
+                                                                        if bad else "")
+    return Verdict(expectation.describe(), not bad, detail)
+
+
 def plot(per_query: pl.DataFrame, family: str, metric: str, path: Path) -> None:
     """The headline metric per model: a line over a numeric group (dim, pool factor), else bars per group."""
     import matplotlib
@@ -144,12 +242,20 @@ def plot(per_query: pl.DataFrame, family: str, metric: str, path: Path) -> None:
     plt.close(figure)
 
 
-def family_section(root: Path, family: str, report: FamilyReport, params: ReportParams, figures: Path) -> str:
+def family_section(root: Path, family: str, report: FamilyReport, params: ReportParams,
+                   figures: Path) -> tuple[str, list[Verdict]]:
     origin = FamilyPaths(root, family).evaluation / "per_query.parquet"
     if not origin.is_file():
         raise DataError(f"{origin}: missing; run `dvc repro evaluate@{family}` first")
     per_query = pl.read_parquet(origin)
     parts = [f"## {family}", "", f"![{family}](report/{family}.png)", ""]
+    verdicts = [judge(per_query, expectation, params.permutations, params.seed, str(origin))
+                for expectation in report.expect]
+    if verdicts:
+        parts += ["### Expectations", "", "| expectation | met | detail |", "|---|---|---|"]
+        parts += [f"| {verdict.expectation} | {'yes' if verdict.met else '**no**'} | {verdict.detail} |"
+                  for verdict in verdicts]
+        parts.append("")
     for baseline, candidate in report.compare:
         rows, groups = compare(per_query, baseline, candidate, report.metrics, params.permutations, params.seed,
                                str(origin))
@@ -158,7 +264,7 @@ def family_section(root: Path, family: str, report: FamilyReport, params: Report
         parts += [f"### {candidate} vs {baseline} ({queries} held-out queries per row)", "",
                   markdown_table(rows, groups, baseline, candidate), ""]
     plot(per_query, family, report.metrics[0], figures / f"{family}.png")
-    return "\n".join(parts)
+    return "\n".join(parts), verdicts
 
 
 def write_report(params_file: Path, root: Path) -> None:
@@ -168,13 +274,18 @@ def write_report(params_file: Path, root: Path) -> None:
     with atomic_directory(root / "metrics" / "report") as figures:
         sections = [family_section(root, family, settings, params, figures)
                     for family, settings in params.families.items()]
+    verdicts = [verdict for _, family_verdicts in sections for verdict in family_verdicts]
+    met = sum(verdict.met for verdict in verdicts)
     header = ["# Fine-tuning report", "",
               f"Profile `{profile}`. Each table compares two models on the same held-out queries; the p-value "
               "is a two-sided paired randomization test over per-query scores "
               f"({params.permutations} resamples). Written by the `report` stage from eval/<family>/per_query.parquet.",
               ""]
-    atomic_write_text(report, "\n".join(header + sections) + "\n")
-    print(f"report: {report} ({', '.join(params.families)})")
+    if verdicts:
+        header += [f"Expectations met: {met} of {len(verdicts)} (each family's `report.families.<family>.expect` "
+                   "in params.yaml, judged under its section).", ""]
+    atomic_write_text(report, "\n".join(header + [text for text, _ in sections]) + "\n")
+    print(f"report: {report} ({', '.join(params.families)}); expectations met: {met} of {len(verdicts)}")
 
 
 def main(argv: list[str] | None = None) -> int:
