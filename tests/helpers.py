@@ -58,7 +58,8 @@ TINY_RERANKER = {
                      "factual": {"synthetic": {"facilities": 4, "companies": 2}},
                      "test_size": 0.25},
             "mine": {"candidates": 20, "hard_negatives": 2, "easy_negatives": 1},
-            "train": {"stage1": {"epochs": 1}, "stage2": {"epochs": 1}, "batch_size": 8, "logging_steps": 1},
+            "train": {"stage1": {"epochs": 1}, "stage2": {"epochs": 1}, "stage2_replay": {"epochs": 1},
+                      "batch_size": 8, "logging_steps": 1},
         }
     }
 }
@@ -85,7 +86,7 @@ SEED_SIZES = {
                    "train": {"epochs": 1, "batch_size": 4, "gradient_accumulation_steps": 1, "logging_steps": 1},
                    "evaluate": {"batch_size": 8}},
     "dpr": {"model": {"max_seq_length": 64}, "train": {"epochs": 1, "batch_size": 4, "logging_steps": 1}},
-    "reranker": {"model": {"max_length": 64}, "mine": {"candidates": 20, "batch_size": 8},
+    "reranker": {"data": {"dev_size": 0.25}, "model": {"max_length": 64}, "mine": {"candidates": 20, "batch_size": 8},
                  "train": {"stage1": {"epochs": 1}, "stage2": {"epochs": 1}, "batch_size": 4, "logging_steps": 1},
                  "evaluate": {"batch_size": 8}},
     "colbert": {"model": {"query_length": 16, "document_length": 64},

@@ -82,11 +82,13 @@ def test_reranker_curriculum_ablation_and_metrics(repo):
     metrics = json.loads((repo / "metrics/reranker.json").read_text())
     assert set(metrics) == {"first_stage", "features", "plain"}
     assert set(metrics["first_stage"]) == {"multihop", "factual"}
+    assert set(metrics["features"]) == {"stage1", "stage2"}
+    assert set(metrics["plain"]) == {"stage1", "stage2", "stage2_replay"}  # the replay variant, plain only
     for variant in ("features", "plain"):
-        assert set(metrics[variant]) == {"stage1", "stage2"}
         for by_dataset in metrics[variant].values():
             for values in by_dataset.values():
-                assert set(values) == {"ndcg@10", "map", "mrr@10", "f1", "auc"}
+                assert set(values) == {"ndcg@10", "map", "mrr@10", "f1", "auc", "threshold"}
+                assert 0 < values["threshold"] < 1  # chosen on the dev queries
     weights = {}
     for variant in ("features", "plain"):
         for stage in ("stage1", "stage2"):
@@ -186,7 +188,8 @@ def test_every_checkpoint_card_has_its_test_metrics_and_loading_code_that_runs(r
            for tower in ("query_encoder", "passage_encoder")},
         **{f"models/reranker/{variant}/{stage}": {f"NDCG@10 ({dataset} test candidates)": values["ndcg@10"]
                                                   for dataset, values in reranker[variant][stage].items()}
-           for variant in ("features", "plain") for stage in ("stage1", "stage2")},
+           for variant, stages in (("features", ("stage1", "stage2")), ("plain", ("stage1", "stage2", "stage2_replay")))
+           for stage in stages},
         **{f"models/colbert/{variant}": {f"NDCG@10 ({method} pooling, pool factor {key[3:]})": values["ndcg@10"]
                                          for method, by_factor in colbert[variant].items()
                                          for key, values in by_factor.items()}

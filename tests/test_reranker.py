@@ -264,3 +264,36 @@ def test_pos_weight_reaches_the_loss(tmp_path):
     assert trainer.loss.bce_with_logits_loss.pos_weight.item() == pytest.approx(1.2)
     assert trainer.args.learning_rate == pytest.approx(2e-6)  # stage 2 at its own, lower rate
     assert family.build_trainer(model, "stage1", pairs, tmp_path / "t1").args.learning_rate == pytest.approx(1.5e-5)
+
+
+def test_the_f1_threshold_is_the_one_that_maximises_f1():
+    from sklearn.metrics import f1_score
+
+    from retrieval_pipeline.families.reranker import best_f1_threshold
+
+    labels = np.array([0, 0, 1, 1, 0, 1, 0])
+    scores = np.array([0.1, 0.45, 0.35, 0.8, 0.2, 0.6, 0.05])
+    threshold = best_f1_threshold(labels, scores)
+    best = max(f1_score(labels, scores >= t) for t in scores)
+    assert f1_score(labels, scores >= threshold) == pytest.approx(best) and threshold in scores
+
+
+def test_dev_queries_are_held_out_of_training_and_the_replay_stage_mixes_stage1_pairs(tmp_path):
+    family = family_at(tmp_path, {"reranker": {"embedded": {
+        "data": {"dev_size": 0.25}, "train": {"stage2_replay": {"replay": 0.5, "variants": ["plain"]}}}}})
+    family.prepare()
+    family.mine()
+    for dataset in ("multihop", "factual"):
+        pool = pl.read_parquet(family.paths.mined / f"{dataset}.parquet")
+        assert set(pool["split"]) == {"train", "dev", "test"}
+        assert not pool.filter(pl.col("split") != "train")["train_pair"].any()  # only training queries train
+        assert pool.filter(pl.col("split") == "dev")["candidate"].any()  # dev queries have candidate lists
+    assert family.stages("plain") == ["stage1", "stage2", "stage2_replay"]
+    assert family.stages("features") == ["stage1", "stage2"]
+    factual, multihop = family.training_pairs("factual"), family.training_pairs("multihop")
+    replay = family.stage_pairs("stage2_replay")
+    assert set(factual["sentence_id"]) <= set(replay["sentence_id"])
+    replayed = replay.join(multihop.select("query_id", "sentence_id"), on=["query_id", "sentence_id"])
+    assert replayed.height == round(0.5 * multihop.height)
+    assert replay.equals(family.stage_pairs("stage2_replay"))  # seeded
+    assert family.stage_pairs("stage2").equals(factual)

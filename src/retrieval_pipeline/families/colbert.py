@@ -374,7 +374,8 @@ class BeirLocal(Section):
 class SyntheticClaims(Section):
     facilities: PositiveInt = 48
     companies: PositiveInt = 8
-    claims_per_chunk: PositiveInt = 1
+    chunks_per_abstract: PositiveInt = 1  # register chunks per document
+    claims_per_abstract: PositiveInt = 1
     test_size: float = Field(default=0.2, gt=0, lt=1)
 
 
@@ -583,7 +584,8 @@ class Colbert(Family):
         if data.source == "synthetic":
             synthetic = data.synthetic
             world = build_world(self.params.seed, synthetic.facilities, synthetic.companies)
-            corpus, queries, qrels = claim_collection(world, synthetic.claims_per_chunk, self.params.seed)
+            corpus, queries, qrels = claim_collection(world, synthetic.claims_per_abstract, self.params.seed,
+                                                      synthetic.chunks_per_abstract)
             queries = pl.DataFrame(queries)
             split = add_split_column(queries, synthetic.test_size, 0.0, self.params.seed, "synthetic world")
             split = split.with_columns(pl.col("split").replace({"train": data.train_split, "test": data.test_split}))

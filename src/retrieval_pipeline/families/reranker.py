@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 
 from retrieval_pipeline.core.family import Family
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
@@ -38,6 +38,10 @@ from retrieval_pipeline.data.world import build_world, factual_questions, multih
 
 DATASETS = ("multihop", "factual")  # stage 1 data, stage 2 data
 CURRICULUM = ("stage1", "stage2")
+STAGE_TEXT = {"stage1": "stage 1 of the curriculum, trained on multi-hop data",
+              "stage2": "stage 2 of the curriculum, continued from the stage-1 checkpoint on factual data",
+              "stage2_replay": "the replay variant of stage 2, not in the recipe: continued from the stage-1 "
+                               "checkpoint on factual data with {replay:.0%} of the multi-hop pairs replayed"}
 VARIANTS = {True: "features", False: "plain"}
 RANKING_METRICS = {"ndcg@10": "ndcg@10", "map": "map@1000", "mrr@10": "mrr@10"}
 CHECKPOINT_CONFIG = "reranker_config.json"
@@ -337,6 +341,7 @@ class DataParams(Section):
     multihop: MultihopSource
     factual: FactualSource
     test_size: float = Field(gt=0, lt=1)  # of the queries, per dataset
+    dev_size: float = Field(ge=0, lt=1)  # of the remaining queries, held out to choose the F1 threshold
 
 
 class ModelParams(Section):
@@ -366,12 +371,22 @@ class StageParams(Section):
     epochs: PositiveInt
 
 
+class ReplayParams(StageParams):
+    """Stage 2 again from the same stage-1 checkpoint, with `replay` of the stage-1 training pairs (a fraction,
+    sampled with the seed) mixed into the factual pairs: a variant beside the published curriculum, trained for
+    the feature settings in `variants`."""
+
+    replay: float = Field(gt=0, le=1)
+    variants: list[Literal["features", "plain"]] = Field(min_length=1)
+
+
 class TrainParams(Section):
     use_features: bool
     feature_ablation: bool  # also train the other setting of use_features, for the ablation
     pos_weight: PositiveFloat
     stage1: StageParams
     stage2: StageParams
+    stage2_replay: ReplayParams | None = None  # not in the recipe; null trains the published curriculum only
     batch_size: PositiveInt
     weight_decay: float = Field(ge=0)
     warmup_ratio: float = Field(ge=0, lt=1)
@@ -381,7 +396,16 @@ class TrainParams(Section):
 
 class EvaluateParams(Section):
     batch_size: PositiveInt
-    threshold: float = Field(gt=0, lt=1)  # sigmoid score at or above which a sentence is called relevant
+    # sigmoid score at or above which a sentence is called relevant (F1); "dev": the one that maximises each
+    # checkpoint's F1 over the dev queries' candidates
+    threshold: Literal["dev"] | float = Field(default="dev")
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_is_a_probability(cls, threshold):
+        if threshold != "dev" and not 0 < threshold < 1:
+            raise ValueError(f"expected 'dev' or a number between 0 and 1 (got {threshold})")
+        return threshold
 
 
 class RerankerParams(Section):
@@ -454,7 +478,7 @@ class Reranker(Family):
                                     "titles that occur in the contexts")
                 sentences = pl.DataFrame(rows)
                 queries = add_split_column(sentences.select("query_id").unique(maintain_order=True),
-                                           data.test_size, 0.0, self.params.seed, origin)
+                                           data.test_size, data.dev_size, self.params.seed, origin)
                 sentences = sentences.join(queries, on="query_id", how="left", maintain_order="left")
                 sentences.write_parquet(out / f"{dataset}.parquet")
                 positives = sentences["label"].sum()
@@ -541,6 +565,11 @@ class Reranker(Family):
         train = self.params.train
         return [train.use_features] + ([not train.use_features] if train.feature_ablation else [])
 
+    def stages(self, variant: str) -> list[str]:
+        """The checkpoints a variant trains: the published curriculum, then the replay variant where it is set."""
+        replay = self.params.train.stage2_replay
+        return [*CURRICULUM, *(["stage2_replay"] if replay and variant in replay.variants else [])]
+
     def build_trainer(self, model, stage: str, pairs, output_dir: Path):
         train = self.params.train
         schedule: StageParams = getattr(train, stage)
@@ -553,21 +582,33 @@ class Reranker(Family):
         pool = pl.read_parquet(self.paths.mined / f"{dataset}.parquet")
         return pool.filter((pl.col("split") == "train") & pl.col("train_pair"))
 
+    def stage_pairs(self, stage: str) -> pl.DataFrame:
+        """A stage's training pairs: multi-hop (stage 1), factual (stage 2), or factual with replayed multi-hop."""
+        if stage == "stage1":
+            return self.training_pairs("multihop")
+        factual = self.training_pairs("factual")
+        if stage == "stage2":
+            return factual
+        multihop = self.training_pairs("multihop")
+        replayed = multihop.sample(fraction=self.params.train.stage2_replay.replay, seed=self.params.seed)
+        return pl.concat([factual, replayed]).sample(fraction=1.0, shuffle=True, seed=self.params.seed)
+
     def train(self) -> None:
         scratch = self.paths.model.with_name(f".{self.name}-trainer")
         max_hop = self.params.mine.features.max_hop
         with atomic_directory(self.paths.model) as out:
             for use_features in self.variants():
                 variant = VARIANTS[use_features]
-                model = base_cross_encoder(self.params.model.base, self.params.model.max_length,
-                                           special_tokens(max_hop) if use_features else None, self.params.seed)
-                for stage, dataset in zip(CURRICULUM, DATASETS):
-                    if stage == "stage2":  # the curriculum continues from the saved stage-1 checkpoint
+                for stage in self.stages(variant):
+                    if stage == "stage1":
+                        model = base_cross_encoder(self.params.model.base, self.params.model.max_length,
+                                                   special_tokens(max_hop) if use_features else None, self.params.seed)
+                    else:  # stage 2 (and its replay variant) continues from the saved stage-1 checkpoint
                         model = load_cross_encoder(str(out / variant / "stage1"), "the stage-1 checkpoint")
-                    pairs = pairs_dataset(self.training_pairs(dataset), use_features)
+                    pairs = pairs_dataset(self.stage_pairs(stage), use_features)
                     trainer = self.build_trainer(model, stage, pairs, scratch)
                     log_training_with_dvclive(trainer, self.paths.training_log / f"{variant}_{stage}")
-                    print(f"train: {variant} {stage} on {dataset}: {len(pairs)} pairs")
+                    print(f"train: {variant} {stage}: {len(pairs)} pairs")
                     trainer.train()
                     self._save(model, out / variant / stage, variant, stage, use_features, len(pairs))
         shutil.rmtree(scratch, ignore_errors=True)
@@ -583,10 +624,11 @@ class Reranker(Family):
     def card(self, variant: str, stage: str, use_features: bool, metrics: dict[str, dict], test_queries: int,
              training_pairs: int) -> ModelCard:
         train, data = self.params.train, self.params.data
-        dataset = DATASETS[CURRICULUM.index(stage)]
         schedule: StageParams = getattr(train, stage)
-        stage_text = ("stage 1 of the curriculum, trained on multi-hop data" if stage == "stage1" else
-                      "stage 2 of the curriculum, continued from the stage-1 checkpoint on factual data")
+        stage_text = STAGE_TEXT[stage].format(replay=getattr(schedule, "replay", 0))
+        trained_on = [("multihop",)] if stage == "stage1" else [("factual",)] if stage == "stage2" else \
+            [("factual",), ("multihop",)]
+        sources = " and ".join(f"{getattr(data, name).describe()} ({name})" for (name,) in trained_on)
         input_format = ("`[HOP:h] [ROLE:r] [ENT:e1,e2] [CAUSAL] [REASONING] query [SEP] sentence`, the feature "
                         "tokens being special tokens of this checkpoint's tokenizer (build them with "
                         "`retrieval_pipeline.families.reranker.SentenceFeatures`, as the mine stage does)"
@@ -595,15 +637,15 @@ class Reranker(Family):
             title=f"Reranker ({variant}, {stage})",
             summary=(f"A cross-encoder that scores (query, sentence) pairs with one logit (sigmoid = relevance): "
                      f"{stage_text}, with binary cross-entropy (pos_weight {train.pos_weight}) at learning rate "
-                     f"{schedule.learning_rate}. Input: {input_format}."),
+                     f"{schedule.learning_rate}. Input: {input_format}. F1 is at each dataset's threshold "
+                     f"(`evaluate.threshold`: {self.params.evaluate.threshold})."),
             base_model=self.params.model.base,
-            training_data=(f"{getattr(data, dataset).describe()} ({dataset}): {training_pairs} labelled pairs, "
-                           "positives with hard and easy negatives"),
+            training_data=f"{sources}: {training_pairs} labelled pairs, positives with hard and easy negatives",
             hub_datasets=[name for source in DATASETS for name in getattr(data, source).hub_datasets()],
             metrics=CardMetrics(dataset=", ".join(dict.fromkeys(getattr(data, name).describe() for name in DATASETS)),
                                 queries=test_queries, task="reranking", baseline="the first-stage ranking",
                                 rows={f"{source} test candidates": metrics[source] for source in DATASETS},
-                                columns=["ndcg@10", "map", "mrr@10", "f1", "auc"]),
+                                columns=["ndcg@10", "map", "mrr@10", "f1", "threshold", "auc"]),
             usage=f"""from sentence_transformers.cross_encoder import CrossEncoder
 model = CrossEncoder("models/{self.name}/{variant}/{stage}")
 scores = model.predict([("Who runs the Kestrel plant?", "Kestrel is run by Sable.")])""",
@@ -612,27 +654,55 @@ scores = model.predict([("Who runs the Kestrel plant?", "Kestrel is run by Sable
 
     # evaluate ----------------------------------------------------------------
 
-    def test_set(self) -> tuple[dict[str, pl.DataFrame], dict[str, dict]]:
-        """Each dataset's test candidate lists (the first stage's top-k) and all its test positives."""
-        test = {dataset: pl.read_parquet(self.paths.mined / f"{dataset}.parquet")
-                .filter((pl.col("split") == "test") & pl.col("candidate")) for dataset in DATASETS}
+    def candidate_lists(self, split: str) -> tuple[dict[str, pl.DataFrame], dict[str, dict]]:
+        """Each dataset's candidate lists (the first stage's top-k) for the queries of `split`, and all their
+        positives."""
+        lists = {dataset: pl.read_parquet(self.paths.mined / f"{dataset}.parquet")
+                 .filter((pl.col("split") == split) & pl.col("candidate")) for dataset in DATASETS}
         qrels = {dataset: positives_of(pl.read_parquet(self.paths.prepared / f"{dataset}.parquet")
-                                       .filter(pl.col("split") == "test")) for dataset in DATASETS}
-        return test, qrels
+                                       .filter(pl.col("split") == split)) for dataset in DATASETS}
+        return lists, qrels
+
+    def test_set(self) -> tuple[dict[str, pl.DataFrame], dict[str, dict]]:
+        return self.candidate_lists("test")
+
+    def predict(self, model, use_features: bool, frame: pl.DataFrame) -> np.ndarray:
+        """The checkpoint's relevance (sigmoid of its logit) of every (query, sentence) row."""
+        pairs = [(model_input(query, tokens if use_features else None), sentence)
+                 for query, tokens, sentence in frame.select("query", "feature_tokens", "sentence").iter_rows()]
+        return np.asarray(model.predict(pairs, batch_size=self.params.evaluate.batch_size, show_progress_bar=True),
+                          dtype=np.float32)
+
+    def thresholds(self, model, use_features: bool) -> dict[str, float]:
+        """Per dataset, evaluate.threshold, or the one that maximises the checkpoint's F1 over the dev queries'
+        candidates of that dataset."""
+        if self.params.evaluate.threshold != "dev":
+            return {dataset: self.params.evaluate.threshold for dataset in DATASETS}
+        dev, _ = self.candidate_lists("dev")
+        chosen = {}
+        for dataset, frame in dev.items():
+            labels = frame["label"].to_numpy()
+            if len(set(labels.tolist())) < 2:
+                raise DataError(f"{self.name}.data.dev_size: the {dataset} dev queries' candidates hold "
+                                f"{'no sentence' if frame.is_empty() else 'one label only'}; expected positives and "
+                                "negatives to choose the F1 threshold on (raise data.dev_size, or set "
+                                "evaluate.threshold to a number)")
+            chosen[dataset] = best_f1_threshold(labels, self.predict(model, use_features, frame))
+        return chosen
 
     def score(self, model, use_features: bool, label: str, test: dict[str, pl.DataFrame],
-              qrels: dict[str, dict]) -> tuple[dict[str, dict], list[dict], list[pl.DataFrame]]:
-        """One checkpoint's ranking and classification metrics per dataset, per-query rows and pair scores."""
-        metrics, query_rows, score_frames = {}, [], []
+              qrels: dict[str, dict]) -> tuple[dict, list[dict], list[pl.DataFrame]]:
+        """One checkpoint's ranking and classification metrics per dataset (F1 at that dataset's threshold, which
+        is reported too), per-query rows and pair scores."""
+        thresholds = self.thresholds(model, use_features)
+        metrics: dict = {}
+        query_rows, score_frames = [], []
         for dataset, frame in test.items():
-            pairs = [(model_input(query, tokens if use_features else None), sentence)
-                     for query, tokens, sentence in frame.select("query", "feature_tokens", "sentence").iter_rows()]
-            scores = model.predict(pairs, batch_size=self.params.evaluate.batch_size, show_progress_bar=True)
-            scored = frame.with_columns(score=pl.Series(np.asarray(scores, dtype=np.float32)))
+            scored = frame.with_columns(score=pl.Series(self.predict(model, use_features, frame)))
             means, per_query = ranking(scored, "score", qrels[dataset])
-            means.update(classification(scored["label"].to_numpy(), scored["score"].to_numpy(),
-                                        self.params.evaluate.threshold, f"{dataset} test candidates"))
-            metrics[dataset] = means
+            means.update(classification(scored["label"].to_numpy(), scored["score"].to_numpy(), thresholds[dataset],
+                                        f"{dataset} test candidates"))
+            metrics[dataset] = {**means, "threshold": thresholds[dataset]}
             query_rows += [{"model": label, "dataset": dataset, "query_id": q, **v} for q, v in per_query.items()]
             score_frames.append(scored.select("query_id", "sentence_id", "label", "first_stage_score", "score")
                                 .with_columns(model=pl.lit(label), dataset=pl.lit(dataset)))
@@ -704,6 +774,16 @@ def ranking(frame: pl.DataFrame, score: str, qrels) -> tuple[dict[str, float], d
     return pick(means), {query: pick(values) for query, values in per_query.items()}
 
 
+def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The score threshold with the highest F1 (a sentence at or above it is called relevant)."""
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, thresholds = precision_recall_curve(labels, scores)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(precision),
+                   where=precision + recall > 0)[:-1]
+    return float(thresholds[int(np.argmax(f1))])
+
+
 def classification(labels: np.ndarray, scores: np.ndarray, threshold: float, what: str) -> dict[str, float]:
     """F1 at `threshold` and ROC AUC over sentences."""
     from sklearn.metrics import f1_score, roc_auc_score
@@ -723,7 +803,7 @@ def print_summary(metrics: dict) -> None:
             for stage, by_dataset in metrics.get(variant, {}).items():
                 m = by_dataset[dataset]
                 print(f"evaluate: {dataset:8s} {variant:8s} {stage}  NDCG@10 {m['ndcg@10']:.4f}  MAP {m['map']:.4f}  "
-                      f"MRR@10 {m['mrr@10']:.4f}  F1 {m['f1']:.4f}  AUC {m['auc']:.4f}")
+                      f"MRR@10 {m['mrr@10']:.4f}  F1 {m['f1']:.4f} at {m['threshold']:.3f}  AUC {m['auc']:.4f}")
 
 
 FAMILY = Reranker
