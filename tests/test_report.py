@@ -108,3 +108,19 @@ def test_the_report_counts_the_expectations_it_met(tmp_path):
     write_report(params, tmp_path)
     report = (tmp_path / "metrics" / "report.md").read_text()
     assert "Expectations met: 1 of 2" in report and "| **no** |" in report and "### Expectations" in report
+
+
+def test_models_a_profile_does_not_train_are_listed_not_run(tmp_path):
+    (tmp_path / "eval" / "toy").mkdir(parents=True)
+    per_query_frame().write_parquet(tmp_path / "eval" / "toy" / "per_query.parquet")
+    params = write_params(tmp_path)
+    document = yaml.safe_load(params.read_text())
+    document["report"]["families"] = {"toy": {"metrics": ["ndcg@10"], "compare": [["base", "tuned"],
+                                                                                ["base", "replay"]], "expect": [
+        {"kind": "better", "candidate": "replay", "baseline": "base", "metric": "ndcg@10", "alpha": 0.05}]}}
+    params.write_text(yaml.safe_dump(document))
+    write_report(params, tmp_path)
+    report = (tmp_path / "metrics" / "report.md").read_text()
+    assert "Not in this run (named in report.families.toy, not evaluated by this profile): `replay`" in report
+    assert "### tuned vs base" in report and "replay vs base" not in report
+    assert "Expectations met" not in report

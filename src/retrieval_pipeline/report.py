@@ -37,6 +37,9 @@ class Better(Section):
     alpha: float = Field(gt=0, lt=1)
     where: dict[str, str | int] = {}
 
+    def models(self) -> tuple[str, ...]:
+        return (self.baseline, self.candidate)
+
     def describe(self) -> str:
         scope = "".join(f", {column} {value}" for column, value in self.where.items())
         return f"{self.candidate} beats {self.baseline} on {self.metric} in every row{scope} (p < {self.alpha})"
@@ -61,6 +64,9 @@ class Drop(Section):
         if (self.at_most is None) == (self.at_least is None):
             raise ValueError("expected exactly one of at_most and at_least")
         return self
+
+    def models(self) -> tuple[str, ...]:
+        return (self.model,)
 
     def describe(self) -> str:
         bound = f"at most {self.at_most:.3f}" if self.at_most is not None else f"at least {self.at_least:.3f}"
@@ -249,14 +255,26 @@ def family_section(root: Path, family: str, report: FamilyReport, params: Report
         raise DataError(f"{origin}: missing; run `dvc repro evaluate@{family}` first")
     per_query = pl.read_parquet(origin)
     parts = [f"## {family}", "", f"![{family}](report/{family}.png)", ""]
+    evaluated = set(per_query["model"])
+    # A profile need not train every model the report names (the seed profile has no replay variant): such
+    # comparisons are listed as not run, never silently dropped.
+    absent = sorted({label for pair in report.compare for label in pair} - evaluated
+                    | {label for expectation in report.expect for label in expectation.models()} - evaluated)
+    expectations = [e for e in report.expect if set(e.models()) <= evaluated]
     verdicts = [judge(per_query, expectation, params.permutations, params.seed, str(origin))
-                for expectation in report.expect]
+                for expectation in expectations]
+    if absent:
+        parts += [f"Not in this run (named in report.families.{family}, not evaluated by this profile): "
+                  + ", ".join(f"`{label}`" for label in absent) + f"; models evaluated: "
+                  + ", ".join(f"`{label}`" for label in sorted(evaluated)) + ".", ""]
     if verdicts:
         parts += ["### Expectations", "", "| expectation | met | detail |", "|---|---|---|"]
         parts += [f"| {verdict.expectation} | {'yes' if verdict.met else '**no**'} | {verdict.detail} |"
                   for verdict in verdicts]
         parts.append("")
     for baseline, candidate in report.compare:
+        if not {baseline, candidate} <= evaluated:
+            continue
         rows, groups = compare(per_query, baseline, candidate, report.metrics, params.permutations, params.seed,
                                str(origin))
         baseline_rows = per_query.filter(pl.col("model") == baseline)
