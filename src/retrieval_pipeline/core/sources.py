@@ -30,9 +30,21 @@ class HubSource(Section):
         return f"hf:{self.path}" + (f"/{self.name}" if self.name else "") + f"[{self.split}]"
 
 
+class CollectionSplits(Section):
+    """The qrels splits of a BEIR folder: training pairs, checkpoint selection (optional) and evaluation."""
+
+    train: str = "train"
+    dev: str = "dev"
+    test: str = "test"
+
+
 class LocalSource(Section):
     path: Path
-    format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    format: Literal["auto", "csv", "jsonl", "parquet", "beir"] = "auto"  # auto: a folder is a BEIR collection
+    splits: CollectionSplits = CollectionSplits()  # a BEIR folder's qrels splits
+
+    def is_collection(self) -> bool:
+        return self.format == "beir" or (self.format == "auto" and self.path.is_dir())
 
 
 class SyntheticSource(Section):
@@ -65,6 +77,10 @@ class SourceParams(Section):
 
     def hub_datasets(self) -> list[str]:
         return [self.hf.path] if self.source == "hf" else []
+
+    def is_collection(self) -> bool:
+        """A BEIR folder rather than a file of rows."""
+        return self.source == "local" and self.local.is_collection()
 
     def requirements(self, key: str):
         """The hub dataset this source reads, for the preflight (none for synthetic or local data)."""

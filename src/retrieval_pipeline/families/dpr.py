@@ -18,6 +18,7 @@ from pydantic import Field, PositiveFloat, PositiveInt
 from torch import nn
 from transformers import TrainerCallback
 
+from retrieval_pipeline.core.beir import read_beir_folder, training_splits
 from retrieval_pipeline.core.family import Family
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
 from retrieval_pipeline.core.metrics import evaluate_run
@@ -172,6 +173,9 @@ class Dpr(Family):
 
     def prepare(self) -> None:
         data = self.params.data
+        if data.is_collection():
+            self._prepare_collection()
+            return
         frame, origin = read_source(data, self.params.seed, synthetic_rows)
         frame = map_columns(frame, data.columns.model_dump(exclude_none=True), origin, f"{self.name}.data.columns")
         if data.columns.label:
@@ -196,6 +200,26 @@ class Dpr(Family):
             test.select("query_id", "passage_id", pl.lit(1).alias("relevance")).write_parquet(out / "qrels.parquet")
         print(f"prepare: {origin}: {frame.height} claim/evidence pairs, {corpus.height} passages -> "
               f"{split_counts(frame)}")
+
+    def _prepare_collection(self) -> None:
+        """A BEIR folder: training pairs from its train qrels, its test queries against the whole corpus; each test
+        query's most relevant passage is its gold pair for the logit diagnostics."""
+        data = self.params.data
+        names = data.local.splits
+        splits = training_splits(read_beir_folder(data.local.path, [names.train, names.test]), names.train,
+                                 names.dev, names.test, 0.0, self.params.seed, data.describe())
+        test_qrels = splits.qrels.filter(pl.col("split") == names.test).rename({"document_id": "passage_id"})
+        gold = test_qrels.filter(pl.col("relevance") > 0).sort("relevance", descending=True, maintain_order=True) \
+            .unique("query_id", keep="first", maintain_order=True).select("query_id", "passage_id")
+        with atomic_directory(self.paths.prepared) as out:
+            splits.train.select("query_id", "query", pl.col("document").alias("passage"),
+                                pl.col("document_id").alias("passage_id")).write_parquet(out / "train.parquet")
+            splits.corpus.rename({"document_id": "passage_id"}).write_parquet(out / "corpus.parquet")
+            splits.queries.filter(pl.col("split") == names.test).join(gold, on="query_id", maintain_order="left") \
+                .select("query_id", "text", "passage_id").write_parquet(out / "queries.parquet")
+            test_qrels.select("query_id", "passage_id", "relevance").write_parquet(out / "qrels.parquet")
+        print(f"prepare: BEIR folder {data.local.path}: {splits.train.height} training pairs; {gold.height} test "
+              f"queries over {splits.corpus.height} passages")
 
     def mine(self) -> None:
         import bm25s
@@ -329,7 +353,10 @@ scores = query_encoder.encode(["a claim"]) @ passage_encoder.encode(["a passage"
     def test_set(self) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, int]]]:
         queries = pl.read_parquet(self.paths.prepared / "queries.parquet")
         corpus = pl.read_parquet(self.paths.prepared / "corpus.parquet")
-        qrels = {query: {passage: 1} for query, passage in queries.select("query_id", "passage_id").iter_rows()}
+        judged = pl.read_parquet(self.paths.prepared / "qrels.parquet")
+        qrels: dict[str, dict[str, int]] = {}
+        for query, passage, relevance in judged.select("query_id", "passage_id", "relevance").iter_rows():
+            qrels.setdefault(query, {})[passage] = relevance
         return queries, corpus, qrels
 
     def score(self, query_tower, passage_tower, queries: pl.DataFrame, corpus: pl.DataFrame,

@@ -27,9 +27,12 @@ from retrieval_pipeline.core.family import Family
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
 from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
+from retrieval_pipeline.core.beir import (Collection, load_collection, read_beir_folder, with_dev_split,
+                                          write_collection)
 from retrieval_pipeline.core.cross_encoders import binary_trainer, load_cross_encoder, new_cross_encoder
 from retrieval_pipeline.core.models import device, load_sentence_transformer, locate
 from retrieval_pipeline.core.params import Section
+from retrieval_pipeline.core.retrieval import search
 from retrieval_pipeline.core.preflight import Requirement, TrainingRun
 from retrieval_pipeline.core.sources import DataError, SourceParams, SyntheticSource, map_columns, read_source
 from retrieval_pipeline.core.splits import add_split_column, split_counts
@@ -470,6 +473,9 @@ class Reranker(Family):
         with atomic_directory(self.paths.prepared) as out:
             for dataset in DATASETS:
                 source = getattr(data, dataset)
+                if source.is_collection():
+                    self._prepare_collection(dataset, out / dataset)
+                    continue
                 frame, origin = read_source(source, self.params.seed, SYNTHETIC[dataset])
                 frame = map_columns(frame, source.columns.model_dump(), origin, f"{self.name}.data.{dataset}.columns")
                 rows, dropped = sentence_rows(frame, dataset, origin)
@@ -484,6 +490,22 @@ class Reranker(Family):
                 positives = sentences["label"].sum()
                 print(f"prepare: {dataset}: {origin}: queries {split_counts(queries)}; {sentences.height} sentences, "
                       f"{positives} positive" + (f"; {dropped} queries without a positive dropped" if dropped else ""))
+
+    def _prepare_collection(self, dataset: str, folder: Path) -> None:
+        """A BEIR folder as a dataset: the reranker reorders the first stage's top documents over its whole corpus
+        (query -> document), with its train, dev (else a share of train) and test qrels."""
+        source = getattr(self.params.data, dataset)
+        names = source.local.splits
+        collection = read_beir_folder(source.local.path, [names.train, names.test], [names.dev])
+        collection = with_dev_split(collection, names.train, names.dev, self.params.data.dev_size, self.params.seed)
+        renamed = {names.train: "train", names.dev: "dev", names.test: "test"}
+        collection = Collection(collection.corpus, collection.queries, collection.qrels.with_columns(
+            pl.col("split").replace(renamed)).filter(pl.col("split").is_in(["train", "dev", "test"])))
+        folder.mkdir()
+        write_collection(collection, folder)
+        counts = dict(collection.judged_queries()["split"].value_counts().iter_rows())
+        print(f"prepare: {dataset}: BEIR folder {source.local.path}: {collection.corpus.height} documents; queries "
+              f"train {counts.get('train', 0)}, dev {counts.get('dev', 0)}, test {counts.get('test', 0)}")
 
     def requirements(self) -> list[Requirement]:
         data, mine = self.params.data, self.params.mine
@@ -516,14 +538,42 @@ class Reranker(Family):
         rng = np.random.default_rng(self.params.seed)
         with atomic_directory(self.paths.mined) as out:
             for dataset in DATASETS:
-                sentences = pl.read_parquet(self.paths.prepared / f"{dataset}.parquet")
-                scored = self._first_stage(encoder, sentences)
+                if getattr(self.params.data, dataset).is_collection():
+                    scored = self._retrieve(encoder, load_collection(self.paths.prepared / dataset))
+                else:
+                    scored = self._first_stage(encoder, pl.read_parquet(self.paths.prepared / f"{dataset}.parquet"))
                 pool = select_pool(scored, mine.candidates, mine.hard_negatives, mine.easy_negatives, rng)
                 pool = self._with_features(pool, extract)
                 pool.write_parquet(out / f"{dataset}.parquet")
                 train = pool.filter(pl.col("split") == "train")
                 kinds = dict(train.filter(pl.col("train_pair"))["pair"].value_counts().iter_rows())
                 print(f"mine: {dataset}: training pairs {kinds}; test candidate lists of up to {mine.candidates}")
+
+    def _retrieve(self, encoder, collection: Collection) -> pl.DataFrame:
+        """Each judged query's first-stage top documents over the whole corpus (faiss over normalised
+        embeddings), as rows like the sentence layout's; training queries also get their relevant documents the
+        first stage missed, ranked after the list, so every training query has its positives."""
+        mine = self.params.mine
+        queries = collection.judged_queries()
+        corpus_ids, texts = collection.corpus["document_id"].to_list(), collection.corpus["text"].to_list()
+        encode = lambda items: encoder.encode(items, batch_size=mine.batch_size, normalize_embeddings=True,  # noqa: E731
+                                              convert_to_numpy=True, show_progress_bar=True)
+        documents, questions = encode(texts), encode(queries["text"].to_list())
+        scores, indices = search(questions, documents, mine.candidates)
+        relevant = {(query, document) for query, document, grade in
+                    collection.qrels.select("query_id", "document_id", "relevance").iter_rows() if grade > 0}
+        position = {document: i for i, document in enumerate(corpus_ids)}
+        rows = []
+        for q, (query_id, query, split) in enumerate(queries.select("query_id", "text", "split").iter_rows()):
+            found = [corpus_ids[i] for i in indices[q]]
+            missed = [document for (owner, document) in sorted(relevant) if owner == query_id
+                      and document not in found] if split == "train" else []
+            extra = [float(questions[q] @ documents[position[document]]) for document in missed]
+            for rank, (document, score) in enumerate(zip(found + missed, [*scores[q].tolist(), *extra]), start=1):
+                rows.append({"query_id": query_id, "query": query, "sentence_id": document, "document": document,
+                             "sentence": texts[position[document]], "label": int((query_id, document) in relevant),
+                             "split": split, "first_stage_score": score, "first_stage_rank": rank})
+        return pl.DataFrame(rows, schema_overrides={"first_stage_score": pl.Float32, "first_stage_rank": pl.UInt32})
 
     def _first_stage(self, encoder, sentences: pl.DataFrame) -> pl.DataFrame:
         """Cosine score of every sentence for its query under the first-stage bi-encoder, encoded once."""
@@ -659,8 +709,13 @@ scores = model.predict([("Who runs the Kestrel plant?", "Kestrel is run by Sable
         positives."""
         lists = {dataset: pl.read_parquet(self.paths.mined / f"{dataset}.parquet")
                  .filter((pl.col("split") == split) & pl.col("candidate")) for dataset in DATASETS}
-        qrels = {dataset: positives_of(pl.read_parquet(self.paths.prepared / f"{dataset}.parquet")
-                                       .filter(pl.col("split") == split)) for dataset in DATASETS}
+        qrels = {}
+        for dataset in DATASETS:
+            if getattr(self.params.data, dataset).is_collection():
+                qrels[dataset] = load_collection(self.paths.prepared / dataset).split(split)[1]
+            else:
+                qrels[dataset] = positives_of(pl.read_parquet(self.paths.prepared / f"{dataset}.parquet")
+                                              .filter(pl.col("split") == split))
         return lists, qrels
 
     def test_set(self) -> tuple[dict[str, pl.DataFrame], dict[str, dict]]:
