@@ -331,6 +331,6 @@ def test_a_beir_folder_is_one_exp_run_away(repo, tmp_path):
     output = run(["dvc", "exp", "run", "-S", "matryoshka.embedded.data.source=local",
                   "-S", f"+matryoshka.embedded.data.local.path={folder}"], repo)
     assert ran(output) == set(STAGES)
-    assert "BEIR folder" in output and "over 14 chunks" in output
+    assert "BEIR folder" in output and "over 14 documents" in output
     metrics = json.loads((repo / "metrics/matryoshka.json").read_text())
     assert 0 <= metrics["finetuned"]["dim_384"]["ndcg@10"] <= 1

@@ -23,7 +23,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from retrieval_pipeline.core.sources import DataError
+from retrieval_pipeline.core.sources import DataError, require_evaluable
 
 BLOCK_LINES = 50_000
 QRELS_COLUMNS = ("query-id", "corpus-id", "score")
@@ -300,5 +300,6 @@ def training_splits(collection: Collection, train: str, dev: str, test: str, dev
                                                                          maintain_order="left")
     held_out = qrels.filter(pl.col("split").is_in([dev, test]))
     queries = cut.judged_queries().filter(pl.col("split").is_in([dev, test]))
+    require_evaluable(cut.positives(test)["query_id"].n_unique(), collection.corpus.height, origin, test)
     return TrainingSplits(pairs.select("query_id", "query", "document_id", "document"), collection.corpus, queries,
                           held_out)

@@ -30,7 +30,7 @@ from retrieval_pipeline.core.family import Family
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json, atomic_write_text
 from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
-from retrieval_pipeline.core.models import device, load_sentence_transformer, locate
+from retrieval_pipeline.core.models import check_length, device, load_sentence_transformer, loading, locate
 from retrieval_pipeline.core.params import ParamsError, Section
 from retrieval_pipeline.core.preflight import Requirement, TrainingRun
 from retrieval_pipeline.core.retrieval import search
@@ -229,10 +229,12 @@ class YesLogitTeacher:
 
         source = locate(model, key)
         self.max_length, self.batch_size = max_length, batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(source.location, revision=source.revision, padding_side="left")
         dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(source.location, revision=source.revision,
-                                                          use_safetensors=True, dtype=dtype).to(device()).eval()
+        with loading(key, model):
+            self.tokenizer = AutoTokenizer.from_pretrained(source.location, revision=source.revision,
+                                                           padding_side="left")
+            self.model = AutoModelForCausalLM.from_pretrained(source.location, revision=source.revision,
+                                                              use_safetensors=True, dtype=dtype).to(device()).eval()
         self.yes = self._ids("Yes")[0]
         self.separator, self.prompt = self._ids(self.SEPARATOR), self._ids(prompt)
 
@@ -440,15 +442,21 @@ def base_colbert(params: ModelParams, seed: int):
 
     set_seed(seed)
     source = locate(params.base, "colbert.model.base")
-    return ColBERT(source.location, revision=source.revision, embedding_size=params.embedding_size,
-                   query_length=params.query_length, document_length=params.document_length, device=device(),
-                   model_kwargs={"use_safetensors": True})
+    with loading("colbert.model.base", params.base):
+        model = ColBERT(source.location, revision=source.revision, embedding_size=params.embedding_size,
+                        query_length=params.query_length, document_length=params.document_length, device=device(),
+                        model_kwargs={"use_safetensors": True})
+    for length, key in ((params.query_length, "query_length"), (params.document_length, "document_length")):
+        check_length(model[0].auto_model, length, f"colbert.model.{key}")
+    return model
 
 
 def load_colbert(path: Path):
     from pylate.models import ColBERT
 
-    return ColBERT(str(path), device=device(), model_kwargs={"use_safetensors": True})
+    with loading(str(path), str(path)):
+        return ColBERT(str(locate(str(path), str(path)).location), device=device(),
+                       model_kwargs={"use_safetensors": True})
 
 
 def maxsim_search(queries: list[torch.Tensor], documents: list[torch.Tensor], k: int, query_block: int = 16,
@@ -736,7 +744,7 @@ class Colbert(Family):
                       for k in range(1, tune.negatives + 1)}}
         set_seed(self.params.seed + fold)
         model = self._bi_encoder()
-        scratch = self.paths.mined.with_name(f".{self.name}-teacher-trainer")
+        scratch = self.paths.scratch("teacher-trainer")
         args = SentenceTransformerTrainingArguments(
             output_dir=str(scratch), num_train_epochs=tune.epochs, per_device_train_batch_size=tune.batch_size,
             learning_rate=tune.learning_rate, batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no",
@@ -835,7 +843,7 @@ class Colbert(Family):
                                           data_collator=ColBERTCollator(tokenize_fn=model.tokenize))
 
     def train(self) -> None:
-        scratch = self.paths.model.with_name(f".{self.name}-trainer")
+        scratch = self.paths.scratch("trainer")
         examples = self.training_examples()
         with atomic_directory(self.paths.model) as out:
             for variant, pool_factors in self.variants().items():
@@ -936,7 +944,7 @@ queries = model.encode(["When did the wind farm open?"], is_query=True)""",
         if len(documents) <= evaluate.index.above_documents:
             return maxsim_search(queries, documents, evaluate.top_k)
         return plaid_search(queries, documents, evaluate.top_k, evaluate.index,
-                            self.paths.evaluation.with_name(f".{self.name}-index"), self.params.seed)
+                            self.paths.scratch("index"), self.params.seed)
 
     def evaluate(self) -> None:
         (test_name, test), *nanobeir = self.evaluation_sets().items()

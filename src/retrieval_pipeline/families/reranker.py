@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
-from pydantic import Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from retrieval_pipeline.core.family import Family
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
@@ -30,7 +30,7 @@ from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
 from retrieval_pipeline.core.beir import (Collection, load_collection, read_beir_folder, with_dev_split,
                                           write_collection)
 from retrieval_pipeline.core.cross_encoders import binary_trainer, load_cross_encoder, new_cross_encoder
-from retrieval_pipeline.core.models import device, load_sentence_transformer, locate
+from retrieval_pipeline.core.models import device, load_sentence_transformer, loading, locate
 from retrieval_pipeline.core.params import Section
 from retrieval_pipeline.core.retrieval import search
 from retrieval_pipeline.core.preflight import Requirement, TrainingRun
@@ -191,8 +191,10 @@ class NerEntities:
 
         source = locate(model, key)
         self.batch_size = batch_size
-        self.pipeline = pipeline("token-classification", model=source.location, revision=source.revision,
-                                 aggregation_strategy="first", device=device(), model_kwargs={"use_safetensors": True})
+        with loading(key, model):
+            self.pipeline = pipeline("token-classification", model=source.location, revision=source.revision,
+                                     aggregation_strategy="first", device=device(),
+                                     model_kwargs={"use_safetensors": True})
 
     def __call__(self, texts: list[str]) -> list[list[str]]:
         found = self.pipeline(texts, batch_size=self.batch_size)
@@ -272,9 +274,16 @@ def _string_list(value, column: str, where: str) -> list[str]:
 
 def sentence_rows(frame: pl.DataFrame, dataset: str, origin: str) -> tuple[list[dict], int]:
     """One row per (query, context sentence) with its label; queries with no positive are dropped."""
-    rows, dropped = [], 0
+    rows, dropped, seen = [], 0, {}
     for number, record in enumerate(frame.iter_rows(named=True), start=1):
         where = f"{origin}: row {number}"
+        identifier = record["query_id"]
+        if identifier is None or isinstance(identifier, float) or not str(identifier).strip():
+            raise DataError(f"{where}: query_id {identifier!r}; expected a string or integer id")
+        if str(identifier) in seen:
+            raise DataError(f"{where}: query_id {str(identifier)!r} was already used by row {seen[str(identifier)]}; "
+                            "expected each question its own id")
+        seen[str(identifier)] = number
         for column in ("query", "context"):
             if not isinstance(record[column], str) or not record[column].strip():
                 raise DataError(f"{where}: column '{column}' is empty; expected non-empty text")
@@ -368,6 +377,13 @@ class MineParams(Section):
     batch_size: PositiveInt
     features: FeatureParams
 
+    @model_validator(mode="after")
+    def _some_negatives(self) -> "MineParams":
+        if self.hard_negatives + self.easy_negatives == 0:
+            raise ValueError("hard_negatives and easy_negatives are both 0; expected at least one negative per "
+                             "positive, or the reranker trains on positives only")
+        return self
+
 
 class StageParams(Section):
     learning_rate: PositiveFloat
@@ -440,7 +456,7 @@ SYNTHETIC = {"multihop": synthetic_multihop, "factual": synthetic_factual}
 def base_cross_encoder(base: str, max_length: int, feature_tokens: list[str] | None, seed: int,
                        key: str = "reranker.model.base"):
     """The base encoder with a freshly initialised one-logit head (seeded), and the feature tokens added."""
-    model = new_cross_encoder(base, key, max_length, seed)
+    model = new_cross_encoder(base, key, max_length, seed, length_key="reranker.model.max_length")
     if feature_tokens:
         model.tokenizer.add_special_tokens({"additional_special_tokens": feature_tokens})
         model.model.resize_token_embeddings(len(model.tokenizer))
@@ -644,7 +660,7 @@ class Reranker(Family):
         return pl.concat([factual, replayed]).sample(fraction=1.0, shuffle=True, seed=self.params.seed)
 
     def train(self) -> None:
-        scratch = self.paths.model.with_name(f".{self.name}-trainer")
+        scratch = self.paths.scratch("trainer")
         max_hop = self.params.mine.features.max_hop
         with atomic_directory(self.paths.model) as out:
             for use_features in self.variants():
