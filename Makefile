@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: repro preflight test sshd
+.PHONY: repro preflight test bench sshd
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +30,7 @@ sshd:
 
 test: $(STAMP) sshd
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" pytest
+
+# Speed and memory, measured side by side (not gates): writes .benchmarks/ and docs/scale.md.
+bench: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" pytest -m bench tests/benchmarks --benchmark-group-by=group --benchmark-autosave

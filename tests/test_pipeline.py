@@ -321,3 +321,16 @@ def test_training_runs_under_torchrun_unchanged(repo):
 
     model = SentenceTransformer(str(repo / "models/matryoshka"), device="cpu")
     assert model.encode(["Who runs the Kestrel plant?"]).shape == (1, 384)
+
+
+def test_a_beir_folder_is_one_exp_run_away(repo, tmp_path):
+    """The README's line: matryoshka on a BEIR collection, evaluated on its test split against the whole corpus."""
+    from helpers import write_beir_collection
+
+    folder = write_beir_collection(tmp_path / "collection")
+    output = run(["dvc", "exp", "run", "-S", "matryoshka.embedded.data.source=local",
+                  "-S", f"+matryoshka.embedded.data.local.path={folder}"], repo)
+    assert ran(output) == set(STAGES)
+    assert "BEIR folder" in output and "over 14 documents" in output
+    metrics = json.loads((repo / "metrics/matryoshka.json").read_text())
+    assert 0 <= metrics["finetuned"]["dim_384"]["ndcg@10"] <= 1

@@ -7,26 +7,31 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
-from retrieval_pipeline.core.models import device, locate
+from retrieval_pipeline.core.models import check_length, device, loading, locate
 from retrieval_pipeline.core.training import shared_arguments
 
 
-def new_cross_encoder(reference: str, key: str, max_length: int, seed: int):
-    """The encoder of `reference` with a freshly initialised one-logit head, seeded."""
+def new_cross_encoder(reference: str, key: str, max_length: int, seed: int, length_key: str = "max_length"):
+    """The encoder of `reference` with a freshly initialised one-logit head, seeded; `length_key` names the params
+    key of `max_length` in errors."""
     from sentence_transformers.cross_encoder import CrossEncoder
 
     source = locate(reference, key)
     set_seed(seed)
-    return CrossEncoder(source.location, revision=source.revision, num_labels=1, max_length=max_length,
-                        device=device(), model_kwargs={"use_safetensors": True})
+    with loading(key, reference):
+        model = CrossEncoder(source.location, revision=source.revision, num_labels=1, max_length=max_length,
+                             device=device(), model_kwargs={"use_safetensors": True})
+    check_length(model.model, max_length, length_key)
+    return model
 
 
 def load_cross_encoder(reference: str, key: str, max_length: int | None = None):
     from sentence_transformers.cross_encoder import CrossEncoder
 
     source = locate(reference, key)
-    return CrossEncoder(source.location, revision=source.revision, max_length=max_length, device=device(),
-                        model_kwargs={"use_safetensors": True})
+    with loading(key, reference):
+        return CrossEncoder(source.location, revision=source.revision, max_length=max_length, device=device(),
+                            model_kwargs={"use_safetensors": True})
 
 
 def binary_trainer(model, pairs, output_dir: Path, *, epochs: int, learning_rate: float, batch_size: int,

@@ -11,12 +11,21 @@ from pathlib import Path
 from typing import Any
 
 
+def remove_partials(final: Path) -> None:
+    """Delete what a killed run writing `final` left beside it (`.<name>.partial-<pid>`)."""
+    for partial in final.parent.glob(f".{final.name}.partial-*"):
+        if partial.is_dir():
+            shutil.rmtree(partial, ignore_errors=True)
+        else:
+            partial.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_directory(final: Path) -> Iterator[Path]:
     """Yield a scratch directory that replaces `final` only if the block succeeds."""
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_partials(final)
     scratch = final.with_name(f".{final.name}.partial-{os.getpid()}")
-    shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()
     try:
         yield scratch
@@ -30,6 +39,7 @@ def atomic_directory(final: Path) -> Iterator[Path]:
 
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_partials(path)
     scratch = path.with_name(f".{path.name}.partial-{os.getpid()}")
     scratch.write_text(text, encoding="utf-8")
     os.replace(scratch, path)

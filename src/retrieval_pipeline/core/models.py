@@ -13,12 +13,16 @@ Every checkpoint loads from safetensors. A folder or hub revision that holds onl
 from __future__ import annotations
 
 import importlib
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 PACKAGE_PREFIX = "package:"
+HUB_ID = re.compile(r"^(?![.~/])[\w.-]+(/[\w.-]+)?$")  # "name" or "organisation/name", as the hub spells them
 SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
 PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -90,14 +94,22 @@ def locate(reference: str, key: str) -> ModelSource:
         return ModelSource(str(path))
     if Path(reference).exists():
         folder = Path(reference)
+        if not folder.is_dir():
+            raise ModelError(f"{key}: {folder} is a file; expected a model folder (config.json, model.safetensors)")
         if _pickle_only(folder):
             raise ModelError(f"{key}: {folder} holds only pickle weights (pytorch_model.bin); this pipeline loads "
                              "safetensors only and never unpickles: save the checkpoint with safetensors "
                              "(save_pretrained does by default) and point the key at it")
+        if not any((folder / name).is_file() for name in SAFETENSORS):
+            raise ModelError(f"{key}: {folder} holds no model weights; expected a model folder with config.json and "
+                             "model.safetensors")
         return ModelSource(str(folder))
     from huggingface_hub import is_offline_mode
 
     repo, revision = split_revision(reference)
+    if not HUB_ID.match(repo):
+        raise ModelError(f"{key}: {reference}: no such folder, and not a hub id (organisation/name); expected a "
+                         "model folder, 'package:<module>' or a hub id")
     if is_offline_mode():
         snapshot = cached_snapshot(repo, revision)
         shown = f"{repo}@{revision or 'main'}"
@@ -117,6 +129,28 @@ def locate(reference: str, key: str) -> ModelSource:
     return ModelSource(repo, revision)
 
 
+@contextmanager
+def loading(key: str, reference: str) -> Iterator[None]:
+    """Turn the libraries' loading failures (a missing repository or file, an unreadable config) into one
+    ModelError naming the params key."""
+    try:
+        yield
+    except ModelError:
+        raise
+    except (OSError, ValueError, KeyError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(f"{key}: cannot load {reference!r}: {reason}") from error
+
+
+def check_length(model, length: int | None, key: str) -> None:
+    """A configured length the model's position embeddings can hold (what only the model can check)."""
+    config = getattr(model, "config", None)
+    limit = getattr(config, "max_position_embeddings", None)
+    if length is not None and limit is not None and length > limit:
+        raise ModelError(f"{key}: {length} tokens is beyond the model's {limit} position embeddings; expected at "
+                         f"most {limit}")
+
+
 def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -125,5 +159,7 @@ def load_sentence_transformer(reference: str, key: str, trust_remote_code: bool 
     from sentence_transformers import SentenceTransformer
 
     source = locate(reference, key)
-    return SentenceTransformer(source.location, revision=source.revision, device=device(),
-                               trust_remote_code=trust_remote_code, model_kwargs={"use_safetensors": True}, **kwargs)
+    with loading(key, reference):
+        return SentenceTransformer(source.location, revision=source.revision, device=device(),
+                                   trust_remote_code=trust_remote_code, model_kwargs={"use_safetensors": True},
+                                   **kwargs)

@@ -37,3 +37,11 @@ class FamilyPaths:
 
     def plot(self, name: str) -> Path:
         return self.root / "metrics" / f"{self.family}_{name}.csv"
+
+    @property
+    def scratch_root(self) -> Path:
+        """Where the family's stages keep working files (trainer checkpoints, indexes); never a DVC output."""
+        return self.root / ".scratch" / self.family
+
+    def scratch(self, purpose: str) -> Path:
+        return self.scratch_root / purpose

@@ -30,9 +30,21 @@ class HubSource(Section):
         return f"hf:{self.path}" + (f"/{self.name}" if self.name else "") + f"[{self.split}]"
 
 
+class CollectionSplits(Section):
+    """The qrels splits of a BEIR folder: training pairs, checkpoint selection (optional) and evaluation."""
+
+    train: str = "train"
+    dev: str = "dev"
+    test: str = "test"
+
+
 class LocalSource(Section):
     path: Path
-    format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    format: Literal["auto", "csv", "jsonl", "parquet", "beir"] = "auto"  # auto: a folder is a BEIR collection
+    splits: CollectionSplits = CollectionSplits()  # a BEIR folder's qrels splits
+
+    def is_collection(self) -> bool:
+        return self.format == "beir" or (self.format == "auto" and self.path.is_dir())
 
 
 class SyntheticSource(Section):
@@ -65,6 +77,10 @@ class SourceParams(Section):
 
     def hub_datasets(self) -> list[str]:
         return [self.hf.path] if self.source == "hf" else []
+
+    def is_collection(self) -> bool:
+        """A BEIR folder rather than a file of rows."""
+        return self.source == "local" and self.local.is_collection()
 
     def requirements(self, key: str):
         """The hub dataset this source reads, for the preflight (none for synthetic or local data)."""
@@ -128,7 +144,36 @@ def read_local_file(path: Path, file_format: str = "auto") -> pl.DataFrame:
             return pl.read_csv(raw, infer_schema=False)
         return pl.read_ndjson(raw)
     except Exception as error:
-        raise DataError(f"{path}: not a readable {file_format.upper()} file ({error})") from error
+        where = _first_bad_line(raw.decode("utf-8"), file_format)
+        raise DataError(f"{path}: {where or 'not a readable ' + file_format.upper() + ' file'} ({error})") from error
+
+
+def _first_bad_line(text: str, file_format: str) -> str | None:
+    """Where a CSV or JSON Lines file stops parsing: 'line N: ...', found line by line as the fast reader cannot
+    say."""
+    import csv
+    import io
+    import json
+
+    if file_format == "jsonl":
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                if not isinstance(json.loads(line), dict):
+                    return f"line {number}: expected a JSON object"
+            except json.JSONDecodeError as error:
+                return f"line {number}: not valid JSON ({error.msg}); expected one JSON object per line"
+        return None
+    rows = csv.reader(io.StringIO(text, newline=""))
+    header = next(rows, [])
+    try:
+        for row in rows:
+            if row and len(row) != len(header):
+                return f"line {rows.line_num}: {len(row)} fields; expected {len(header)}, as the header has"
+    except csv.Error as error:
+        return f"line {rows.line_num}: {error}"
+    return None
 
 
 def map_columns(frame: pl.DataFrame, mapping: Mapping[str, str], origin: str, params_key: str) -> pl.DataFrame:
@@ -138,6 +183,29 @@ def map_columns(frame: pl.DataFrame, mapping: Mapping[str, str], origin: str, pa
         raise DataError(f"{origin}: missing column(s) {', '.join(missing)} named in {params_key}; "
                         f"the file has: {', '.join(frame.columns) or 'no columns'}")
     return frame.select([pl.col(source).alias(target) for target, source in mapping.items()])
+
+
+def require_ids(frame: pl.DataFrame, columns: dict[str, str], origin: str) -> None:
+    """Id columns (family name -> source column name) hold strings or integers: a float id (what a CSV or
+    parquet column with a missing value becomes) would turn into "NaN" or "12.0" and silently match nothing."""
+    for column, source in columns.items():
+        if column in frame.columns and frame[column].dtype.is_float():
+            bad = frame.with_row_index("row").filter(pl.col(column).is_nan() | pl.col(column).is_null()
+                                                     | (pl.col(column) != pl.col(column).round(0)))
+            shown = f"row {bad['row'][0] + 1} is {bad[column][0]!r}" if bad.height else f"row 1 is {frame[column][0]!r}"
+            raise DataError(f"{origin}: column '{source}' holds floating-point numbers ({shown}); expected ids "
+                            "that are strings or integers")
+
+
+def require_evaluable(queries: int, documents: int, origin: str, split: str = "test") -> None:
+    """An evaluation needs queries with a relevant document and a corpus with a choice in it: no queries would
+    mean no metrics, a single document a perfect score."""
+    if queries == 0:
+        raise DataError(f"{origin}: the {split} split has no query with a relevant document (relevance above 0); "
+                        "expected judged queries to evaluate on")
+    if documents < 2:
+        raise DataError(f"{origin}: the corpus has {documents} distinct document(s); expected at least 2, or every "
+                        "ranking is perfect")
 
 
 def require_text(frame: pl.DataFrame, columns: list[str], origin: str) -> pl.DataFrame:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -63,12 +65,18 @@ def run_stage(stage: str, argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"stages/{stage}.py", description=f"Run the {stage} stage of one family.")
     parser.add_argument("family", help="family name, a section of params.yaml (e.g. matryoshka)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--debug", action="store_true", default=bool(os.environ.get("RETRIEVAL_PIPELINE_DEBUG")),
+                        help="show the traceback of an expected error too (also: RETRIEVAL_PIPELINE_DEBUG=1)")
     arguments = parser.parse_args(argv)
     try:
         family = load_family(arguments.family, arguments.params, Path.cwd())
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, one process clears a killed run's scratch
+            shutil.rmtree(family.paths.scratch_root, ignore_errors=True)
         set_seed(family.params.seed)
         getattr(family, stage)()
     except (ParamsError, DataError, ModelError) as error:
+        if arguments.debug:
+            raise
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

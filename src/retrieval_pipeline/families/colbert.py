@@ -30,11 +30,13 @@ from retrieval_pipeline.core.family import Family
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json, atomic_write_text
 from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
-from retrieval_pipeline.core.models import device, load_sentence_transformer, locate
+from retrieval_pipeline.core.models import check_length, device, load_sentence_transformer, loading, locate
 from retrieval_pipeline.core.params import ParamsError, Section
 from retrieval_pipeline.core.preflight import Requirement, TrainingRun
 from retrieval_pipeline.core.retrieval import search
-from retrieval_pipeline.core.sources import DataError, HubSource, read_hub, read_local_file
+from retrieval_pipeline.core.beir import (Collection, collection_from_frames, load_collection, read_beir_folder,
+                                          write_collection)
+from retrieval_pipeline.core.sources import DataError, HubSource, read_hub
 from retrieval_pipeline.core.splits import add_split_column
 from retrieval_pipeline.core.training import log_training_with_dvclive, shared_arguments
 from retrieval_pipeline.data.world import build_world, claim_collection
@@ -227,10 +229,12 @@ class YesLogitTeacher:
 
         source = locate(model, key)
         self.max_length, self.batch_size = max_length, batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(source.location, revision=source.revision, padding_side="left")
         dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(source.location, revision=source.revision,
-                                                          use_safetensors=True, dtype=dtype).to(device()).eval()
+        with loading(key, model):
+            self.tokenizer = AutoTokenizer.from_pretrained(source.location, revision=source.revision,
+                                                           padding_side="left")
+            self.model = AutoModelForCausalLM.from_pretrained(source.location, revision=source.revision,
+                                                              use_safetensors=True, dtype=dtype).to(device()).eval()
         self.yes = self._ids("Yes")[0]
         self.separator, self.prompt = self._ids(self.SEPARATOR), self._ids(prompt)
 
@@ -277,83 +281,6 @@ def false_negatives(positive: float, candidates: np.ndarray, relative_margin: fl
     """Candidates the teacher finds almost as relevant as the positive: relevance at least (1 - relative_margin)
     times the positive's, the recipe's filter against unlabelled positives."""
     return candidates >= (1 - relative_margin) * positive
-
-
-# ---------------------------------------------------------------------------
-# BEIR collections
-# ---------------------------------------------------------------------------
-
-BEIR_COLUMNS = {"corpus": ("_id", "text"), "queries": ("_id", "text"), "qrels": ("query-id", "corpus-id", "score")}
-
-
-def _check_columns(frame: pl.DataFrame, kind: str, origin: str) -> pl.DataFrame:
-    missing = [column for column in BEIR_COLUMNS[kind] if column not in frame.columns]
-    if missing:
-        raise DataError(f"{origin}: missing column(s) {', '.join(missing)}; a BEIR {kind} file has "
-                        f"{', '.join(BEIR_COLUMNS[kind])} (got {', '.join(frame.columns) or 'no columns'})")
-    return frame
-
-
-def _text_rows(frame: pl.DataFrame, origin: str, first_line: int) -> pl.DataFrame:
-    frame = frame.with_columns(pl.col("_id").cast(pl.String), pl.col("text").cast(pl.String))
-    for column in ("_id", "text"):
-        bad = frame.with_row_index("row").filter(pl.col(column).is_null() | (pl.col(column).str.strip_chars() == ""))
-        if bad.height:
-            raise DataError(f"{origin}: line {bad['row'][0] + first_line}: '{column}' is empty; expected non-empty text")
-    duplicated = frame.with_row_index("row").filter(pl.col("_id").is_duplicated())
-    if duplicated.height:
-        raise DataError(f"{origin}: line {duplicated['row'][1] + first_line}: duplicate _id {duplicated['_id'][0]!r}")
-    return frame
-
-
-def beir_frames(corpus: pl.DataFrame, queries: pl.DataFrame, qrels: dict[str, pl.DataFrame],
-                origins: dict[str, str], first_line: int = 1) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Validated corpus (document_id, text), queries (query_id, text), qrels (query_id, document_id, relevance,
-    split); errors name the file and the line (`first_line` is the line of the first row: 2 under a TSV header)."""
-    corpus = _text_rows(_check_columns(corpus, "corpus", origins["corpus"]), origins["corpus"], 1)
-    queries = _text_rows(_check_columns(queries, "queries", origins["queries"]), origins["queries"], 1)
-    title = pl.col("title").cast(pl.String).fill_null("") if "title" in corpus.columns else pl.lit("")
-    corpus = corpus.select(pl.col("_id").alias("document_id"),
-                           pl.concat_str([title, pl.col("text")], separator=" ").str.strip_chars().alias("text"))
-    queries = queries.select(pl.col("_id").alias("query_id"), "text")
-    known_documents, known_queries = set(corpus["document_id"]), set(queries["query_id"])
-    judged = []
-    for split, frame in qrels.items():
-        origin = origins[split]
-        frame = _check_columns(frame, "qrels", origin).with_row_index("row")
-        score = frame["score"].cast(pl.Int64, strict=False)
-        for row, (query, document, value) in enumerate(zip(frame["query-id"].cast(pl.String),
-                                                           frame["corpus-id"].cast(pl.String), score)):
-            where = f"{origin}: line {row + first_line}"
-            if value is None:
-                raise DataError(f"{where}: score {frame['score'][row]!r} is not an integer relevance grade")
-            if query not in known_queries:
-                raise DataError(f"{where}: query-id {query!r} is not in the queries")
-            if document not in known_documents:
-                raise DataError(f"{where}: corpus-id {document!r} is not in the corpus")
-        judged.append(pl.DataFrame({"query_id": frame["query-id"].cast(pl.String),
-                                    "document_id": frame["corpus-id"].cast(pl.String),
-                                    "relevance": score, "split": split}))
-    qrels_frame = pl.concat(judged).filter(pl.col("relevance") > 0)
-    return corpus, queries, qrels_frame
-
-
-def read_beir_folder(folder: Path, splits: Sequence[str]):
-    """A BEIR folder: corpus.jsonl, queries.jsonl and qrels/<split>.tsv (query-id, corpus-id, score)."""
-    expected = f"expected a BEIR folder with corpus.jsonl, queries.jsonl and qrels/{{{','.join(splits)}}}.tsv"
-    paths = {"corpus": folder / "corpus.jsonl", "queries": folder / "queries.jsonl",
-             **{split: folder / "qrels" / f"{split}.tsv" for split in splits}}
-    for path in paths.values():
-        if not path.is_file():
-            raise DataError(f"{path}: missing; {expected}")
-    qrels = {}
-    for split in splits:
-        try:
-            qrels[split] = pl.read_csv(paths[split], separator="\t", infer_schema=False)
-        except Exception as error:
-            raise DataError(f"{paths[split]}: not a readable TSV file ({error})") from error
-    return (read_local_file(paths["corpus"], "jsonl"), read_local_file(paths["queries"], "jsonl"), qrels,
-            {name: str(path) for name, path in paths.items()})
 
 
 # ---------------------------------------------------------------------------
@@ -477,11 +404,22 @@ class TrainParams(Section):
     logging_steps: PositiveInt
 
 
+class IndexParams(Section):
+    """Above `above_documents` documents, search a PLAID index rather than scoring every document exactly."""
+
+    above_documents: PositiveInt
+    nbits: PositiveInt  # bits per residual dimension
+    kmeans_iterations: PositiveInt
+    n_ivf_probe: PositiveInt  # nearest centroids probed per query token
+    n_full_scores: PositiveInt  # candidates scored with their decompressed vectors
+
+
 class EvaluateParams(Section):
     pool_factors: list[PositiveInt] = Field(min_length=1)
     methods: list[Literal["kmeans", "hierarchical"]] = Field(min_length=1)
     batch_size: PositiveInt
     top_k: PositiveInt = Field(ge=100)
+    index: IndexParams
 
 
 class ColbertParams(Section):
@@ -504,33 +442,69 @@ def base_colbert(params: ModelParams, seed: int):
 
     set_seed(seed)
     source = locate(params.base, "colbert.model.base")
-    return ColBERT(source.location, revision=source.revision, embedding_size=params.embedding_size,
-                   query_length=params.query_length, document_length=params.document_length, device=device(),
-                   model_kwargs={"use_safetensors": True})
+    with loading("colbert.model.base", params.base):
+        model = ColBERT(source.location, revision=source.revision, embedding_size=params.embedding_size,
+                        query_length=params.query_length, document_length=params.document_length, device=device(),
+                        model_kwargs={"use_safetensors": True})
+    for length, key in ((params.query_length, "query_length"), (params.document_length, "document_length")):
+        check_length(model[0].auto_model, length, f"colbert.model.{key}")
+    return model
 
 
 def load_colbert(path: Path):
     from pylate.models import ColBERT
 
-    return ColBERT(str(path), device=device(), model_kwargs={"use_safetensors": True})
+    with loading(str(path), str(path)):
+        return ColBERT(str(locate(str(path), str(path)).location), device=device(),
+                       model_kwargs={"use_safetensors": True})
 
 
-def maxsim_search(queries: list[torch.Tensor], documents: list[torch.Tensor], k: int,
-                  chunk: int = 16) -> np.ndarray:
-    """Exhaustive late-interaction search: the top-k documents of each query by the sum of max similarities."""
-    width = max(len(document) for document in documents)
-    padded = torch.zeros(len(documents), width, documents[0].shape[-1])
-    mask = torch.zeros(len(documents), width)
-    for index, document in enumerate(documents):
-        padded[index, :len(document)], mask[index, :len(document)] = document, 1
-    top = []
-    for start in range(0, len(queries), chunk):
-        block = torch.nn.utils.rnn.pad_sequence(queries[start:start + chunk], batch_first=True)
-        similarity = torch.einsum("qtd,nld->qntl", block, padded)
-        similarity = similarity.masked_fill(mask[None, :, None, :] == 0, float("-inf"))
-        scores = similarity.max(dim=-1).values.clamp(min=0).sum(dim=-1)  # padded query tokens are all-zero
-        top.append(scores.topk(min(k, len(documents)), dim=1).indices)
-    return torch.cat(top).numpy()
+def maxsim_search(queries: list[torch.Tensor], documents: list[torch.Tensor], k: int, query_block: int = 16,
+                  document_block: int = 512) -> np.ndarray:
+    """Exhaustive late-interaction search: each query's top-k documents by the sum over its tokens of the best
+    similarity in the document. Documents are padded and scored a block at a time, keeping a running top-k, so
+    memory grows with the block, not with the corpus."""
+    k = min(k, len(documents))
+    best_scores = torch.full((len(queries), 0), float("-inf"))
+    best_ids = torch.zeros((len(queries), 0), dtype=torch.long)
+    for first in range(0, len(documents), document_block):
+        block = documents[first:first + document_block]
+        padded = torch.nn.utils.rnn.pad_sequence(block, batch_first=True)
+        mask = torch.nn.utils.rnn.pad_sequence([torch.ones(len(d), dtype=torch.bool) for d in block], batch_first=True)
+        scores = []
+        for start in range(0, len(queries), query_block):
+            chunk = queries[start:start + query_block]
+            tokens = torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True)
+            real = torch.nn.utils.rnn.pad_sequence([torch.ones(len(q)) for q in chunk], batch_first=True)
+            similarity = torch.einsum("qtd,nld->qntl", tokens, padded).masked_fill(~mask[None, :, None, :],
+                                                                                   float("-inf"))
+            scores.append((similarity.max(dim=-1).values * real[:, None, :]).sum(dim=-1))
+        candidates = torch.cat([best_scores, torch.cat(scores)], dim=1)
+        ids = torch.cat([best_ids, torch.arange(first, first + len(block)).expand(len(queries), -1)], dim=1)
+        best_scores, order = candidates.topk(min(k, candidates.shape[1]), dim=1)
+        best_ids = ids.gather(1, order)
+    return best_ids.numpy()
+
+
+def plaid_search(queries: list[torch.Tensor], documents: list[torch.Tensor], k: int, index: "IndexParams",
+                 scratch: Path, seed: int) -> np.ndarray:
+    """Approximate late-interaction search through a PLAID index (fast-plaid, which pylate's PLAID index wraps):
+    centroid-compressed token vectors, candidate documents from the `n_ivf_probe` nearest centroids of each query
+    token, the best `n_full_scores` of them scored with their decompressed vectors. Built in `scratch`, then
+    deleted."""
+    from fast_plaid import search as fast_plaid
+
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        plaid = fast_plaid.FastPlaid(index=str(scratch), device=device())
+        plaid.create(documents_embeddings=documents, nbits=index.nbits, kmeans_niters=index.kmeans_iterations,
+                     seed=seed, use_triton_kmeans=False)
+        found = plaid.search(queries_embeddings=queries, top_k=k, n_full_scores=index.n_full_scores,
+                             n_ivf_probe=index.n_ivf_probe, show_progress=False)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return np.array([[document for document, _ in row] + [-1] * (k - len(row)) for row in found])
 
 
 @dataclass(frozen=True)
@@ -556,18 +530,17 @@ def collection_name(repo: str) -> str:
     return repo.rstrip("/").split("/")[-1]
 
 
-def read_nanobeir(repo: str) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """A NanoBEIR collection from the hub: configs corpus, queries and qrels, each in split `train`; its qrels
-    list only relevant pairs (no score column), so each counts as relevance 1."""
+def read_nanobeir(repo: str) -> Collection:
+    """A NanoBEIR collection from the hub: configs corpus, queries and qrels, each in split `train` (evaluated as
+    a test split); its qrels list only relevant pairs (no score column), so each counts as relevance 1."""
     frames, origins = {}, {}
     for config in ("corpus", "queries", "qrels"):
         frames[config], origins[config] = read_hub(HubSource(path=repo, name=config, split="train"))
     qrels = frames["qrels"]
     if "score" not in qrels.columns:
         qrels = qrels.with_columns(score=pl.lit(1))
-    corpus, queries, qrels = beir_frames(frames["corpus"], frames["queries"], {"test": qrels},
-                                         {**origins, "test": origins["qrels"]})
-    return corpus, queries.join(qrels.select("query_id", "split").unique(), on="query_id"), qrels
+    return collection_from_frames(frames["corpus"], frames["queries"], {"test": qrels},
+                                  {**origins, "test": origins["qrels"]})
 
 
 class Colbert(Family):
@@ -578,7 +551,7 @@ class Colbert(Family):
 
     # prepare -----------------------------------------------------------------
 
-    def _read(self):
+    def _read(self) -> Collection:
         data = self.params.data
         splits = (data.train_split, data.test_split)
         if data.source == "synthetic":
@@ -592,35 +565,30 @@ class Colbert(Family):
             qrels = pl.DataFrame(qrels).join(split.select(pl.col("_id").alias("query-id"), "split"), on="query-id")
             origins = {"corpus": "synthetic corpus", "queries": "synthetic queries",
                        **{name: f"synthetic qrels[{name}]" for name in splits}}
-            return (pl.DataFrame(corpus), queries,
-                    {name: qrels.filter(pl.col("split") == name).drop("split") for name in splits}, origins, 1)
+            return collection_from_frames(pl.DataFrame(corpus), queries, {
+                name: qrels.filter(pl.col("split") == name).drop("split") for name in splits}, origins)
         if data.source == "local":
-            return (*read_beir_folder(data.local.path, splits), 2)
+            return read_beir_folder(data.local.path, splits)
         hub = data.hf
         corpus, corpus_origin = read_hub(hub.corpus)
         queries, queries_origin = read_hub(hub.queries)
         loaded = {split: read_hub(hub.qrels.model_copy(update={"split": split})) for split in splits}
         origins = {"corpus": corpus_origin, "queries": queries_origin,
                    **{split: origin for split, (_, origin) in loaded.items()}}
-        return corpus, queries, {split: frame for split, (frame, _) in loaded.items()}, origins, 1
+        return collection_from_frames(corpus, queries, {split: frame for split, (frame, _) in loaded.items()}, origins)
 
     def prepare(self) -> None:
-        corpus, queries, qrels, origins, first_line = self._read()
-        corpus, queries, qrels = beir_frames(corpus, queries, qrels, origins, first_line)
-        judged = queries.join(qrels.select("query_id", "split").unique(), on="query_id", how="inner")
+        collection = self._read()
         nanobeir = {repo: read_nanobeir(repo) for repo in self.params.data.nanobeir}
         with atomic_directory(self.paths.prepared) as out:
-            corpus.write_parquet(out / "corpus.parquet")
-            judged.sort("query_id").write_parquet(out / "queries.parquet")
-            qrels.sort("query_id", "document_id").write_parquet(out / "qrels.parquet")
-            for repo, frames in nanobeir.items():
+            write_collection(collection, out)
+            for repo, judged in nanobeir.items():
                 folder = out / "nanobeir" / collection_name(repo)
                 folder.mkdir(parents=True)
-                for kind, frame in zip(("corpus", "queries", "qrels"), frames):
-                    frame.write_parquet(folder / f"{kind}.parquet")
-        counts = dict(judged["split"].value_counts().iter_rows())
+                write_collection(judged, folder)
+        counts = dict(collection.qrels.unique(["query_id", "split"])["split"].value_counts().iter_rows())
         extra = f"; NanoBEIR: {', '.join(collection_name(repo) for repo in nanobeir)}" if nanobeir else ""
-        print(f"prepare: {corpus.height} documents; judged queries {counts}{extra}")
+        print(f"prepare: {collection.corpus.height} documents; judged queries {counts}{extra}")
 
     def requirements(self) -> list[Requirement]:
         data, mine, model = self.params.data, self.params.mine, self.params.model
@@ -677,14 +645,13 @@ class Colbert(Family):
         return model
 
     def _training_collection(self) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, list[str]]]:
-        """The corpus, the training queries and each training query's relevant documents."""
-        train_split = self.params.data.train_split
-        corpus = pl.read_parquet(self.paths.prepared / "corpus.parquet")
-        queries = pl.read_parquet(self.paths.prepared / "queries.parquet").filter(pl.col("split") == train_split)
-        qrels = pl.read_parquet(self.paths.prepared / "qrels.parquet").filter(pl.col("split") == train_split)
+        """The corpus, the training queries with a relevant document, and each one's relevant documents."""
+        collection = load_collection(self.paths.prepared)
+        qrels = collection.positives(self.params.data.train_split)
         positives = {query: group["document_id"].to_list()
                      for (query,), group in qrels.group_by("query_id", maintain_order=True)}
-        return corpus, queries, positives
+        queries = collection.queries.filter(pl.col("query_id").is_in(list(positives)))
+        return collection.corpus, queries, positives
 
     def mine(self) -> None:
         if self.params.mine.source == "hub":
@@ -777,7 +744,7 @@ class Colbert(Family):
                       for k in range(1, tune.negatives + 1)}}
         set_seed(self.params.seed + fold)
         model = self._bi_encoder()
-        scratch = self.paths.mined.with_name(f".{self.name}-teacher-trainer")
+        scratch = self.paths.scratch("teacher-trainer")
         args = SentenceTransformerTrainingArguments(
             output_dir=str(scratch), num_train_epochs=tune.epochs, per_device_train_batch_size=tune.batch_size,
             learning_rate=tune.learning_rate, batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no",
@@ -876,7 +843,7 @@ class Colbert(Family):
                                           data_collator=ColBERTCollator(tokenize_fn=model.tokenize))
 
     def train(self) -> None:
-        scratch = self.paths.model.with_name(f".{self.name}-trainer")
+        scratch = self.paths.scratch("trainer")
         examples = self.training_examples()
         with atomic_directory(self.paths.model) as out:
             for variant, pool_factors in self.variants().items():
@@ -936,13 +903,9 @@ queries = model.encode(["When did the wind farm open?"], is_query=True)""",
 
     @staticmethod
     def _collection(folder: Path, split: str) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, int]]]:
-        corpus = pl.read_parquet(folder / "corpus.parquet")
-        queries = pl.read_parquet(folder / "queries.parquet").filter(pl.col("split") == split)
-        qrels_frame = pl.read_parquet(folder / "qrels.parquet").filter(pl.col("split") == split)
-        qrels: dict[str, dict[str, int]] = {}
-        for query, document, relevance in qrels_frame.select("query_id", "document_id", "relevance").iter_rows():
-            qrels.setdefault(query, {})[document] = relevance
-        return queries, corpus, qrels
+        collection = load_collection(folder)
+        queries, qrels = collection.split(split)
+        return queries, collection.corpus, qrels
 
     def score(self, model, label: str, queries: pl.DataFrame, corpus: pl.DataFrame,
               qrels: dict[str, dict[str, int]], dataset: str | None = None
@@ -960,8 +923,8 @@ queries = model.encode(["When did the wind farm open?"], is_query=True)""",
         for method in evaluate.methods:
             for pool_factor in evaluate.pool_factors:
                 pooled = self._pool(token_vectors, method, pool_factor)
-                top = maxsim_search(query_vectors, pooled, evaluate.top_k)
-                run = {query: [document_ids[i] for i in row] for query, row in zip(queries["query_id"], top)}
+                top = self.search(query_vectors, pooled)
+                run = {query: [document_ids[i] for i in row if i >= 0] for query, row in zip(queries["query_id"], top)}
                 means, per_query = evaluate_run(run, qrels, cutoffs=(10, 100))
                 vectors = [len(document) for document in pooled]
                 metrics.setdefault(method, {})[f"pf_{pool_factor}"] = {
@@ -973,6 +936,15 @@ queries = model.encode(["When did the wind farm open?"], is_query=True)""",
                 if method == evaluate.methods[0]:
                     line[pool_factor] = means["ndcg@10"]
         return metrics, query_rows, line
+
+    def search(self, queries: list[torch.Tensor], documents: list[torch.Tensor]) -> np.ndarray:
+        """Each query's top_k document positions: exact MaxSim up to evaluate.index.above_documents documents, a
+        PLAID index above (padded with -1 where it returns fewer)."""
+        evaluate = self.params.evaluate
+        if len(documents) <= evaluate.index.above_documents:
+            return maxsim_search(queries, documents, evaluate.top_k)
+        return plaid_search(queries, documents, evaluate.top_k, evaluate.index,
+                            self.paths.scratch("index"), self.params.seed)
 
     def evaluate(self) -> None:
         (test_name, test), *nanobeir = self.evaluation_sets().items()

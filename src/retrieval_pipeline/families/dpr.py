@@ -18,16 +18,17 @@ from pydantic import Field, PositiveFloat, PositiveInt
 from torch import nn
 from transformers import TrainerCallback
 
+from retrieval_pipeline.core.beir import read_beir_folder, training_splits
 from retrieval_pipeline.core.family import Family
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
 from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
-from retrieval_pipeline.core.models import device, load_sentence_transformer, locate
+from retrieval_pipeline.core.models import check_length, device, load_sentence_transformer, loading, locate
 from retrieval_pipeline.core.params import Section
 from retrieval_pipeline.core.preflight import Requirement, TrainingRun
 from retrieval_pipeline.core.retrieval import search
 from retrieval_pipeline.core.sources import (DataError, SourceParams, SyntheticSource, map_columns, read_source,
-                                             require_text)
+                                             require_evaluable, require_text)
 from retrieval_pipeline.core.splits import add_split_column, split_counts
 from retrieval_pipeline.core.training import log_training_with_dvclive, shared_arguments
 from retrieval_pipeline.data.world import build_world, fever_claims
@@ -105,9 +106,12 @@ def build_towers(base: str, max_seq_length: int | None = None, key: str = "dpr.m
 
     def tower():
         # each argument dict its own: sentence-transformers adds the maximum length to the tokenizer's in place
-        transformer = Transformer(source.location, max_seq_length=max_seq_length,
-                                  model_args={"use_safetensors": True, "revision": source.revision},
-                                  tokenizer_args={"revision": source.revision}, config_args={"revision": source.revision})
+        with loading(key, base):
+            transformer = Transformer(source.location, max_seq_length=max_seq_length,
+                                      model_args={"use_safetensors": True, "revision": source.revision},
+                                      tokenizer_args={"revision": source.revision},
+                                      config_args={"revision": source.revision})
+        check_length(transformer.auto_model, max_seq_length, "dpr.model.max_seq_length")
         return [transformer, Pooling(transformer.get_word_embedding_dimension(), "mean"), Normalize()]
 
     router = Router.for_query_document(query_modules=tower(), document_modules=tower())
@@ -172,6 +176,9 @@ class Dpr(Family):
 
     def prepare(self) -> None:
         data = self.params.data
+        if data.is_collection():
+            self._prepare_collection()
+            return
         frame, origin = read_source(data, self.params.seed, synthetic_rows)
         frame = map_columns(frame, data.columns.model_dump(exclude_none=True), origin, f"{self.name}.data.columns")
         if data.columns.label:
@@ -181,13 +188,18 @@ class Dpr(Family):
                 raise DataError(f"{origin}: row {row}: column '{data.columns.label}' is not an integer label")
             frame = frame.with_columns(label=labels).filter(pl.col("label").is_in(data.keep_labels)).drop("label")
         frame = require_text(frame, ["query", "passage"], origin)
+        rows = frame.height
         frame = frame.unique(["query", "passage"], keep="first", maintain_order=True)
+        duplicates = rows - frame.height
         frame = frame.with_columns(passage_id=pl.col("passage").map_elements(passage_id, return_dtype=pl.String))
         frame = frame.with_row_index("row").with_columns(
             query_id=pl.format("c{}", pl.col("row").cast(pl.String).str.zfill(7))).drop("row")
-        frame = add_split_column(frame, data.test_size, 0.0, self.params.seed, origin)
+        claims = add_split_column(frame.select("query").unique(maintain_order=True), data.test_size, 0.0,
+                                  self.params.seed, origin)  # a claim with several passages stays in one split
+        frame = frame.join(claims, on="query", how="left", maintain_order="left")
         corpus = frame.group_by("passage_id").agg(text=pl.col("passage").first()).sort("passage_id")
         test = frame.filter(pl.col("split") == "test")
+        require_evaluable(test.height, corpus.height, origin)
         with atomic_directory(self.paths.prepared) as out:
             frame.filter(pl.col("split") == "train").select("query_id", "query", "passage", "passage_id") \
                 .write_parquet(out / "train.parquet")
@@ -195,7 +207,27 @@ class Dpr(Family):
             test.select("query_id", pl.col("query").alias("text"), "passage_id").write_parquet(out / "queries.parquet")
             test.select("query_id", "passage_id", pl.lit(1).alias("relevance")).write_parquet(out / "qrels.parquet")
         print(f"prepare: {origin}: {frame.height} claim/evidence pairs, {corpus.height} passages -> "
-              f"{split_counts(frame)}")
+              f"{split_counts(frame)}" + (f"; {duplicates} exact duplicate rows dropped" if duplicates else ""))
+
+    def _prepare_collection(self) -> None:
+        """A BEIR folder: training pairs from its train qrels, its test queries against the whole corpus; each test
+        query's most relevant passage is its gold pair for the logit diagnostics."""
+        data = self.params.data
+        names = data.local.splits
+        splits = training_splits(read_beir_folder(data.local.path, [names.train, names.test]), names.train,
+                                 names.dev, names.test, 0.0, self.params.seed, data.describe())
+        test_qrels = splits.qrels.filter(pl.col("split") == names.test).rename({"document_id": "passage_id"})
+        gold = test_qrels.filter(pl.col("relevance") > 0).sort("relevance", descending=True, maintain_order=True) \
+            .unique("query_id", keep="first", maintain_order=True).select("query_id", "passage_id")
+        with atomic_directory(self.paths.prepared) as out:
+            splits.train.select("query_id", "query", pl.col("document").alias("passage"),
+                                pl.col("document_id").alias("passage_id")).write_parquet(out / "train.parquet")
+            splits.corpus.rename({"document_id": "passage_id"}).write_parquet(out / "corpus.parquet")
+            splits.queries.filter(pl.col("split") == names.test).join(gold, on="query_id", maintain_order="left") \
+                .select("query_id", "text", "passage_id").write_parquet(out / "queries.parquet")
+            test_qrels.select("query_id", "passage_id", "relevance").write_parquet(out / "qrels.parquet")
+        print(f"prepare: BEIR folder {data.local.path}: {splits.train.height} training pairs; {gold.height} test "
+              f"queries over {splits.corpus.height} passages")
 
     def mine(self) -> None:
         import bm25s
@@ -287,7 +319,7 @@ class Dpr(Family):
 
     def train(self) -> None:
         model = build_towers(self.params.model.base, self.params.model.max_seq_length)
-        scratch = self.paths.model.with_name(f".{self.name}-trainer")
+        scratch = self.paths.scratch("trainer")
         trainer = self.build_trainer(model, scratch)
         log_training_with_dvclive(trainer, self.paths.training_log)
         trainer.train()
@@ -329,7 +361,10 @@ scores = query_encoder.encode(["a claim"]) @ passage_encoder.encode(["a passage"
     def test_set(self) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, int]]]:
         queries = pl.read_parquet(self.paths.prepared / "queries.parquet")
         corpus = pl.read_parquet(self.paths.prepared / "corpus.parquet")
-        qrels = {query: {passage: 1} for query, passage in queries.select("query_id", "passage_id").iter_rows()}
+        judged = pl.read_parquet(self.paths.prepared / "qrels.parquet")
+        qrels: dict[str, dict[str, int]] = {}
+        for query, passage, relevance in judged.select("query_id", "passage_id", "relevance").iter_rows():
+            qrels.setdefault(query, {})[passage] = relevance
         return queries, corpus, qrels
 
     def score(self, query_tower, passage_tower, queries: pl.DataFrame, corpus: pl.DataFrame,

@@ -15,18 +15,20 @@ import torch
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 from sentence_transformers.evaluation import SentenceEvaluator
 
+from retrieval_pipeline.core.beir import TrainingSplits, read_beir_folder, training_splits
 from retrieval_pipeline.core.family import Family
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json, atomic_write_text
 from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
-from retrieval_pipeline.core.models import load_sentence_transformer
+from retrieval_pipeline.core.models import check_length, load_sentence_transformer
 from retrieval_pipeline.core.params import Section
 from retrieval_pipeline.core.preflight import Requirement, TrainingRun
-from retrieval_pipeline.core.retrieval import search, truncate_and_normalise
-from retrieval_pipeline.core.splits import add_split_column, split_counts
+from retrieval_pipeline.core.retrieval import bounded_corpus, search, truncate_and_normalise
+from retrieval_pipeline.core.splits import add_split_column
 from retrieval_pipeline.core.training import log_training_with_dvclive, shared_arguments
 from retrieval_pipeline.core.sources import (DataError, SourceParams, SyntheticSource, map_columns, read_source,
-                                             require_consistent, require_text, require_unique)
+                                             require_consistent, require_evaluable, require_ids, require_text,
+                                             require_unique)
 from retrieval_pipeline.data.world import build_world, knowledge_base_questions
 
 PRIMARY_METRIC = "ndcg@10"
@@ -87,6 +89,7 @@ class TrainParams(Section):
 class EvaluateParams(Section):
     batch_size: PositiveInt
     top_k: PositiveInt = Field(ge=100)
+    dev_corpus_size: PositiveInt  # documents searched by the dev evaluation of each epoch (judged + a fixed sample)
 
 
 class MatryoshkaParams(Section):
@@ -171,27 +174,53 @@ class Matryoshka(Family):
     # prepare ---------------------------------------------------------------
     def prepare(self) -> None:
         data = self.params.data
+        if data.is_collection():
+            names = data.local.splits
+            splits = training_splits(read_beir_folder(data.local.path, [names.train, names.test], [names.dev]),
+                                     names.train, names.dev, names.test, data.dev_size, self.params.seed,
+                                     data.describe())
+            origin = f"BEIR folder {data.local.path}"
+        else:
+            splits, origin = self._pair_splits()
+        with atomic_directory(self.paths.prepared) as out:
+            splits.train.select("query_id", pl.col("query").alias("anchor"), pl.col("document").alias("positive"),
+                                pl.col("document_id").alias("chunk_id")).write_parquet(out / "train.parquet")
+            splits.corpus.rename({"document_id": "chunk_id"}).write_parquet(out / "corpus.parquet")
+            splits.queries.write_parquet(out / "queries.parquet")
+            splits.qrels.rename({"document_id": "chunk_id"}).write_parquet(out / "qrels.parquet")
+        print(f"prepare: {origin}: {splits.summary()}")
+
+    def _pair_splits(self) -> tuple[TrainingSplits, str]:
+        """Question/chunk rows, split 90/10 by question (and a dev share of the training questions); the corpus is
+        every chunk. Exact duplicate rows are dropped, and a question asked twice stays in one split."""
+        data = self.params.data
         frame, origin = read_source(data, self.params.seed, synthetic_rows)
-        frame = map_columns(frame, data.columns.model_dump(exclude_none=True), origin, f"{self.name}.data.columns")
+        columns = data.columns.model_dump(exclude_none=True)
+        frame = map_columns(frame, columns, origin, f"{self.name}.data.columns")
+        require_ids(frame, {name: columns[name] for name in ("chunk_id", "query_id") if name in columns}, origin)
         frame = require_text(frame, frame.columns, origin)
+        rows = frame.height
+        frame = frame.unique(["anchor", "positive", "chunk_id"], keep="first", maintain_order=True)
+        duplicates = rows - frame.height
         if "query_id" not in frame.columns:
             frame = frame.with_row_index("row").with_columns(
                 query_id=pl.format("q{}", pl.col("row").cast(pl.String).str.zfill(7))).drop("row")
         require_unique(frame, "query_id", origin)
         require_consistent(frame, "chunk_id", "positive", origin)
-
-        frame = add_split_column(frame, data.test_size, data.dev_size, self.params.seed, origin)
-
-        held_out_rows = frame.filter(pl.col("split") != "train")
-        corpus = (frame.group_by("chunk_id").agg(text=pl.col("positive").first()).sort("chunk_id"))
-        with atomic_directory(self.paths.prepared) as out:
-            frame.filter(pl.col("split") == "train").select("query_id", "anchor", "positive", "chunk_id") \
-                .write_parquet(out / "train.parquet")
-            corpus.write_parquet(out / "corpus.parquet")
-            held_out_rows.select("query_id", pl.col("anchor").alias("text"), "split").write_parquet(out / "queries.parquet")
-            held_out_rows.select("query_id", "chunk_id", pl.lit(1).alias("relevance"), "split") \
-                .write_parquet(out / "qrels.parquet")
-        print(f"prepare: {origin}: {frame.height} questions over {corpus.height} chunks -> {split_counts(frame)}")
+        questions = add_split_column(frame.select("anchor").unique(maintain_order=True), data.test_size,
+                                     data.dev_size, self.params.seed, origin)
+        frame = frame.join(questions, on="anchor", how="left", maintain_order="left")
+        held_out = frame.filter(pl.col("split") != "train")
+        corpus = frame.group_by("chunk_id").agg(text=pl.col("positive").first()).sort("chunk_id")
+        require_evaluable(held_out.filter(pl.col("split") == "test").height, corpus.height, origin)
+        return TrainingSplits(
+            train=frame.filter(pl.col("split") == "train").select(
+                "query_id", pl.col("anchor").alias("query"), pl.col("chunk_id").alias("document_id"),
+                pl.col("positive").alias("document")),
+            corpus=corpus.rename({"chunk_id": "document_id"}),
+            queries=held_out.select("query_id", pl.col("anchor").alias("text"), "split"),
+            qrels=held_out.select("query_id", pl.col("chunk_id").alias("document_id"), pl.lit(1).alias("relevance"),
+                                  "split"), duplicates=duplicates), origin
 
     def held_out(self, split: str) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
         """Queries of a held-out split ("dev" or "test"), the full corpus and the split's qrels."""
@@ -205,6 +234,7 @@ class Matryoshka(Family):
         key = f"{self.name}.model.base" if reference == self.params.model.base else reference
         model = load_sentence_transformer(reference, key, trust_remote_code=self.params.model.trust_remote_code)
         if self.params.model.max_seq_length:
+            check_length(model[0].auto_model, self.params.model.max_seq_length, f"{self.name}.model.max_seq_length")
             model.max_seq_length = self.params.model.max_seq_length
         check_dims(model, self.params.model.dims, name)
         return model
@@ -256,6 +286,8 @@ class Matryoshka(Family):
         train, dims = self.params.train, self.params.model.dims
         loss = MatryoshkaLoss(model, MultipleNegativesRankingLoss(model), matryoshka_dims=dims)
         dev_queries, corpus, dev_qrels = self.held_out("dev")
+        corpus = bounded_corpus(corpus, "chunk_id", dev_qrels["chunk_id"], self.params.evaluate.dev_corpus_size,
+                                self.params.seed)
         evaluator = None
         if dev_queries.height:
             evaluator = DimensionEvaluator(dev_queries, corpus, dev_qrels, dims, train.best_checkpoint_dim,
@@ -287,7 +319,7 @@ class Matryoshka(Family):
     def train(self) -> None:
         model = self.load_model(self.params.model.base, "the base model")
         # Under torchrun every rank must find the best checkpoint at the same path.
-        checkpoints = self.paths.model.with_name(f".{self.name}-checkpoints")
+        checkpoints = self.paths.scratch("checkpoints")
         trainer = self.build_trainer(model, checkpoints)
         if trainer.is_world_process_zero():
             shutil.rmtree(checkpoints, ignore_errors=True)

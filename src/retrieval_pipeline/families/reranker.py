@@ -21,15 +21,18 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
-from pydantic import Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from retrieval_pipeline.core.family import Family
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
 from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
+from retrieval_pipeline.core.beir import (Collection, load_collection, read_beir_folder, with_dev_split,
+                                          write_collection)
 from retrieval_pipeline.core.cross_encoders import binary_trainer, load_cross_encoder, new_cross_encoder
-from retrieval_pipeline.core.models import device, load_sentence_transformer, locate
+from retrieval_pipeline.core.models import device, load_sentence_transformer, loading, locate
 from retrieval_pipeline.core.params import Section
+from retrieval_pipeline.core.retrieval import search
 from retrieval_pipeline.core.preflight import Requirement, TrainingRun
 from retrieval_pipeline.core.sources import DataError, SourceParams, SyntheticSource, map_columns, read_source
 from retrieval_pipeline.core.splits import add_split_column, split_counts
@@ -188,8 +191,10 @@ class NerEntities:
 
         source = locate(model, key)
         self.batch_size = batch_size
-        self.pipeline = pipeline("token-classification", model=source.location, revision=source.revision,
-                                 aggregation_strategy="first", device=device(), model_kwargs={"use_safetensors": True})
+        with loading(key, model):
+            self.pipeline = pipeline("token-classification", model=source.location, revision=source.revision,
+                                     aggregation_strategy="first", device=device(),
+                                     model_kwargs={"use_safetensors": True})
 
     def __call__(self, texts: list[str]) -> list[list[str]]:
         found = self.pipeline(texts, batch_size=self.batch_size)
@@ -269,9 +274,16 @@ def _string_list(value, column: str, where: str) -> list[str]:
 
 def sentence_rows(frame: pl.DataFrame, dataset: str, origin: str) -> tuple[list[dict], int]:
     """One row per (query, context sentence) with its label; queries with no positive are dropped."""
-    rows, dropped = [], 0
+    rows, dropped, seen = [], 0, {}
     for number, record in enumerate(frame.iter_rows(named=True), start=1):
         where = f"{origin}: row {number}"
+        identifier = record["query_id"]
+        if identifier is None or isinstance(identifier, float) or not str(identifier).strip():
+            raise DataError(f"{where}: query_id {identifier!r}; expected a string or integer id")
+        if str(identifier) in seen:
+            raise DataError(f"{where}: query_id {str(identifier)!r} was already used by row {seen[str(identifier)]}; "
+                            "expected each question its own id")
+        seen[str(identifier)] = number
         for column in ("query", "context"):
             if not isinstance(record[column], str) or not record[column].strip():
                 raise DataError(f"{where}: column '{column}' is empty; expected non-empty text")
@@ -365,6 +377,13 @@ class MineParams(Section):
     batch_size: PositiveInt
     features: FeatureParams
 
+    @model_validator(mode="after")
+    def _some_negatives(self) -> "MineParams":
+        if self.hard_negatives + self.easy_negatives == 0:
+            raise ValueError("hard_negatives and easy_negatives are both 0; expected at least one negative per "
+                             "positive, or the reranker trains on positives only")
+        return self
+
 
 class StageParams(Section):
     learning_rate: PositiveFloat
@@ -437,7 +456,7 @@ SYNTHETIC = {"multihop": synthetic_multihop, "factual": synthetic_factual}
 def base_cross_encoder(base: str, max_length: int, feature_tokens: list[str] | None, seed: int,
                        key: str = "reranker.model.base"):
     """The base encoder with a freshly initialised one-logit head (seeded), and the feature tokens added."""
-    model = new_cross_encoder(base, key, max_length, seed)
+    model = new_cross_encoder(base, key, max_length, seed, length_key="reranker.model.max_length")
     if feature_tokens:
         model.tokenizer.add_special_tokens({"additional_special_tokens": feature_tokens})
         model.model.resize_token_embeddings(len(model.tokenizer))
@@ -470,6 +489,9 @@ class Reranker(Family):
         with atomic_directory(self.paths.prepared) as out:
             for dataset in DATASETS:
                 source = getattr(data, dataset)
+                if source.is_collection():
+                    self._prepare_collection(dataset, out / dataset)
+                    continue
                 frame, origin = read_source(source, self.params.seed, SYNTHETIC[dataset])
                 frame = map_columns(frame, source.columns.model_dump(), origin, f"{self.name}.data.{dataset}.columns")
                 rows, dropped = sentence_rows(frame, dataset, origin)
@@ -484,6 +506,22 @@ class Reranker(Family):
                 positives = sentences["label"].sum()
                 print(f"prepare: {dataset}: {origin}: queries {split_counts(queries)}; {sentences.height} sentences, "
                       f"{positives} positive" + (f"; {dropped} queries without a positive dropped" if dropped else ""))
+
+    def _prepare_collection(self, dataset: str, folder: Path) -> None:
+        """A BEIR folder as a dataset: the reranker reorders the first stage's top documents over its whole corpus
+        (query -> document), with its train, dev (else a share of train) and test qrels."""
+        source = getattr(self.params.data, dataset)
+        names = source.local.splits
+        collection = read_beir_folder(source.local.path, [names.train, names.test], [names.dev])
+        collection = with_dev_split(collection, names.train, names.dev, self.params.data.dev_size, self.params.seed)
+        renamed = {names.train: "train", names.dev: "dev", names.test: "test"}
+        collection = Collection(collection.corpus, collection.queries, collection.qrels.with_columns(
+            pl.col("split").replace(renamed)).filter(pl.col("split").is_in(["train", "dev", "test"])))
+        folder.mkdir()
+        write_collection(collection, folder)
+        counts = dict(collection.judged_queries()["split"].value_counts().iter_rows())
+        print(f"prepare: {dataset}: BEIR folder {source.local.path}: {collection.corpus.height} documents; queries "
+              f"train {counts.get('train', 0)}, dev {counts.get('dev', 0)}, test {counts.get('test', 0)}")
 
     def requirements(self) -> list[Requirement]:
         data, mine = self.params.data, self.params.mine
@@ -516,14 +554,42 @@ class Reranker(Family):
         rng = np.random.default_rng(self.params.seed)
         with atomic_directory(self.paths.mined) as out:
             for dataset in DATASETS:
-                sentences = pl.read_parquet(self.paths.prepared / f"{dataset}.parquet")
-                scored = self._first_stage(encoder, sentences)
+                if getattr(self.params.data, dataset).is_collection():
+                    scored = self._retrieve(encoder, load_collection(self.paths.prepared / dataset))
+                else:
+                    scored = self._first_stage(encoder, pl.read_parquet(self.paths.prepared / f"{dataset}.parquet"))
                 pool = select_pool(scored, mine.candidates, mine.hard_negatives, mine.easy_negatives, rng)
                 pool = self._with_features(pool, extract)
                 pool.write_parquet(out / f"{dataset}.parquet")
                 train = pool.filter(pl.col("split") == "train")
                 kinds = dict(train.filter(pl.col("train_pair"))["pair"].value_counts().iter_rows())
                 print(f"mine: {dataset}: training pairs {kinds}; test candidate lists of up to {mine.candidates}")
+
+    def _retrieve(self, encoder, collection: Collection) -> pl.DataFrame:
+        """Each judged query's first-stage top documents over the whole corpus (faiss over normalised
+        embeddings), as rows like the sentence layout's; training queries also get their relevant documents the
+        first stage missed, ranked after the list, so every training query has its positives."""
+        mine = self.params.mine
+        queries = collection.judged_queries()
+        corpus_ids, texts = collection.corpus["document_id"].to_list(), collection.corpus["text"].to_list()
+        encode = lambda items: encoder.encode(items, batch_size=mine.batch_size, normalize_embeddings=True,  # noqa: E731
+                                              convert_to_numpy=True, show_progress_bar=True)
+        documents, questions = encode(texts), encode(queries["text"].to_list())
+        scores, indices = search(questions, documents, mine.candidates)
+        relevant = {(query, document) for query, document, grade in
+                    collection.qrels.select("query_id", "document_id", "relevance").iter_rows() if grade > 0}
+        position = {document: i for i, document in enumerate(corpus_ids)}
+        rows = []
+        for q, (query_id, query, split) in enumerate(queries.select("query_id", "text", "split").iter_rows()):
+            found = [corpus_ids[i] for i in indices[q]]
+            missed = [document for (owner, document) in sorted(relevant) if owner == query_id
+                      and document not in found] if split == "train" else []
+            extra = [float(questions[q] @ documents[position[document]]) for document in missed]
+            for rank, (document, score) in enumerate(zip(found + missed, [*scores[q].tolist(), *extra]), start=1):
+                rows.append({"query_id": query_id, "query": query, "sentence_id": document, "document": document,
+                             "sentence": texts[position[document]], "label": int((query_id, document) in relevant),
+                             "split": split, "first_stage_score": score, "first_stage_rank": rank})
+        return pl.DataFrame(rows, schema_overrides={"first_stage_score": pl.Float32, "first_stage_rank": pl.UInt32})
 
     def _first_stage(self, encoder, sentences: pl.DataFrame) -> pl.DataFrame:
         """Cosine score of every sentence for its query under the first-stage bi-encoder, encoded once."""
@@ -594,7 +660,7 @@ class Reranker(Family):
         return pl.concat([factual, replayed]).sample(fraction=1.0, shuffle=True, seed=self.params.seed)
 
     def train(self) -> None:
-        scratch = self.paths.model.with_name(f".{self.name}-trainer")
+        scratch = self.paths.scratch("trainer")
         max_hop = self.params.mine.features.max_hop
         with atomic_directory(self.paths.model) as out:
             for use_features in self.variants():
@@ -659,8 +725,13 @@ scores = model.predict([("Who runs the Kestrel plant?", "Kestrel is run by Sable
         positives."""
         lists = {dataset: pl.read_parquet(self.paths.mined / f"{dataset}.parquet")
                  .filter((pl.col("split") == split) & pl.col("candidate")) for dataset in DATASETS}
-        qrels = {dataset: positives_of(pl.read_parquet(self.paths.prepared / f"{dataset}.parquet")
-                                       .filter(pl.col("split") == split)) for dataset in DATASETS}
+        qrels = {}
+        for dataset in DATASETS:
+            if getattr(self.params.data, dataset).is_collection():
+                qrels[dataset] = load_collection(self.paths.prepared / dataset).split(split)[1]
+            else:
+                qrels[dataset] = positives_of(pl.read_parquet(self.paths.prepared / f"{dataset}.parquet")
+                                              .filter(pl.col("split") == split))
         return lists, qrels
 
     def test_set(self) -> tuple[dict[str, pl.DataFrame], dict[str, dict]]:

@@ -1,0 +1,305 @@
+"""Retrieval collections in BEIR's folder format, read by every family.
+
+A collection is a folder (or the same three parts from the hub) holding
+- `corpus.jsonl`: one document per line, {"_id", "text"} and an optional "title";
+- `queries.jsonl`: one query per line, {"_id", "text"};
+- `qrels/<split>.tsv`: a header row, then query-id, corpus-id and an integer score per line.
+Each may be gzipped (`corpus.jsonl.gz`). Lines may end in CRLF and rows may carry extra metadata fields, as real
+downloads do. Relevance is graded; a score of 0 means judged not relevant (kept, it counts as non-relevant).
+
+The JSON Lines files are read a block of lines at a time into Arrow, so a large corpus needs about its own size
+in memory, not several times it. Every error names the file and the line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+from retrieval_pipeline.core.sources import DataError, require_evaluable
+
+BLOCK_LINES = 50_000
+QRELS_COLUMNS = ("query-id", "corpus-id", "score")
+
+
+@dataclass(frozen=True)
+class Collection:
+    """corpus (document_id, text), queries (query_id, text), qrels (query_id, document_id, relevance, split)."""
+
+    corpus: pl.DataFrame
+    queries: pl.DataFrame
+    qrels: pl.DataFrame
+
+    def split(self, name: str) -> tuple[pl.DataFrame, dict[str, dict[str, int]]]:
+        """The queries judged in split `name` and their qrels ({query: {document: relevance}})."""
+        qrels = self.qrels.filter(pl.col("split") == name)
+        return self.queries.filter(pl.col("query_id").is_in(qrels["query_id"].unique().implode())), qrels_dict(qrels)
+
+    @property
+    def splits(self) -> list[str]:
+        return list(dict.fromkeys(self.qrels["split"]))
+
+    def positives(self, name: str) -> pl.DataFrame:
+        """(query_id, document_id, relevance) of split `name`'s relevant pairs (relevance above 0)."""
+        return self.qrels.filter((pl.col("split") == name) & (pl.col("relevance") > 0)).drop("split")
+
+    def judged_queries(self) -> pl.DataFrame:
+        """(query_id, text, split) of every judged query; a query judged in two splits would leak between them."""
+        splits = self.qrels.select("query_id", "split").unique(maintain_order=True)
+        twice = splits.filter(pl.col("query_id").is_duplicated())
+        if twice.height:
+            query = twice["query_id"][0]
+            raise DataError(f"query-id {query!r} is judged in splits {', '.join(twice.filter(pl.col('query_id') == query)['split'])}; "
+                            "expected each query in one split, so that no test query is trained on")
+        return self.queries.join(splits, on="query_id", how="inner", maintain_order="left")
+
+
+def write_collection(collection: Collection, folder: Path) -> None:
+    """corpus.parquet, queries.parquet (judged queries, with their split) and qrels.parquet, in `folder`."""
+    collection.corpus.write_parquet(folder / "corpus.parquet")
+    collection.judged_queries().write_parquet(folder / "queries.parquet")
+    collection.qrels.sort("split", "query_id", "document_id").write_parquet(folder / "qrels.parquet")
+
+
+def load_collection(folder: Path) -> Collection:
+    """A collection prepare wrote with write_collection."""
+    return Collection(pl.read_parquet(folder / "corpus.parquet"),
+                      pl.read_parquet(folder / "queries.parquet").select("query_id", "text"),
+                      pl.read_parquet(folder / "qrels.parquet"))
+
+
+def qrels_dict(qrels: pl.DataFrame) -> dict[str, dict[str, int]]:
+    judged: dict[str, dict[str, int]] = {}
+    for query, document, relevance in qrels.select("query_id", "document_id", "relevance").iter_rows():
+        judged.setdefault(query, {})[document] = relevance
+    return judged
+
+
+def find_file(folder: Path, name: str) -> Path | None:
+    """`name` or `name.gz` in `folder`."""
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each non-blank line, decoded as UTF-8, gzipped or not, CRLF or LF."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline=None) as text:
+            number = 0
+            while True:
+                try:
+                    line = text.readline()
+                except UnicodeDecodeError as error:
+                    raise DataError(f"{path}: line {number + 1}: not valid UTF-8 ({error.reason}); expected UTF-8 "
+                                    "text") from error
+                if not line:
+                    return
+                number += 1
+                if line.strip():
+                    yield number, line
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise DataError(f"{path}: cannot read the file ({error})") from error
+
+
+def read_texts(path: Path, id_column: str, key: str, title: bool) -> pl.DataFrame:
+    """A JSON Lines file of {_id, text[, title]} as (`id_column`, text), a block of lines at a time; the title,
+    when present, opens the text as BEIR evaluations do."""
+    blocks, ids, texts, seen = [], [], [], set()
+    for number, line in _lines(path):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}: line {number}: not valid JSON ({error.msg}); expected one JSON object per "
+                            "line") from error
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: line {number}: expected a JSON object with _id and text")
+        identifier, text = record.get("_id"), record.get("text")
+        if isinstance(identifier, bool) or not isinstance(identifier, (str, int)) or str(identifier).strip() == "":
+            raise DataError(f"{path}: line {number}: '_id' is {identifier!r}; expected a non-empty string or integer")
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{path}: line {number}: 'text' is empty; expected non-empty text")
+        identifier = str(identifier)
+        if identifier in seen:
+            raise DataError(f"{path}: line {number}: duplicate _id {identifier!r}; expected each _id once")
+        seen.add(identifier)
+        heading = record.get("title") if title else None
+        ids.append(identifier)
+        texts.append(f"{heading.strip()} {text.strip()}" if isinstance(heading, str) and heading.strip()
+                     else text.strip())
+        if len(ids) == BLOCK_LINES:
+            blocks.append(pa.table({id_column: ids, "text": texts}))
+            ids, texts = [], []
+    blocks.append(pa.table({id_column: pa.array(ids, pa.string()), "text": pa.array(texts, pa.string())}))
+    table = pa.concat_tables(blocks)
+    if table.num_rows == 0:
+        raise DataError(f"{path}: no {key}; expected one JSON object per line")
+    return pl.from_arrow(table)
+
+
+def read_qrels(path: Path) -> pl.DataFrame:
+    """A qrels TSV (header row; query-id, corpus-id, integer score) as (query_id, document_id, relevance)."""
+    rows = list(_lines(path))
+    if not rows:
+        raise DataError(f"{path}: empty; expected a header row (query-id, corpus-id, score) and judgements")
+    header = rows[0][1].rstrip("\r\n").split("\t")
+    if tuple(column.strip() for column in header[:3]) != QRELS_COLUMNS:
+        raise DataError(f"{path}: line {rows[0][0]}: header {header!r}; expected the columns "
+                        f"{', '.join(QRELS_COLUMNS)} separated by tabs")
+    queries, documents, scores = [], [], []
+    for number, line in rows[1:]:
+        fields = line.rstrip("\r\n").split("\t")
+        if len(fields) < 3:
+            raise DataError(f"{path}: line {number}: {len(fields)} field(s); expected query-id, corpus-id and "
+                            "score separated by tabs")
+        try:
+            score = int(fields[2])
+        except ValueError:
+            raise DataError(f"{path}: line {number}: score {fields[2]!r} is not an integer relevance grade") from None
+        queries.append(fields[0].strip())
+        documents.append(fields[1].strip())
+        scores.append(score)
+    return pl.DataFrame({"query_id": queries, "document_id": documents, "relevance": scores},
+                        schema={"query_id": pl.String, "document_id": pl.String, "relevance": pl.Int64})
+
+
+def check_qrels(qrels: pl.DataFrame, corpus: pl.DataFrame, queries: pl.DataFrame, origin: str,
+                first_line: int) -> None:
+    """Every judged query and document exists; errors name the line (`first_line`: the line of the first row)."""
+    unknown = qrels.with_row_index("row").filter(~pl.col("query_id").is_in(queries["query_id"].implode()))
+    if unknown.height:
+        raise DataError(f"{origin}: line {unknown['row'][0] + first_line}: query-id {unknown['query_id'][0]!r} is not "
+                        "in the queries")
+    unknown = qrels.with_row_index("row").filter(~pl.col("document_id").is_in(corpus["document_id"].implode()))
+    if unknown.height:
+        raise DataError(f"{origin}: line {unknown['row'][0] + first_line}: corpus-id {unknown['document_id'][0]!r} "
+                        "is not in the corpus")
+
+
+def read_beir_folder(folder: Path, splits: Sequence[str], optional: Sequence[str] = ()) -> Collection:
+    """A BEIR folder with qrels for every split in `splits` (and those of `optional` that exist)."""
+    expected = (f"expected a BEIR folder with corpus.jsonl, queries.jsonl and qrels/{{{','.join(splits)}}}.tsv "
+                "(each may be gzipped)")
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder; {expected}")
+    paths = {}
+    for name, file in (("corpus", "corpus.jsonl"), ("queries", "queries.jsonl"),
+                       *((split, f"qrels/{split}.tsv") for split in [*splits, *optional])):
+        found = find_file(folder, file)
+        if found is None and name not in optional:
+            raise DataError(f"{folder / file}: missing; {expected}")
+        if found is not None:
+            paths[name] = found
+    corpus = read_texts(paths["corpus"], "document_id", "documents", title=True)
+    queries = read_texts(paths["queries"], "query_id", "queries", title=False)
+    judged = []
+    for split in [*splits, *optional]:
+        if split not in paths:
+            continue
+        qrels = read_qrels(paths[split])
+        check_qrels(qrels, corpus, queries, str(paths[split]), first_line=2)
+        judged.append(qrels.with_columns(split=pl.lit(split)))
+    return Collection(corpus, queries, pl.concat(judged))
+
+
+def collection_from_frames(corpus: pl.DataFrame, queries: pl.DataFrame, qrels: dict[str, pl.DataFrame],
+                           origins: dict[str, str], first_line: int = 1) -> Collection:
+    """A collection from frames with BEIR's columns (a hub dataset, a generated one); errors name the origin and
+    the row (`first_line`: the line of the first row)."""
+    frames = {}
+    for kind, frame, id_column in (("corpus", corpus, "document_id"), ("queries", queries, "query_id")):
+        missing = [column for column in ("_id", "text") if column not in frame.columns]
+        if missing:
+            raise DataError(f"{origins[kind]}: missing column(s) {', '.join(missing)}; a BEIR {kind} has _id and "
+                            f"text (got {', '.join(frame.columns) or 'no columns'})")
+        title = (pl.col("title").cast(pl.String).fill_null("") if kind == "corpus" and "title" in frame.columns
+                 else pl.lit(""))
+        rows = frame.with_row_index("row").select(
+            "row", pl.col("_id").cast(pl.String).alias(id_column), pl.col("text").cast(pl.String).alias("body"),
+            title.alias("title"))
+        bad = rows.filter(pl.col(id_column).is_null() | (pl.col(id_column).str.strip_chars() == "")
+                          | pl.col("body").is_null() | (pl.col("body").str.strip_chars() == ""))
+        if bad.height:
+            column = "_id" if not (bad[id_column][0] or "").strip() else "text"
+            raise DataError(f"{origins[kind]}: line {bad['row'][0] + first_line}: '{column}' is empty; expected "
+                            "non-empty text")
+        duplicated = rows.filter(pl.col(id_column).is_duplicated())
+        if duplicated.height:
+            raise DataError(f"{origins[kind]}: line {duplicated['row'][1] + first_line}: duplicate _id "
+                            f"{duplicated[id_column][0]!r}")
+        frames[kind] = rows.select(id_column, pl.concat_str([pl.col("title"), pl.col("body")], separator=" ")
+                                   .str.strip_chars().alias("text"))
+    judged = []
+    for split, frame in qrels.items():
+        missing = [column for column in QRELS_COLUMNS if column not in frame.columns]
+        if missing:
+            raise DataError(f"{origins[split]}: missing column(s) {', '.join(missing)}; a BEIR qrels file has "
+                            f"{', '.join(QRELS_COLUMNS)} (got {', '.join(frame.columns) or 'no columns'})")
+        scores = frame["score"].cast(pl.Int64, strict=False)
+        bad = frame.with_row_index("row").filter(scores.is_null())
+        if bad.height:
+            raise DataError(f"{origins[split]}: line {bad['row'][0] + first_line}: score {bad['score'][0]!r} is not "
+                            "an integer relevance grade")
+        rows = pl.DataFrame({"query_id": frame["query-id"].cast(pl.String),
+                             "document_id": frame["corpus-id"].cast(pl.String), "relevance": scores})
+        check_qrels(rows, frames["corpus"], frames["queries"], origins[split], first_line)
+        judged.append(rows.with_columns(split=pl.lit(split)))
+    return Collection(frames["corpus"], frames["queries"], pl.concat(judged))
+
+
+@dataclass(frozen=True)
+class TrainingSplits:
+    """A collection cut for bi-encoder training: the training pairs (query_id, query, document_id, document), one
+    per relevant judgement, and the held-out queries (query_id, text, split) with their qrels (query_id,
+    document_id, relevance, split), dev and test, against the whole corpus (document_id, text)."""
+
+    train: pl.DataFrame
+    corpus: pl.DataFrame
+    queries: pl.DataFrame
+    qrels: pl.DataFrame
+
+
+def with_dev_split(collection: Collection, train: str, dev: str, dev_size: float, seed: int) -> Collection:
+    """The collection with a `dev` split: its own dev qrels when it has them, else `dev_size` of the training
+    queries (seeded), moved out of training."""
+    import numpy as np
+
+    if dev in collection.splits or dev_size == 0:
+        return collection
+    qrels = collection.qrels
+    training_queries = qrels.filter(pl.col("split") == train)["query_id"].unique(maintain_order=True).sort()
+    order = np.random.default_rng(seed).permutation(len(training_queries))
+    chosen = training_queries.gather(order[:round(len(training_queries) * dev_size)])
+    moved = (pl.col("split") == train) & pl.col("query_id").is_in(chosen.implode())
+    return Collection(collection.corpus, collection.queries,
+                      qrels.with_columns(split=pl.when(moved).then(pl.lit(dev)).otherwise(pl.col("split"))))
+
+
+def training_splits(collection: Collection, train: str, dev: str, test: str, dev_size: float, seed: int,
+                    origin: str) -> TrainingSplits:
+    """Training pairs from the `train` qrels; `test` held out; the dev split from the `dev` qrels when the
+    collection has them, else `dev_size` of the training queries (seeded), held out of training."""
+    cut = with_dev_split(collection, train, dev, dev_size, seed)
+    qrels = cut.qrels
+    pairs = cut.positives(train)
+    if pairs.is_empty():
+        raise DataError(f"{origin}: the {train} qrels hold no relevant pair (score above 0); expected training "
+                        "judgements")
+    texts = collection.queries.rename({"text": "query"})
+    documents = collection.corpus.rename({"text": "document"})
+    pairs = pairs.join(texts, on="query_id", maintain_order="left").join(documents, on="document_id",
+                                                                         maintain_order="left")
+    held_out = qrels.filter(pl.col("split").is_in([dev, test]))
+    queries = cut.judged_queries().filter(pl.col("split").is_in([dev, test]))
+    require_evaluable(cut.positives(test)["query_id"].n_unique(), collection.corpus.height, origin, test)
+    return TrainingSplits(pairs.select("query_id", "query", "document_id", "document"), collection.corpus, queries,
+                          held_out)

@@ -1,0 +1,165 @@
+"""BEIR folders as every family's data source: the reader, each family's prepare, and search at scale."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+import torch
+
+from helpers import TINY_COLBERT, TINY_DPR, TINY_MATRYOSHKA, TINY_RERANKER, write_beir_collection, write_params
+from retrieval_pipeline.core.beir import read_beir_folder
+from retrieval_pipeline.core.params import deep_merge
+from retrieval_pipeline.core.sources import DataError
+from retrieval_pipeline.core.stage import load_family
+
+TINY = {"matryoshka": TINY_MATRYOSHKA, "dpr": TINY_DPR, "reranker": TINY_RERANKER, "colbert": TINY_COLBERT}
+
+
+def family_on(tmp_path, name, folder, extra=None):
+    data = {"source": "local", "local": {"path": str(folder)}}
+    if name == "reranker":
+        data = {"multihop": data, "factual": data}
+    params = write_params(tmp_path / "run", deep_merge(TINY[name], {name: {"embedded": deep_merge({"data": data},
+                                                                                                 extra or {})}}))
+    return load_family(name, params, tmp_path / "run")
+
+
+# The reader ---------------------------------------------------------------------------------------------------
+
+
+def test_a_real_format_folder_is_read_with_graded_qrels_and_titles(tmp_path):
+    folder = write_beir_collection(tmp_path / "beir", dev=True)
+    collection = read_beir_folder(folder, ["train", "test"], ["dev"])
+    assert set(collection.splits) == {"train", "dev", "test"}
+    assert collection.corpus["text"][0].startswith("Ironbridge Infrastructure Group: Profile ")  # title first
+    graded = collection.qrels.filter(pl.col("query_id") == "claim00000").sort("relevance")["relevance"].to_list()
+    assert graded == [0, 1, 2]  # 0: judged, not relevant
+    queries, qrels = collection.split("test")
+    assert "claim00000" in set(queries["query_id"]) and len(qrels["claim00000"]) == 3
+    assert collection.positives("test").filter(pl.col("query_id") == "claim00000").height == 2
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda f: (f / "qrels" / "test.tsv").unlink(), r"qrels/test.tsv: missing; expected a BEIR folder"),
+    (lambda f: (f / "queries.jsonl").write_text('{"_id": "q1", "text": "A"}\n{"_id": "q1", "text": "B"}\n'),
+     r"queries.jsonl: line 2: duplicate _id 'q1'"),
+    (lambda f: (f / "queries.jsonl").write_text('{"_id": "q1", "text": "A"}\n{"_id": "q2", "text": \n'),
+     r"queries.jsonl: line 2: not valid JSON"),
+    (lambda f: (f / "queries.jsonl").write_text('{"_id": "q1", "text": "  "}\n'), r"queries.jsonl: line 1: 'text' is empty"),
+    (lambda f: (f / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nclaim00002\tdoc99999\t1\n"),
+     r"qrels/train.tsv: line 2: corpus-id 'doc99999' is not in the corpus"),
+    (lambda f: (f / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nclaim00002\tdoc00001\thigh\n"),
+     r"qrels/train.tsv: line 2: score 'high' is not an integer"),
+    (lambda f: (f / "qrels" / "train.tsv").write_text("qid\tdocid\trel\n"), r"qrels/train.tsv: line 1: header"),
+    (lambda f: (f / "corpus.jsonl.gz").write_bytes(b"not gzip"), r"corpus.jsonl.gz: cannot read the file"),
+])
+def test_a_broken_folder_names_the_file_and_the_line(tmp_path, damage, message):
+    folder = write_beir_collection(tmp_path / "beir")
+    damage(folder)
+    with pytest.raises(DataError, match=message):
+        read_beir_folder(folder, ["train", "test"])
+
+
+def test_a_large_corpus_is_read_in_about_its_own_size(tmp_path):
+    """The reader holds a block of lines at a time before Arrow: peak memory stays below 3x the file."""
+    path = tmp_path / "corpus.jsonl"
+    line = "register text about a wind farm, its output, its operator and its licence " * 6
+    with path.open("w", encoding="utf-8") as out:
+        for index in range(200_000):
+            out.write(json.dumps({"_id": f"d{index}", "title": "A title", "text": f"{index} {line}",
+                                  "metadata": {"n": index}}) + "\n")
+    size = path.stat().st_size
+    code = (f"import resource, polars, pyarrow\nfrom retrieval_pipeline.core.beir import read_texts\n"
+            f"before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            f"frame = read_texts(__import__('pathlib').Path({str(path)!r}), 'document_id', 'documents', True)\n"
+            f"after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\nprint(frame.height, (after - before) * 1024)")
+    rows, grown = map(int, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                          check=True).stdout.split())
+    assert rows == 200_000 and grown < 3 * size, f"{grown / 2**20:.0f} MiB for a {size / 2**20:.0f} MiB file"
+
+
+# Every family on a BEIR folder --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dev", [True, False])
+def test_matryoshka_trains_on_the_train_qrels_and_evaluates_the_test_split_on_the_whole_corpus(tmp_path, dev):
+    folder = write_beir_collection(tmp_path / "beir", dev=dev)
+    family = family_on(tmp_path, "matryoshka", folder)
+    family.prepare()
+    prepared = family.paths.prepared
+    train = pl.read_parquet(prepared / "train.parquet")
+    corpus = pl.read_parquet(prepared / "corpus.parquet")
+    queries = pl.read_parquet(prepared / "queries.parquet")
+    assert corpus.height == 14  # the whole corpus, not only the judged chunks
+    assert train.filter(pl.col("query_id") == "claim00002").height == 2  # two relevant documents, two pairs
+    assert set(train["query_id"]).isdisjoint(set(queries["query_id"]))
+    collection = read_beir_folder(folder, ["train", "test"], ["dev"])
+    dev_queries = set(queries.filter(pl.col("split") == "dev")["query_id"])
+    if dev:
+        assert dev_queries == set(collection.split("dev")[0]["query_id"])
+    else:  # a share of the training queries
+        assert dev_queries and dev_queries <= set(collection.split("train")[0]["query_id"])
+    assert set(queries.filter(pl.col("split") == "test")["query_id"]) == set(collection.split("test")[0]["query_id"])
+
+
+def test_dpr_reads_a_beir_folder_with_graded_qrels(tmp_path):
+    family = family_on(tmp_path, "dpr", write_beir_collection(tmp_path / "beir"))
+    family.prepare()
+    queries, corpus, qrels = family.test_set()
+    assert corpus.height == 14 and qrels["claim00000"] == {q: g for q, g in qrels["claim00000"].items()}
+    assert sorted(qrels["claim00000"].values()) == [0, 1, 2]
+    gold = queries.filter(pl.col("query_id") == "claim00000")["passage_id"][0]
+    assert qrels["claim00000"][gold] == 2  # the most relevant passage is the gold pair for the logit diagnostics
+
+
+def test_the_reranker_reorders_the_first_stages_top_documents_of_a_collection(tmp_path):
+    family = family_on(tmp_path, "reranker", write_beir_collection(tmp_path / "beir"),
+                       {"mine": {"candidates": 5, "hard_negatives": 2, "easy_negatives": 1}})
+    family.prepare()
+    family.mine()
+    pool = pl.read_parquet(family.paths.mined / "factual.parquet")
+    test = pool.filter((pl.col("split") == "test") & pl.col("candidate"))
+    assert test.group_by("query_id").len()["len"].max() == 5  # the first stage's top 5 over the whole corpus
+    training = pool.filter(pl.col("train_pair"))
+    assert set(training["pair"]) == {"positive", "hard", "easy"}
+    assert training.filter(pl.col("pair") == "positive").group_by("query_id").len()["len"].max() == 2
+    lists, qrels = family.test_set()
+    assert sorted(qrels["factual"]["claim00000"].values()) == [0, 1, 2]
+
+
+def test_colbert_reads_a_gzipped_crlf_folder(tmp_path):
+    family = family_on(tmp_path, "colbert", write_beir_collection(tmp_path / "beir"))
+    family.prepare()
+    queries, corpus, qrels = family.test_set()
+    assert corpus.height == 14 and sorted(qrels["claim00000"].values()) == [0, 1, 2]
+
+
+# Search at scale ------------------------------------------------------------------------------------------------
+
+
+def test_exact_maxsim_is_the_same_in_blocks_and_the_plaid_index_ranks_alike(tmp_path):
+    from retrieval_pipeline.families.colbert import IndexParams, maxsim_search, plaid_search
+
+    generator = torch.Generator().manual_seed(0)
+    topics = torch.nn.functional.normalize(torch.randn(40, 32, generator=generator), dim=-1)
+    # each document: tokens near one topic; each query: tokens near its document's topic
+    documents = [torch.nn.functional.normalize(topics[i % 40] + 0.15 * torch.randn(30, 32, generator=generator), dim=-1)
+                 for i in range(200)]
+    queries = [torch.nn.functional.normalize(topics[i] + 0.15 * torch.randn(8, 32, generator=generator), dim=-1)
+               for i in range(40)]
+    whole = maxsim_search(queries, documents, 10, document_block=len(documents))
+    assert (maxsim_search(queries, documents, 10, document_block=7) == whole).all()
+    scores = torch.stack([torch.stack([(q @ d.T).max(dim=1).values.sum() for d in documents]) for q in queries])
+    assert (scores.topk(10, dim=1).indices.numpy() == whole).all()
+    index = IndexParams(above_documents=1, nbits=8, kmeans_iterations=4, n_ivf_probe=64, n_full_scores=200)
+    found = plaid_search(queries, documents, 10, index, tmp_path / "index", seed=0)
+    # each query's topic holds five documents: both searches rank exactly those first (PLAID's compressed scores may
+    # swap near-equal ones among them)
+    for exact, approximate in zip(whole, found):
+        assert set(exact[:5]) == set(approximate[:5])
+    assert not (tmp_path / "index").exists()
