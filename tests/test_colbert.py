@@ -239,7 +239,7 @@ def test_beir_folder_is_read_with_its_splits(tmp_path):
     qrels = pl.read_parquet(family.paths.prepared / "qrels.parquet")
     assert corpus.filter(pl.col("document_id") == "d1")["text"][0] == "Alpha Alpha is run by Beta."  # title + text
     assert dict(queries.select("query_id", "split").iter_rows()) == {"q1": "train", "q2": "test", "q3": "train"}
-    assert qrels.select("query_id", "document_id", "split").rows() == [("q1", "d1", "train"), ("q2", "d2", "test"),
+    assert sorted(qrels.select("query_id", "document_id", "split").rows()) == [("q1", "d1", "train"), ("q2", "d2", "test"),
                                                                       ("q3", "d3", "train")]
 
 
@@ -251,7 +251,7 @@ def test_beir_folder_is_read_with_its_splits(tmp_path):
     ({"qrels": {"train": [("q1", "d1", "1")]}}, r"qrels/test.tsv: missing; expected a BEIR folder"),
     ({"corpus": [{"_id": "d1", "text": "A."}, {"_id": "d2", "text": " "}]}, r"corpus.jsonl: line 2: 'text' is empty"),
     ({"queries": [{"_id": "q1", "text": "A"}, {"_id": "q1", "text": "B"}]}, r"queries.jsonl: line 2: duplicate _id"),
-    ({"corpus": [{"id": "d1", "text": "A."}]}, r"corpus.jsonl: missing column\(s\) _id"),
+    ({"corpus": [{"id": "d1", "text": "A."}]}, r"corpus.jsonl: line 1: no '_id' field"),
 ])
 def test_bad_beir_folders_name_the_file_and_line(tmp_path, change, message):
     folder = write_beir(tmp_path / "beir", **change)

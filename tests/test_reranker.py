@@ -196,7 +196,10 @@ def test_bad_inputs_name_the_row_and_the_expectation(tmp_path):
     good = {"query_id": 1, "query": "Who runs Alpha?", "answer": ["Beta"], "sp": ["Alpha", "Beta"],
             "type": "bridge", "context_titles": ["Alpha", "Beta"], "context": "Alpha\nAlpha is run by Beta.\nBeta\nB."}
     with pytest.raises(DataError, match=r"row 2: column 'answer' must be a list of strings"):
-        prepare_rows([good, {**good, "answer": None}], "answer.jsonl")
+        prepare_rows([good, {**good, "query_id": 2, "answer": None}], "answer.jsonl")
+    with pytest.raises(DataError, match=r"row 2: query_id '1' was already used by row 1; expected each question its "
+                                        r"own id"):
+        prepare_rows([good, {**good, "query": "Who else runs Alpha?"}], "ids.jsonl")
     with pytest.raises(DataError, match=r"row 1: supporting title\(s\) \['Gamma'\] are not among the context"):
         prepare_rows([{**good, "sp": ["Alpha", "Gamma"]}], "sp.jsonl")
     with pytest.raises(DataError, match=r"row 1: column 'context' is empty"):

@@ -123,7 +123,11 @@ def read_texts(path: Path, id_column: str, key: str, title: bool) -> pl.DataFram
                             "line") from error
         if not isinstance(record, dict):
             raise DataError(f"{path}: line {number}: expected a JSON object with _id and text")
-        identifier, text = record.get("_id"), record.get("text")
+        absent = [field for field in ("_id", "text") if field not in record]
+        if absent:
+            raise DataError(f"{path}: line {number}: no {' or '.join(repr(f) for f in absent)} field; expected _id and text on "
+                            "every line, as in a BEIR corpus or queries file")
+        identifier, text = record["_id"], record["text"]
         if isinstance(identifier, bool) or not isinstance(identifier, (str, int)) or str(identifier).strip() == "":
             raise DataError(f"{path}: line {number}: '_id' is {identifier!r}; expected a non-empty string or integer")
         if not isinstance(text, str) or not text.strip():
@@ -266,6 +270,14 @@ class TrainingSplits:
     corpus: pl.DataFrame
     queries: pl.DataFrame
     qrels: pl.DataFrame
+    duplicates: int = 0  # exact duplicate rows of the source, dropped before splitting
+
+    def summary(self) -> str:
+        held_out = self.queries.group_by("split").len().sort("split")
+        counts = ", ".join(f"{n} {split} queries" for split, n in held_out.iter_rows())
+        dropped = f"; {self.duplicates} exact duplicate rows dropped" if self.duplicates else ""
+        return (f"{self.train.height} training pairs ({self.train['query_id'].n_unique()} queries), {counts}, "
+                f"corpus {self.corpus.height} documents{dropped}")
 
 
 def with_dev_split(collection: Collection, train: str, dev: str, dev_size: float, seed: int) -> Collection:
