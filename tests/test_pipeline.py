@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -291,8 +292,27 @@ def test_retraining_with_the_same_seed_gives_the_same_metrics(repo):
     before = (repo / "metrics/matryoshka.json").read_text()
     run(["dvc", "repro", "--force", "--single-item", "train@matryoshka"], repo)
     run(["dvc", "repro", "--force", "--single-item", "evaluate@matryoshka"], repo)
+    run(["dvc", "repro", "report"], repo)
     assert json.loads((repo / "metrics/matryoshka.json").read_text()) == json.loads(before)
-    run(["git", "checkout", "--", "dvclive"], repo)
+
+
+def test_a_deleted_output_comes_back_from_the_run_cache_without_retraining(repo):
+    for output in ("models/matryoshka", "dvclive/matryoshka", "eval/matryoshka"):
+        shutil.rmtree(repo / output)
+    output = run(["dvc", "repro"], repo)
+    assert ran(output) == set()
+    assert "Stage 'train@matryoshka' is cached - skipping run, checking out outputs" in output
+    assert (repo / "models/matryoshka/model.safetensors").is_file()
+    assert "up to date" in run(["dvc", "status"], repo)
+
+
+def test_a_recipe_value_the_profile_overrides_reruns_nothing(repo):
+    embedded_epochs = yaml_value(repo, "matryoshka", "train", "epochs")
+    write_params(repo, deep_merge(TINY, {"matryoshka": {"train": {"epochs": embedded_epochs + 5}}}))
+    output = run(["dvc", "repro"], repo)
+    assert "Running stage 'resolve@matryoshka'" in output and ran(output) == set()
+    write_params(repo, TINY)
+    run(["dvc", "repro"], repo)
 
 
 def test_params_change_reruns_only_its_dependents_and_metrics_diff_shows_it(repo):
@@ -306,6 +326,13 @@ def test_params_change_reruns_only_its_dependents_and_metrics_diff_shows_it(repo
     assert all(not change.get("diff") for key, change in changes.items() if key.startswith("base."))
     assert "matryoshka.embedded.train.learning_rate" in run(["dvc", "params", "diff"], repo)
     assert "metrics/report/matryoshka.png" in run(["dvc", "plots", "diff", "--json"], repo)
+
+
+def test_earlier_params_come_back_from_the_run_cache(repo):
+    write_params(repo, TINY)
+    output = run(["dvc", "repro"], repo)
+    assert ran(output) == set() and "Stage 'train@matryoshka' is cached - skipping run" in output
+    assert not run(["git", "status", "--porcelain", "metrics/matryoshka.json"], repo).strip()
 
 
 def test_hard_negative_switch_is_one_exp_run(repo):
@@ -331,6 +358,6 @@ def test_a_beir_folder_is_one_exp_run_away(repo, tmp_path):
     output = run(["dvc", "exp", "run", "-S", "matryoshka.embedded.data.source=local",
                   "-S", f"+matryoshka.embedded.data.local.path={folder}"], repo)
     assert ran(output) == set(STAGES)
-    assert "BEIR folder" in output and "over 14 documents" in output
+    assert "BEIR folder" in output and "corpus 14 documents" in output
     metrics = json.loads((repo / "metrics/matryoshka.json").read_text())
     assert 0 <= metrics["finetuned"]["dim_384"]["ndcg@10"] <= 1

@@ -265,7 +265,7 @@ def family_section(root: Path, family: str, report: FamilyReport, params: Report
                 for expectation in expectations]
     if absent:
         parts += [f"Not in this run (named in report.families.{family}, not evaluated by this profile): "
-                  + ", ".join(f"`{label}`" for label in absent) + f"; models evaluated: "
+                  + ", ".join(f"`{label}`" for label in absent) + "; models evaluated: "
                   + ", ".join(f"`{label}`" for label in sorted(evaluated)) + ".", ""]
     if verdicts:
         parts += ["### Expectations", "", "| expectation | met | detail |", "|---|---|---|"]
@@ -285,10 +285,22 @@ def family_section(root: Path, family: str, report: FamilyReport, params: Report
     return "\n".join(parts), verdicts
 
 
+def publish(paths: FamilyPaths) -> None:
+    """Copy a family's metrics and plot data from its evaluation (a cached DVC output, so that DVC's run-cache
+    can restore it) into metrics/, which git tracks, so `dvc metrics diff` needs no cache."""
+    if not paths.metrics.is_file():
+        raise DataError(f"{paths.metrics}: missing; run `dvc repro evaluate@{paths.family}` first")
+    atomic_write_text(paths.published_metrics, paths.metrics.read_text(encoding="utf-8"))
+    for plot in sorted(paths.evaluation.glob("*.csv")):
+        atomic_write_text(paths.published_plot(plot.stem), plot.read_text(encoding="utf-8"))
+
+
 def write_report(params_file: Path, root: Path) -> None:
     params = load_report_params(params_file)
     profile = read_params_file(params_file).get("profile", "embedded")
     report = root / "metrics" / "report.md"
+    for family in params.families:
+        publish(FamilyPaths(root, family))
     with atomic_directory(root / "metrics" / "report") as figures:
         sections = [family_section(root, family, settings, params, figures)
                     for family, settings in params.families.items()]

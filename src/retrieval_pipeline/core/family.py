@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+import json
 from pathlib import Path
 from typing import ClassVar
 
+import polars as pl
+
 from pydantic import BaseModel
 
+from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.model_card import ModelCard
 from retrieval_pipeline.core.paths import FamilyPaths
 from retrieval_pipeline.core.preflight import Requirement, TrainingRun
@@ -55,3 +59,13 @@ class Family(ABC):
         """A card for one of this family's checkpoints, with the family, profile and params filled in."""
         return ModelCard(family=self.name, recipe=self.recipe, profile=self.profile,
                          params=self.params.model_dump(mode="json"), **card)
+
+    def write_evaluation(self, metrics: dict, tables: dict[str, pl.DataFrame], plots: dict[str, str] = {}) -> None:
+        """eval/<family>/ in one move: metrics.json, a parquet file per table (per_query, runs...) and a CSV per
+        plot. The report stage publishes the metrics and plots into metrics/, which git tracks."""
+        with atomic_directory(self.paths.evaluation) as out:
+            for name, table in tables.items():
+                table.write_parquet(out / f"{name}.parquet")
+            (out / self.paths.metrics.name).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+            for name, text in plots.items():
+                (out / self.paths.plot(name).name).write_text(text)

@@ -32,10 +32,22 @@ class FamilyPaths:
         return self.root / "dvclive" / self.family
 
     @property
+    def resolved_params(self) -> Path:
+        return self.root / "data" / self.family / "params.yaml"
+
+    @property
     def metrics(self) -> Path:
-        return self.root / "metrics" / f"{self.family}.json"
+        return self.evaluation / "metrics.json"
 
     def plot(self, name: str) -> Path:
+        return self.evaluation / f"{name}.csv"
+
+    @property
+    def published_metrics(self) -> Path:
+        """Where the report stage copies the metrics, in git, so `dvc metrics diff` works without the cache."""
+        return self.root / "metrics" / f"{self.family}.json"
+
+    def published_plot(self, name: str) -> Path:
         return self.root / "metrics" / f"{self.family}_{name}.csv"
 
     @property

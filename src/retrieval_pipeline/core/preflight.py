@@ -211,3 +211,43 @@ def report(profile: str, family_requirements: dict[str, tuple[Sequence[Requireme
     else:
         lines.append("preflight: everything the DAG loads is available")
     return lines, failed
+
+
+REMOTE_TIMEOUT_S = 30
+
+
+def check_remote(root: Path, name: str | None = None) -> tuple[bool, str]:
+    """Whether the DVC remote `name` (default: the repository's default remote) answers and holds a cache, as one
+    line: `dvc pull` from a missing or unreachable remote says only that cache files are missing."""
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import TimeoutError as NoAnswer
+
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        repo = Repo(str(root))
+        name = name or repo.config["core"].get("remote")
+        if not name:
+            return False, ("remote: none configured; expected a default remote (`dvc remote add -d <name> <url>`, "
+                           "README: Sharing artifacts)")
+        url = repo.config["remote"].get(name, {}).get("url", "?")
+        odb = repo.cloud.get_remote_odb(name)
+    except DvcException as error:
+        return False, f"remote '{name}': {error}; expected a remote named in .dvc/config (`dvc remote list`)"
+    top = odb.fs.parent(odb.fs.parent(odb.path))  # the remote's URL; its cache lives under files/md5
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        answer = pool.submit(lambda: (odb.fs.exists(top), odb.fs.exists(odb.path)))
+        try:
+            reachable, has_cache = answer.result(timeout=REMOTE_TIMEOUT_S)
+        except NoAnswer:
+            return False, (f"remote '{name}' ({url}): no answer within {REMOTE_TIMEOUT_S} s; check the host, the "
+                           "network and `dvc remote modify --local` credentials")
+        except Exception as error:  # a backend's own errors: authentication, DNS, permissions
+            return False, f"remote '{name}' ({url}): {type(error).__name__}: {error}; check its URL and credentials"
+    if not reachable:
+        return False, (f"remote '{name}' ({url}): {top} does not exist; expected the remote's folder or bucket "
+                       "(create it, or point the remote elsewhere with `dvc remote modify`)")
+    if not has_cache:
+        return True, f"remote '{name}' ({url}): reachable, empty (nothing pushed yet: `dvc pull` will find nothing)"
+    return True, f"remote '{name}' ({url}): reachable, holds a DVC cache"

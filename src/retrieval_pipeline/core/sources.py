@@ -145,7 +145,12 @@ def read_local_file(path: Path, file_format: str = "auto") -> pl.DataFrame:
         return pl.read_ndjson(raw)
     except Exception as error:
         where = _first_bad_line(raw.decode("utf-8"), file_format)
-        raise DataError(f"{path}: {where or 'not a readable ' + file_format.upper() + ' file'} ({error})") from error
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataError(f"{path}: {where or f'not a readable {file_format.upper()} file ({reason})'}") from error
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON; expected a string, a number or null")
 
 
 def _first_bad_line(text: str, file_format: str) -> str | None:
@@ -160,10 +165,12 @@ def _first_bad_line(text: str, file_format: str) -> str | None:
             if not line.strip():
                 continue
             try:
-                if not isinstance(json.loads(line), dict):
+                if not isinstance(json.loads(line, parse_constant=_reject_constant), dict):
                     return f"line {number}: expected a JSON object"
             except json.JSONDecodeError as error:
                 return f"line {number}: not valid JSON ({error.msg}); expected one JSON object per line"
+            except ValueError as error:
+                return f"line {number}: {error}"
         return None
     rows = csv.reader(io.StringIO(text, newline=""))
     header = next(rows, [])
@@ -208,15 +215,18 @@ def require_evaluable(queries: int, documents: int, origin: str, split: str = "t
                         "ranking is perfect")
 
 
-def require_text(frame: pl.DataFrame, columns: list[str], origin: str) -> pl.DataFrame:
-    """Cast to strings and reject null or blank values, naming the first bad row (1-based)."""
+def require_text(frame: pl.DataFrame, columns: list[str], origin: str,
+                 source_names: Mapping[str, str] = {}) -> pl.DataFrame:
+    """Cast to strings and reject null or blank values, naming the first bad row (1-based) and the column as the
+    file names it (`source_names`: family name -> source column)."""
     frame = frame.with_columns([pl.col(column).cast(pl.String) for column in columns])
     for column in columns:
         blank = frame.with_row_index("row").filter(
             pl.col(column).is_null() | (pl.col(column).str.strip_chars() == ""))
         if blank.height:
             row = blank["row"][0] + 1
-            raise DataError(f"{origin}: row {row}: column '{column}' is empty; expected non-empty text "
+            raise DataError(f"{origin}: row {row}: column '{source_names.get(column, column)}' is empty; expected "
+                            "non-empty text "
                             f"({blank.height} such row(s))")
     return frame
 

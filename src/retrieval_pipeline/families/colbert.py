@@ -27,7 +27,7 @@ from transformers import set_seed
 
 from retrieval_pipeline.core.cross_encoders import load_cross_encoder
 from retrieval_pipeline.core.family import Family
-from retrieval_pipeline.core.io import atomic_directory, atomic_write_json, atomic_write_text
+from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
 from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
 from retrieval_pipeline.core.models import check_length, device, load_sentence_transformer, loading, locate
@@ -962,10 +962,7 @@ queries = model.encode(["When did the wind farm open?"], is_query=True)""",
         pool_factors = self.params.evaluate.pool_factors
         plot = "pool_factor," + ",".join(models) + "\n" + "".join(
             f"{pf}," + ",".join(f"{lines[label][pf]:.6f}" for label in models) + "\n" for pf in sorted(pool_factors))
-        with atomic_directory(self.paths.evaluation) as out:
-            pl.DataFrame(query_rows).write_parquet(out / "per_query.parquet")
-        atomic_write_text(self.paths.plot("ndcg_by_pool_factor"), plot)
-        atomic_write_json(self.paths.metrics, metrics)
+        self.write_evaluation(metrics, {"per_query": pl.DataFrame(query_rows)}, {"ndcg_by_pool_factor": plot})
         for label in models:
             for method, by_factor in metrics[label].items():
                 print(f"evaluate: {label:16s} {method:12s} " + "  ".join(

@@ -20,7 +20,7 @@ from transformers import TrainerCallback
 
 from retrieval_pipeline.core.beir import read_beir_folder, training_splits
 from retrieval_pipeline.core.family import Family
-from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
+from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
 from retrieval_pipeline.core.models import check_length, device, load_sentence_transformer, loading, locate
@@ -180,14 +180,15 @@ class Dpr(Family):
             self._prepare_collection()
             return
         frame, origin = read_source(data, self.params.seed, synthetic_rows)
-        frame = map_columns(frame, data.columns.model_dump(exclude_none=True), origin, f"{self.name}.data.columns")
+        columns = data.columns.model_dump(exclude_none=True)
+        frame = map_columns(frame, columns, origin, f"{self.name}.data.columns")
         if data.columns.label:
             labels = frame["label"].cast(pl.Int64, strict=False)
             if labels.null_count():
                 row = frame.with_row_index("row").filter(labels.is_null())["row"][0] + 1
                 raise DataError(f"{origin}: row {row}: column '{data.columns.label}' is not an integer label")
             frame = frame.with_columns(label=labels).filter(pl.col("label").is_in(data.keep_labels)).drop("label")
-        frame = require_text(frame, ["query", "passage"], origin)
+        frame = require_text(frame, ["query", "passage"], origin, columns)
         rows = frame.height
         frame = frame.unique(["query", "passage"], keep="first", maintain_order=True)
         duplicates = rows - frame.height
@@ -395,9 +396,7 @@ scores = query_encoder.encode(["a claim"]) @ passage_encoder.encode(["a passage"
             metrics[label], per_query = self.score(query_tower, passage_tower, *test)
             query_rows += [{"model": label, "query_id": query, **values} for query, values in per_query.items()]
         check_not_collapsed(metrics["finetuned"], test[0].height)
-        with atomic_directory(self.paths.evaluation) as out:
-            pl.DataFrame(query_rows).write_parquet(out / "per_query.parquet")
-        atomic_write_json(self.paths.metrics, metrics)
+        self.write_evaluation(metrics, {"per_query": pl.DataFrame(query_rows)})
         for label in towers:
             print(f"evaluate: {label:9s} NDCG@10 {metrics[label]['ndcg@10']:.4f}  R@1 {metrics[label]['recall@1']:.4f}"
                   f"  R@20 {metrics[label]['recall@20']:.4f}  diagonal {metrics[label]['diagonal_logit']:.2f}"

@@ -17,7 +17,7 @@ from sentence_transformers.evaluation import SentenceEvaluator
 
 from retrieval_pipeline.core.beir import TrainingSplits, read_beir_folder, training_splits
 from retrieval_pipeline.core.family import Family
-from retrieval_pipeline.core.io import atomic_directory, atomic_write_json, atomic_write_text
+from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
 from retrieval_pipeline.core.models import check_length, load_sentence_transformer
@@ -198,7 +198,7 @@ class Matryoshka(Family):
         columns = data.columns.model_dump(exclude_none=True)
         frame = map_columns(frame, columns, origin, f"{self.name}.data.columns")
         require_ids(frame, {name: columns[name] for name in ("chunk_id", "query_id") if name in columns}, origin)
-        frame = require_text(frame, frame.columns, origin)
+        frame = require_text(frame, frame.columns, origin, columns)
         rows = frame.height
         frame = frame.unique(["anchor", "positive", "chunk_id"], keep="first", maintain_order=True)
         duplicates = rows - frame.height
@@ -385,15 +385,12 @@ embeddings = model.encode(["What is the maximum operating pressure?"])""",
             metrics[label], runs, per_query = self.score(model, label, *test)
             run_rows += runs
             query_rows += per_query
-        with atomic_directory(self.paths.evaluation) as out:
-            pl.DataFrame(run_rows, schema=["model", "dim", "query_id", "chunk_id", "rank", "score"],
-                         orient="row").write_parquet(out / "run.parquet")
-            pl.DataFrame(query_rows).write_parquet(out / "per_query.parquet")
-        atomic_write_json(self.paths.metrics, metrics)
         plot_lines = ["dim,base,finetuned"] + [
             f"{dim},{metrics['base'][f'dim_{dim}'][PRIMARY_METRIC]:.6f},"
             f"{metrics['finetuned'][f'dim_{dim}'][PRIMARY_METRIC]:.6f}" for dim in dims]
-        atomic_write_text(self.paths.plot("ndcg_by_dim"), "\n".join(plot_lines) + "\n")
+        runs = pl.DataFrame(run_rows, schema=["model", "dim", "query_id", "chunk_id", "rank", "score"], orient="row")
+        self.write_evaluation(metrics, {"run": runs, "per_query": pl.DataFrame(query_rows)},
+                              {"ndcg_by_dim": "\n".join(plot_lines) + "\n"})
         for dim in dims:
             base, tuned = (metrics[label][f"dim_{dim}"][PRIMARY_METRIC] for label in ("base", "finetuned"))
             print(f"evaluate: dim {dim:4d}  NDCG@10 base {base:.4f} -> fine-tuned {tuned:.4f}")

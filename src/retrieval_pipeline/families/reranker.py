@@ -24,7 +24,7 @@ import polars as pl
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from retrieval_pipeline.core.family import Family
-from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
+from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
 from retrieval_pipeline.core.beir import (Collection, load_collection, read_beir_folder, with_dev_split,
@@ -799,10 +799,7 @@ scores = model.predict([("Who runs the Kestrel plant?", "Kestrel is run by Sable
             metrics.setdefault(variant, {})[stage] = by_dataset
             query_rows += rows
             score_frames += frames
-        with atomic_directory(self.paths.evaluation) as out:
-            pl.DataFrame(query_rows).write_parquet(out / "per_query.parquet")
-            pl.concat(score_frames).write_parquet(out / "scores.parquet")
-        atomic_write_json(self.paths.metrics, metrics)
+        self.write_evaluation(metrics, {"per_query": pl.DataFrame(query_rows), "scores": pl.concat(score_frames)})
         print_summary(metrics)
 
 

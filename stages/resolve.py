@@ -1,0 +1,8 @@
+"""DVC stage 'resolve': python stages/resolve.py <family> (the params its four stages track)."""
+
+import sys
+
+from retrieval_pipeline.core.stage import run_stage
+
+if __name__ == "__main__":
+    sys.exit(run_stage("resolve"))

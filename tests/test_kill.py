@@ -1,0 +1,72 @@
+"""A stage killed (SIGKILL) midway leaves its partial output and scratch behind; the rerun clears them and gives
+the same bytes as a run that was never interrupted."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import TINY_MATRYOSHKA, copy_repo, run
+
+pytestmark = pytest.mark.slow
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(path.relative_to(folder)): hashlib.md5(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def leftovers(repo: Path) -> list[str]:
+    partials = [path for top in ("data", "models", "eval", "metrics") for path in (repo / top).rglob("*.partial-*")]
+    scratch = [path for path in (repo / ".scratch").rglob("*") if path.is_file()]
+    return sorted(str(path.relative_to(repo)) for path in partials + scratch)
+
+
+def kill_when(repo: Path, stage: str, pattern: str, timeout: float = 600) -> None:
+    """Run `stage` of matryoshka and SIGKILL it as soon as a path matching `pattern` appears under the repo."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    process = subprocess.Popen([sys.executable, f"stages/{stage}.py", "matryoshka"], cwd=repo, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while not any(repo.glob(pattern)):
+            assert process.poll() is None, f"{stage} finished before {pattern} appeared"
+            assert time.monotonic() < deadline, f"{pattern} did not appear within {timeout} s"
+            time.sleep(0.002)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[str, dict[str, str]]:
+    repo = copy_repo(tmp_path_factory.mktemp("uninterrupted"), TINY_MATRYOSHKA)
+    run(["dvc", "repro", "train@matryoshka"], repo)
+    return {"prepared": digest(repo / "data/matryoshka/prepared"), "model": digest(repo / "models/matryoshka")}
+
+
+def test_killed_prepare_and_train_leave_no_orphan_after_a_rerun(tmp_path, reference):
+    repo = copy_repo(tmp_path, TINY_MATRYOSHKA)
+
+    kill_when(repo, "prepare", "data/matryoshka/.prepared.partial-*")
+    assert leftovers(repo) and not (repo / "data/matryoshka/prepared").exists()
+    run(["dvc", "repro", "prepare@matryoshka"], repo)
+    assert not leftovers(repo)
+    assert digest(repo / "data/matryoshka/prepared") == reference["prepared"]
+
+    run(["dvc", "repro", "mine@matryoshka"], repo)
+    # after training, while the model card scores the test split: the epoch checkpoint and the partial model exist
+    kill_when(repo, "train", "models/.matryoshka.partial-*")
+    left = leftovers(repo)
+    assert any(path.startswith("models/.matryoshka.partial-") for path in left)
+    assert any(path.startswith(".scratch/matryoshka/checkpoints") for path in left)
+    run(["dvc", "repro", "train@matryoshka"], repo)
+    assert not leftovers(repo)
+    assert digest(repo / "models/matryoshka") == reference["model"]
