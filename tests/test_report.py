@@ -44,6 +44,15 @@ def test_comparison_rows_per_metric_and_group():
     assert by_key["ndcg@10", (32,)].p_value == 1.0 and by_key["mrr@10", (64,)].change == 0.0
 
 
+def toy_evaluation(root):
+    """What an evaluate stage writes for a family 'toy': per-query scores, metrics and plot data."""
+    folder = root / "eval" / "toy"
+    folder.mkdir(parents=True)
+    per_query_frame().write_parquet(folder / "per_query.parquet")
+    (folder / "metrics.json").write_text('{"tuned": {"ndcg@10": 0.4}}\n')
+    (folder / "ndcg_by_dim.csv").write_text("dim,base,tuned\n64,0.25,0.55\n")
+
+
 def test_unknown_model_or_metric_names_the_file():
     with pytest.raises(DataError, match=r"per_query.parquet: no rows for model 'finetuned'"):
         compare(per_query_frame(), "base", "finetuned", ["ndcg@10"], 100, 0, "per_query.parquet")
@@ -52,8 +61,7 @@ def test_unknown_model_or_metric_names_the_file():
 
 
 def test_report_is_written_with_a_plot_per_family(tmp_path):
-    (tmp_path / "eval" / "toy").mkdir(parents=True)
-    per_query_frame().write_parquet(tmp_path / "eval" / "toy" / "per_query.parquet")
+    toy_evaluation(tmp_path)
     params = write_params(tmp_path)
     document = yaml.safe_load(params.read_text())
     document["report"]["families"] = {"toy": {"metrics": ["ndcg@10"], "compare": [["base", "tuned"]]}}
@@ -63,6 +71,9 @@ def test_report_is_written_with_a_plot_per_family(tmp_path):
     assert "### tuned vs base (6 held-out queries per row)" in report
     assert "| ndcg@10 | 64 | 0.2500 | 0.5500 | +0.3000 | +120.0% | 0.0312 |" in report
     assert (tmp_path / "metrics" / "report" / "toy.png").read_bytes()[:4] == b"\x89PNG"
+    # the metrics and plot data, copied where git tracks them
+    assert (tmp_path / "metrics" / "toy.json").read_text() == '{"tuned": {"ndcg@10": 0.4}}\n'
+    assert (tmp_path / "metrics" / "toy_ndcg_by_dim.csv").read_text().startswith("dim,base,tuned")
 
 
 def test_bad_report_params_name_the_key(tmp_path):
@@ -96,8 +107,7 @@ def test_expectations_are_judged_on_the_per_query_scores():
 
 
 def test_the_report_counts_the_expectations_it_met(tmp_path):
-    (tmp_path / "eval" / "toy").mkdir(parents=True)
-    per_query_frame().write_parquet(tmp_path / "eval" / "toy" / "per_query.parquet")
+    toy_evaluation(tmp_path)
     params = write_params(tmp_path)
     document = yaml.safe_load(params.read_text())
     document["report"]["families"] = {"toy": {"metrics": ["ndcg@10"], "compare": [["base", "tuned"]], "expect": [
@@ -111,8 +121,7 @@ def test_the_report_counts_the_expectations_it_met(tmp_path):
 
 
 def test_models_a_profile_does_not_train_are_listed_not_run(tmp_path):
-    (tmp_path / "eval" / "toy").mkdir(parents=True)
-    per_query_frame().write_parquet(tmp_path / "eval" / "toy" / "per_query.parquet")
+    toy_evaluation(tmp_path)
     params = write_params(tmp_path)
     document = yaml.safe_load(params.read_text())
     document["report"]["families"] = {"toy": {"metrics": ["ndcg@10"], "compare": [["base", "tuned"],
