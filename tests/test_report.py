@@ -68,8 +68,8 @@ def test_report_is_written_with_a_plot_per_family(tmp_path):
     params.write_text(yaml.safe_dump(document))
     write_report(params, tmp_path)
     report = (tmp_path / "metrics" / "report.md").read_text()
-    assert "### tuned vs base (6 held-out queries per row)" in report
-    assert "| ndcg@10 | 64 | 0.2500 | 0.5500 | +0.3000 | +120.0% | 0.0312 |" in report
+    assert "### tuned vs base" in report and "| Metric | dim | queries | base | tuned |" in report
+    assert "| ndcg@10 | 64 | 6 | 0.2500 | 0.5500 | +0.3000 | +120.0% | 0.0312 |" in report
     assert (tmp_path / "metrics" / "report" / "toy.png").read_bytes()[:4] == b"\x89PNG"
     # the metrics and plot data, copied where git tracks them
     assert (tmp_path / "metrics" / "toy.json").read_text() == '{"tuned": {"ndcg@10": 0.4}}\n'
