@@ -260,8 +260,9 @@ def family_section(root: Path, family: str, report: FamilyReport, params: Report
     evaluated = set(per_query["model"])
     # A profile need not train every model the report names (the seed profile has no replay variant): such
     # comparisons are listed as not run, never silently dropped.
-    absent = sorted({label for pair in report.compare for label in pair} - evaluated
-                    | {label for expectation in report.expect for label in expectation.models()} - evaluated)
+    named = {label for pair in report.compare for label in pair} | {
+        label for expectation in report.expect for label in expectation.models()}
+    absent = sorted(named - evaluated)
     expectations = [e for e in report.expect if set(e.models()) <= evaluated]
     verdicts = [judge(per_query, expectation, params.permutations, params.seed, str(origin))
                 for expectation in expectations]
