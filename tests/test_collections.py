@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import subprocess
 import sys
@@ -10,8 +9,8 @@ import sys
 import polars as pl
 import pytest
 import torch
-
 from helpers import TINY_COLBERT, TINY_DPR, TINY_MATRYOSHKA, TINY_RERANKER, write_beir_collection, write_params
+
 from retrieval_pipeline.core.beir import read_beir_folder
 from retrieval_pipeline.core.params import deep_merge
 from retrieval_pipeline.core.sources import DataError

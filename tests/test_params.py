@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers import write_params
+
 from retrieval_pipeline.core.params import ParamsError, load_params
 from retrieval_pipeline.core.sources import DataError
 from retrieval_pipeline.families.matryoshka import MatryoshkaParams, check_dims

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import TINY_COLBERT, TINY_DPR, TINY_MATRYOSHKA, TINY_RERANKER, commit, copy_repo, run, write_params
+
 from retrieval_pipeline.core.params import deep_merge
 
 pytestmark = pytest.mark.slow

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-
 from helpers import FIXTURES, TINY_MATRYOSHKA, write_params
+
 from retrieval_pipeline.core.params import deep_merge
 from retrieval_pipeline.core.sources import DataError
 from retrieval_pipeline.core.stage import load_family
@@ -88,7 +88,7 @@ def test_duplicate_query_ids(tmp_path):
 
 def test_non_utf8_file_names_the_line(tmp_path):
     path = tmp_path / "pairs.csv"
-    path.write_bytes("question,text,global_chunk_id\na?,chunk one,1\nb?,caf".encode() + b"\xe9 text,2\n")
+    path.write_bytes(b"question,text,global_chunk_id\na?,chunk one,1\nb?,caf" + b"\xe9 text,2\n")
     with pytest.raises(DataError, match=r"pairs.csv: line 3: not valid UTF-8 \(byte 0xe9\)"):
         prepared(tmp_path, local_source(path))
 

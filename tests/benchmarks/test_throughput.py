@@ -8,8 +8,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 import torch
-
 from helpers import TINY_MATRYOSHKA, write_params
+
 from retrieval_pipeline.core.params import deep_merge
 from retrieval_pipeline.core.stage import load_family
 from retrieval_pipeline.families.matryoshka import rank_at_dims
