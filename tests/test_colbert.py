@@ -250,8 +250,8 @@ def test_beir_folder_is_read_with_its_splits(tmp_path):
     qrels = pl.read_parquet(family.paths.prepared / "qrels.parquet")
     assert corpus.filter(pl.col("document_id") == "d1")["text"][0] == "Alpha Alpha is run by Beta."  # title + text
     assert dict(queries.select("query_id", "split").iter_rows()) == {"q1": "train", "q2": "test", "q3": "train"}
-    assert sorted(qrels.select("query_id", "document_id", "split").rows()) == [("q1", "d1", "train"), ("q2", "d2", "test"),
-                                                                      ("q3", "d3", "train")]
+    assert sorted(qrels.select("query_id", "document_id", "split").rows()) == [
+        ("q1", "d1", "train"), ("q2", "d2", "test"), ("q3", "d3", "train")]
 
 
 @pytest.mark.parametrize("change, message", [

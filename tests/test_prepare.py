@@ -66,7 +66,8 @@ def write_csv(path, rows, header="question,text,global_chunk_id"):
 
 @pytest.mark.parametrize(("rows", "columns", "message"), [
     (["a?,chunk one,1", "b?,chunk two,2"], {"anchor": "query", "positive": "text", "chunk_id": "global_chunk_id"},
-     r"pairs.csv: missing column\(s\) query named in matryoshka.data.columns; the file has: question, text, global_chunk_id"),
+     r"pairs.csv: missing column\(s\) query named in matryoshka.data.columns; "
+     r"the file has: question, text, global_chunk_id"),
     (["a?,chunk one,1", "b?,,2", "c?,chunk three,3"], None, r"pairs.csv: row 2: column 'text' is empty"),
     (["a?,chunk one,1", "   ,chunk two,2"], None, r"pairs.csv: row 2: column 'question' is empty"),
     (["a?,chunk one,1", "b?,another text,1"], None, r"pairs.csv: rows 1, 2: chunk_id '1' has different positive texts"),
