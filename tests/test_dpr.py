@@ -3,8 +3,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 import torch
-
 from helpers import FIXTURES, TINY_DPR, write_params
+
 from retrieval_pipeline.core.params import deep_merge
 from retrieval_pipeline.core.sources import DataError
 from retrieval_pipeline.core.stage import load_family

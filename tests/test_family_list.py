@@ -4,7 +4,6 @@ drop out of the DAG, the report or `dvc metrics diff`."""
 from __future__ import annotations
 
 import yaml
-
 from helpers import REPO, repo_params
 
 MODULES = {path.stem for path in (REPO / "src/retrieval_pipeline/families").glob("*.py") if path.stem != "__init__"}

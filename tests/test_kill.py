@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import TINY_MATRYOSHKA, copy_repo, run
 
 pytestmark = pytest.mark.slow

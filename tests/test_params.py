@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers import write_params
+
 from retrieval_pipeline.core.params import ParamsError, load_params
 from retrieval_pipeline.core.sources import DataError
 from retrieval_pipeline.families.matryoshka import MatryoshkaParams, check_dims
@@ -36,14 +36,19 @@ def test_embedded_profile_overrides_only_what_it_sets(tmp_path):
 
 @pytest.mark.parametrize(("overrides", "expected"), [
     ({"matryoshka": {"train": {"epoch": 3}}}, "matryoshka.train.epoch: unknown key; expected one of: batch_size"),
-    ({"matryoshka": {"embedded": {"train": {"batch_size": 0}}}}, "matryoshka.train.batch_size: Input should be greater than 0 (got 0)"),
-    ({"matryoshka": {"embedded": {"train": {"learning_rate": "fast"}}}}, "matryoshka.train.learning_rate: Input should be a valid number"),
+    ({"matryoshka": {"embedded": {"train": {"batch_size": 0}}}},
+     "matryoshka.train.batch_size: Input should be greater than 0 (got 0)"),
+    ({"matryoshka": {"embedded": {"train": {"learning_rate": "fast"}}}},
+     "matryoshka.train.learning_rate: Input should be a valid number"),
     ({"matryoshka": {"embedded": {"model": {"dims": []}}}}, "matryoshka.model.dims: List should have at least 1 item"),
     ({"matryoshka": {"embedded": {"model": {"dims": [32, 64]}}}}, "expected distinct dims from largest to smallest"),
-    ({"matryoshka": {"embedded": {"train": {"best_checkpoint_dim": 100}}}}, "train.best_checkpoint_dim: expected one of model.dims"),
-    ({"matryoshka": {"embedded": {"data": {"source": "ftp"}}}}, "matryoshka.data.source: Input should be 'synthetic', 'hf' or 'local'"),
+    ({"matryoshka": {"embedded": {"train": {"best_checkpoint_dim": 100}}}},
+     "train.best_checkpoint_dim: expected one of model.dims"),
+    ({"matryoshka": {"embedded": {"data": {"source": "ftp"}}}},
+     "matryoshka.data.source: Input should be 'synthetic', 'hf' or 'local'"),
     ({"matryoshka": {"embedded": {"data": {"source": "local"}}}}, "source is 'local' but the 'local' section"),
-    ({"matryoshka": {"embedded": {"evaluate": {"top_k": 10}}}}, "matryoshka.evaluate.top_k: Input should be greater than or equal to 100"),
+    ({"matryoshka": {"embedded": {"evaluate": {"top_k": 10}}}},
+     "matryoshka.evaluate.top_k: Input should be greater than or equal to 100"),
     ({"profile": "gpu"}, "profile: expected one of embedded, seed (got 'gpu')"),
 ])
 def test_bad_params_name_the_key_and_the_expectation(tmp_path, overrides, expected):

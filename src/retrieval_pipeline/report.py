@@ -60,7 +60,7 @@ class Drop(Section):
     where: dict[str, str | int] = {}
 
     @model_validator(mode="after")
-    def _one_bound(self) -> "Drop":
+    def _one_bound(self) -> Drop:
         if (self.at_most is None) == (self.at_least is None):
             raise ValueError("expected exactly one of at_most and at_least")
         return self

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from helpers import write_params
+
 from retrieval_pipeline.core.stage import load_family
 from retrieval_pipeline.data.world import build_world, claim_collection
 from retrieval_pipeline.families.colbert import PoolFactorSampler, PoolingDistillation, base_colbert, pool_batch

@@ -8,8 +8,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 import torch
-
 from helpers import TINY_MATRYOSHKA, write_params
+
 from retrieval_pipeline.core.params import deep_merge
 from retrieval_pipeline.core.stage import load_family
 from retrieval_pipeline.families.matryoshka import rank_at_dims
@@ -31,7 +31,8 @@ def family(tmp_path_factory):
 def pairs(family):
     """One batch of pairs with distinct texts, so the no-duplicates sampler keeps all of them."""
     train = pl.read_parquet(family.paths.prepared / "train.parquet")
-    distinct = train.unique("positive", keep="first", maintain_order=True).unique("anchor", keep="first", maintain_order=True)
+    distinct = train.unique("positive", keep="first", maintain_order=True) \
+        .unique("anchor", keep="first", maintain_order=True)
     return distinct.head(BATCH).select("anchor", "positive")
 
 

@@ -56,7 +56,8 @@ class Collection:
         twice = splits.filter(pl.col("query_id").is_duplicated())
         if twice.height:
             query = twice["query_id"][0]
-            raise DataError(f"query-id {query!r} is judged in splits {', '.join(twice.filter(pl.col('query_id') == query)['split'])}; "
+            splits_of_query = ", ".join(twice.filter(pl.col("query_id") == query)["split"])
+            raise DataError(f"query-id {query!r} is judged in splits {splits_of_query}; "
                             "expected each query in one split, so that no test query is trained on")
         return self.queries.join(splits, on="query_id", how="inner", maintain_order="left")
 
@@ -125,8 +126,9 @@ def read_texts(path: Path, id_column: str, key: str, title: bool) -> pl.DataFram
             raise DataError(f"{path}: line {number}: expected a JSON object with _id and text")
         absent = [field for field in ("_id", "text") if field not in record]
         if absent:
-            raise DataError(f"{path}: line {number}: no {' or '.join(repr(f) for f in absent)} field; expected _id and text on "
-                            "every line, as in a BEIR corpus or queries file")
+            fields = " or ".join(repr(name) for name in absent)
+            raise DataError(f"{path}: line {number}: no {fields} field; expected _id and text on every line, as in a "
+                            "BEIR corpus or queries file")
         identifier, text = record["_id"], record["text"]
         if isinstance(identifier, bool) or not isinstance(identifier, (str, int)) or str(identifier).strip() == "":
             raise DataError(f"{path}: line {number}: '_id' is {identifier!r}; expected a non-empty string or integer")

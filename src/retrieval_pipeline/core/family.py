@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 import json
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
 import polars as pl
-
 from pydantic import BaseModel
 
 from retrieval_pipeline.core.io import atomic_directory
@@ -60,12 +59,13 @@ class Family(ABC):
         return ModelCard(family=self.name, recipe=self.recipe, profile=self.profile,
                          params=self.params.model_dump(mode="json"), **card)
 
-    def write_evaluation(self, metrics: dict, tables: dict[str, pl.DataFrame], plots: dict[str, str] = {}) -> None:
+    def write_evaluation(self, metrics: dict, tables: dict[str, pl.DataFrame],
+                         plots: dict[str, str] | None = None) -> None:
         """eval/<family>/ in one move: metrics.json, a parquet file per table (per_query, runs...) and a CSV per
         plot. The report stage publishes the metrics and plots into metrics/, which git tracks."""
         with atomic_directory(self.paths.evaluation) as out:
             for name, table in tables.items():
                 table.write_parquet(out / f"{name}.parquet")
             (out / self.paths.metrics.name).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-            for name, text in plots.items():
+            for name, text in (plots or {}).items():
                 (out / self.paths.plot(name).name).write_text(text)

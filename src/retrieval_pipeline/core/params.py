@@ -60,7 +60,8 @@ def _describe(error: dict[str, Any], model: type[BaseModel], prefix: str) -> str
     if error["type"] == "extra_forbidden":
         owner: Any = model
         for part in error["loc"][:-1]:
-            field = owner.model_fields.get(str(part)) if isinstance(owner, type) and issubclass(owner, BaseModel) else None
+            is_model = isinstance(owner, type) and issubclass(owner, BaseModel)
+            field = owner.model_fields.get(str(part)) if is_model else None
             owner = field.annotation if field is not None else None
         known = sorted(owner.model_fields) if isinstance(owner, type) and issubclass(owner, BaseModel) else []
         expected = f"; expected one of: {', '.join(known)}" if known else ""

@@ -60,7 +60,7 @@ class SourceParams(Section):
     synthetic: SyntheticSource = SyntheticSource()
 
     @model_validator(mode="after")
-    def _selected_source_is_configured(self) -> "SourceParams":
+    def _selected_source_is_configured(self) -> SourceParams:
         if self.source == "hf" and self.hf is None:
             raise ValueError("source is 'hf' but the 'hf' section (path, name, split) is missing")
         if self.source == "local" and self.local is None:

@@ -91,7 +91,9 @@ def run_stage(stage: str, argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", default=bool(os.environ.get("RETRIEVAL_PIPELINE_DEBUG")),
                         help="show the traceback of an expected error too (also: RETRIEVAL_PIPELINE_DEBUG=1)")
     arguments = parser.parse_args(argv)
-    hf_logging.disable_progress_bar()  # per-file weight-loading bars: the log keeps a line per stage and epoch
+    # The log keeps a line per stage and epoch: no per-file weight-loading bars, no load reports (warnings)
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     try:
         family = load_family(arguments.family, arguments.params, Path.cwd())
         if stage == "resolve":

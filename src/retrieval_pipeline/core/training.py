@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
 
 
 def shared_arguments(seed: int, bf16: bool, warmup_ratio: float) -> dict[str, Any]:
@@ -17,11 +18,62 @@ def shared_arguments(seed: int, bf16: bool, warmup_ratio: float) -> dict[str, An
             "warmup_steps": warmup_ratio}  # transformers 5 reads a value below 1 as a ratio
 
 
-def log_training_with_dvclive(trainer, directory: Path) -> None:
-    """Record the trainer's logs under `directory` (on the main process only, so torchrun writes once)."""
+def log_training(trainer, directory: Path, label: str) -> None:
+    """Record the trainer's logs under `directory` with DVCLive, and keep the console to a progress bar and one
+    line per epoch (on the main process only, so torchrun writes once)."""
     if not trainer.is_world_process_zero():
         return
-    from dvclive import Live
     from transformers.integrations import DVCLiveCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from dvclive import Live
 
     trainer.add_callback(DVCLiveCallback(live=Live(dir=str(directory), dvcyaml=None, save_dvc_exp=False)))
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(EpochLines(label))
+
+
+class EpochLines(TrainerCallback):
+    """A step progress bar that vanishes when done, and per epoch one line: the mean training loss and, when the
+    trainer evaluates, the metric that selects the checkpoint. Every logged value still goes to DVCLive."""
+
+    def __init__(self, label: str) -> None:
+        self.label, self.bar, self.losses, self.pending = label, None, [], None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=state.max_steps, desc=self.label, leave=False, dynamic_ncols=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.losses.append(float(logs["loss"]))
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        loss = sum(self.losses) / len(self.losses) if self.losses else float("nan")
+        self.losses = []
+        self.pending = f"{self.label}: epoch {round(state.epoch or 0)}/{round(args.num_train_epochs)}  loss {loss:.4f}"
+        if str(args.eval_strategy).endswith("no"):
+            self._emit()
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.pending is None:
+            return
+        name = args.metric_for_best_model
+        key = name if name and name in (metrics or {}) else f"eval_{name}" if name else None
+        if key and key in metrics:
+            self.pending += f"  {key.removeprefix('eval_')} {metrics[key]:.4f}"
+        self._emit()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.pending:
+            self._emit()
+        self.bar.close()
+
+    def _emit(self) -> None:
+        self.bar.write(self.pending)
+        self.pending = None

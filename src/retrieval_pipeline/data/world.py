@@ -17,8 +17,8 @@ distractors that differ only in the entity and the values.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 PREFIXES = (
     "Kestrel", "Osprey", "Heron", "Marlin", "Juniper", "Basalt", "Cobalt", "Falcon",
@@ -174,6 +174,9 @@ class World:
     chunks: tuple[Chunk, ...]
 
 
+LICENCE_LETTERS = "ABCDEFGHJKLMNPRSTUVWXYZ"
+
+
 def _unique(rng: random.Random, make: Callable[[], str], taken: set[str]) -> str:
     for _ in range(10_000):
         candidate = make()
@@ -202,12 +205,13 @@ def _facility_values(rng: random.Random, kind: Kind, company: Entity, engineer: 
         )),
         "inspection_interval": rng.choice(("every 6 months", "every 12 months", "every 18 months",
                                            "every 24 months", "every quarter")),
-        "discharge_limit": f"{rng.randint(2, 90)} milligrams of {rng.choice(('chloride', 'nitrate', 'suspended solids', 'copper'))} per litre",
+        "discharge_limit": f"{rng.randint(2, 90)} milligrams of "
+                           f"{rng.choice(('chloride', 'nitrate', 'suspended solids', 'copper'))} per litre",
         "noise_limit": f"{rng.randint(35, 65)} decibels at the site boundary",
         "sampling_frequency": rng.choice(("weekly", "fortnightly", "monthly", "every quarter", "twice a year")),
         "operator": company.name,
         "regulator": rng.choice(REGULATORS),
-        "licence": f"{rng.choice('ABCDEFGHJKLMNPRSTUVWXYZ')}{rng.choice('ABCDEFGHJKLMNPRSTUVWXYZ')}-{rng.randint(1000, 9999)}",
+        "licence": f"{rng.choice(LICENCE_LETTERS)}{rng.choice(LICENCE_LETTERS)}-{rng.randint(1000, 9999)}",
         "headcount": str(rng.randint(12, 640)),
         "chief_engineer": engineer,
         "certificate": rng.choice(CERTIFICATES),
@@ -252,7 +256,7 @@ def build_world(seed: int, facilities: int, companies: int) -> World:
 
     for index in range(facilities):
         kind = rng.choice(KINDS)
-        name = _unique(rng, lambda: f"{rng.choice(PREFIXES)} {rng.choice(PLACES)} {kind.name}", taken)
+        name = _unique(rng, lambda kind=kind: f"{rng.choice(PREFIXES)} {rng.choice(PLACES)} {kind.name}", taken)
         acronym = _acronym(name)
         tag = f"{acronym[:2]}-{rng.randint(100, 999)}"
         facility = Entity(f"facility-{index:03d}", "facility", name,
@@ -446,7 +450,7 @@ def claim_collection(world: World, claims_per_abstract: int, seed: int,
         for fact in rng.sample(facts, min(claims_per_abstract, len(facts))):
             alias = rng.choice(world.entities[fact.subject].aliases)
             query_id = f"claim{len(queries):05d}"
-            queries.append({"_id": query_id,
-                            "text": rng.choice(ATTRIBUTE_BY_KEY[fact.attribute].claims).format(alias=alias, value=fact.value)})
+            claim = rng.choice(ATTRIBUTE_BY_KEY[fact.attribute].claims)
+            queries.append({"_id": query_id, "text": claim.format(alias=alias, value=fact.value)})
             qrels.append({"query-id": query_id, "corpus-id": document_id, "score": 1})
     return corpus, queries, qrels

@@ -25,6 +25,13 @@ import torch
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 from transformers import set_seed
 
+from retrieval_pipeline.core.beir import (
+    Collection,
+    collection_from_frames,
+    load_collection,
+    read_beir_folder,
+    write_collection,
+)
 from retrieval_pipeline.core.cross_encoders import load_cross_encoder
 from retrieval_pipeline.core.family import Family
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
@@ -34,13 +41,10 @@ from retrieval_pipeline.core.models import check_length, device, load_sentence_t
 from retrieval_pipeline.core.params import ParamsError, Section
 from retrieval_pipeline.core.preflight import Requirement, TrainingRun
 from retrieval_pipeline.core.retrieval import search
-from retrieval_pipeline.core.beir import (Collection, collection_from_frames, load_collection, read_beir_folder,
-                                          write_collection)
 from retrieval_pipeline.core.sources import DataError, HubSource, read_hub
 from retrieval_pipeline.core.splits import add_split_column
-from retrieval_pipeline.core.training import log_training_with_dvclive, shared_arguments
+from retrieval_pipeline.core.training import log_training, shared_arguments
 from retrieval_pipeline.data.world import build_world, claim_collection
-
 
 # ---------------------------------------------------------------------------
 # Pooling
@@ -207,7 +211,7 @@ class CrossEncoderTeacher:
 
     @classmethod
     def load(cls, reference: str, max_length: int, batch_size: int,
-             key: str = "colbert.mine.teacher.model") -> "CrossEncoderTeacher":
+             key: str = "colbert.mine.teacher.model") -> CrossEncoderTeacher:
         return cls(load_cross_encoder(reference, key, max_length), batch_size)
 
     def __call__(self, pairs: list[tuple[str, str]]) -> np.ndarray:
@@ -316,7 +320,7 @@ class DataParams(Section):
     nanobeir: list[str] = []  # hub ids of NanoBEIR collections evaluated beside the test split
 
     @model_validator(mode="after")
-    def _selected_source_is_configured(self) -> "DataParams":
+    def _selected_source_is_configured(self) -> DataParams:
         if self.source in ("hf", "local") and getattr(self, self.source) is None:
             raise ValueError(f"source is '{self.source}' but the '{self.source}' section is missing")
         return self
@@ -370,7 +374,7 @@ class TeacherParams(Section):
     fine_tune: TeacherTraining | None = None  # bi_encoder only: train it on the collection first
 
     @model_validator(mode="after")
-    def _fine_tune_needs_a_bi_encoder(self) -> "TeacherParams":
+    def _fine_tune_needs_a_bi_encoder(self) -> TeacherParams:
         if self.fine_tune is not None and self.kind != "bi_encoder":
             raise ValueError("fine_tune: expected kind 'bi_encoder' (rerankers are used as they are)")
         return self
@@ -387,7 +391,7 @@ class MineParams(Section):
     teacher: TeacherParams
 
     @model_validator(mode="after")
-    def _hub_source_is_configured(self) -> "MineParams":
+    def _hub_source_is_configured(self) -> MineParams:
         if self.source == "hub" and self.hub is None:
             raise ValueError("source is 'hub' but the 'hub' section (path, split) naming the mined set is missing")
         return self
@@ -486,7 +490,7 @@ def maxsim_search(queries: list[torch.Tensor], documents: list[torch.Tensor], k:
     return best_ids.numpy()
 
 
-def plaid_search(queries: list[torch.Tensor], documents: list[torch.Tensor], k: int, index: "IndexParams",
+def plaid_search(queries: list[torch.Tensor], documents: list[torch.Tensor], k: int, index: IndexParams,
                  scratch: Path, seed: int) -> np.ndarray:
     """Approximate late-interaction search through a PLAID index (fast-plaid, which pylate's PLAID index wraps):
     centroid-compressed token vectors, candidate documents from the `n_ivf_probe` nearest centroids of each query
@@ -804,7 +808,8 @@ class Colbert(Family):
         used = set(train["query_id"])
         with atomic_directory(self.paths.mined) as out:
             train.write_parquet(out / "train.parquet")
-            queries.filter(pl.col("query_id").is_in(used)).select("query_id", "text").write_parquet(out / "queries.parquet")
+            used_queries = queries.filter(pl.col("query_id").is_in(used)).select("query_id", "text")
+            used_queries.write_parquet(out / "queries.parquet")
             corpus.write_parquet(out / "documents.parquet")
             pl.DataFrame(filtered, schema={"query_id": pl.String, "document_id": pl.String, "teacher_score": pl.Float32,
                                            "positive_score": pl.Float32}).write_parquet(out / "false_negatives.parquet")
@@ -849,7 +854,7 @@ class Colbert(Family):
             for variant, pool_factors in self.variants().items():
                 model = base_colbert(self.params.model, self.params.seed)
                 trainer = self.build_trainer(model, pool_factors, examples, scratch)
-                log_training_with_dvclive(trainer, self.paths.training_log / variant)
+                log_training(trainer, self.paths.training_log / variant, f"train {variant}")
                 print(f"train: {variant}: pool factors {pool_factors}, {len(examples)} queries")
                 trainer.train()
                 model.save_pretrained(str(out / variant), create_model_card=False)

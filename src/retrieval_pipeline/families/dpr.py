@@ -27,10 +27,17 @@ from retrieval_pipeline.core.models import check_length, device, load_sentence_t
 from retrieval_pipeline.core.params import Section
 from retrieval_pipeline.core.preflight import Requirement, TrainingRun
 from retrieval_pipeline.core.retrieval import search
-from retrieval_pipeline.core.sources import (DataError, SourceParams, SyntheticSource, map_columns, read_source,
-                                             require_evaluable, require_text)
+from retrieval_pipeline.core.sources import (
+    DataError,
+    SourceParams,
+    SyntheticSource,
+    map_columns,
+    read_source,
+    require_evaluable,
+    require_text,
+)
 from retrieval_pipeline.core.splits import add_split_column, split_counts
-from retrieval_pipeline.core.training import log_training_with_dvclive, shared_arguments
+from retrieval_pipeline.core.training import log_training, shared_arguments
 from retrieval_pipeline.data.world import build_world, fever_claims
 
 TOWERS = {"query": "query_encoder", "document": "passage_encoder"}
@@ -135,7 +142,8 @@ def check_not_collapsed(diagnostics: dict[str, float], pairs: int) -> None:
     """Stop when positive pairs no longer score above the rest: the towers have collapsed. With a single held-out
     pair the whole matrix is its diagonal, so there is nothing to compare and no verdict."""
     if pairs >= 2 and diagnostics["diagonal_logit"] <= diagnostics["mean_logit"]:
-        raise DataError(f"dpr: collapse: the fine-tuned towers' mean diagonal logit {diagnostics['diagonal_logit']:.3f} "
+        raise DataError("dpr: collapse: the fine-tuned towers' mean diagonal logit "
+                        f"{diagnostics['diagonal_logit']:.3f} "
                         f"is not above the mean logit {diagnostics['mean_logit']:.3f} on held-out pairs; "
                         "expected positive pairs to score far above the rest")
 
@@ -322,7 +330,7 @@ class Dpr(Family):
         model = build_towers(self.params.model.base, self.params.model.max_seq_length)
         scratch = self.paths.scratch("trainer")
         trainer = self.build_trainer(model, scratch)
-        log_training_with_dvclive(trainer, self.paths.training_log)
+        log_training(trainer, self.paths.training_log, "train")
         trainer.train()
         if trainer.is_world_process_zero():
             towers = {route: tower_of(model, route) for route in TOWERS}

@@ -24,11 +24,20 @@ from retrieval_pipeline.core.models import check_length, load_sentence_transform
 from retrieval_pipeline.core.params import Section
 from retrieval_pipeline.core.preflight import Requirement, TrainingRun
 from retrieval_pipeline.core.retrieval import bounded_corpus, search, truncate_and_normalise
+from retrieval_pipeline.core.sources import (
+    DataError,
+    SourceParams,
+    SyntheticSource,
+    map_columns,
+    read_source,
+    require_consistent,
+    require_evaluable,
+    require_ids,
+    require_text,
+    require_unique,
+)
 from retrieval_pipeline.core.splits import add_split_column
-from retrieval_pipeline.core.training import log_training_with_dvclive, shared_arguments
-from retrieval_pipeline.core.sources import (DataError, SourceParams, SyntheticSource, map_columns, read_source,
-                                             require_consistent, require_evaluable, require_ids, require_text,
-                                             require_unique)
+from retrieval_pipeline.core.training import log_training, shared_arguments
 from retrieval_pipeline.data.world import build_world, knowledge_base_questions
 
 PRIMARY_METRIC = "ndcg@10"
@@ -101,7 +110,7 @@ class MatryoshkaParams(Section):
     evaluate: EvaluateParams
 
     @model_validator(mode="after")
-    def _best_dim_is_trained(self) -> "MatryoshkaParams":
+    def _best_dim_is_trained(self) -> MatryoshkaParams:
         if self.train.best_checkpoint_dim not in self.model.dims:
             raise ValueError(f"train.best_checkpoint_dim: expected one of model.dims {self.model.dims} "
                              f"(got {self.train.best_checkpoint_dim})")
@@ -323,7 +332,7 @@ class Matryoshka(Family):
         trainer = self.build_trainer(model, checkpoints)
         if trainer.is_world_process_zero():
             shutil.rmtree(checkpoints, ignore_errors=True)
-        log_training_with_dvclive(trainer, self.paths.training_log)
+        log_training(trainer, self.paths.training_log, "train")
         trainer.train()
         if trainer.is_world_process_zero():
             with atomic_directory(self.paths.model) as out:

@@ -23,20 +23,19 @@ import numpy as np
 import polars as pl
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
+from retrieval_pipeline.core.beir import Collection, load_collection, read_beir_folder, with_dev_split, write_collection
+from retrieval_pipeline.core.cross_encoders import binary_trainer, load_cross_encoder, new_cross_encoder
 from retrieval_pipeline.core.family import Family
 from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
-from retrieval_pipeline.core.beir import (Collection, load_collection, read_beir_folder, with_dev_split,
-                                          write_collection)
-from retrieval_pipeline.core.cross_encoders import binary_trainer, load_cross_encoder, new_cross_encoder
 from retrieval_pipeline.core.models import device, load_sentence_transformer, loading, locate
 from retrieval_pipeline.core.params import Section
-from retrieval_pipeline.core.retrieval import search
 from retrieval_pipeline.core.preflight import Requirement, TrainingRun
+from retrieval_pipeline.core.retrieval import search
 from retrieval_pipeline.core.sources import DataError, SourceParams, SyntheticSource, map_columns, read_source
 from retrieval_pipeline.core.splits import add_split_column, split_counts
-from retrieval_pipeline.core.training import log_training_with_dvclive
+from retrieval_pipeline.core.training import log_training
 from retrieval_pipeline.data.world import build_world, factual_questions, multihop_questions
 
 DATASETS = ("multihop", "factual")  # stage 1 data, stage 2 data
@@ -378,7 +377,7 @@ class MineParams(Section):
     features: FeatureParams
 
     @model_validator(mode="after")
-    def _some_negatives(self) -> "MineParams":
+    def _some_negatives(self) -> MineParams:
         if self.hard_negatives + self.easy_negatives == 0:
             raise ValueError("hard_negatives and easy_negatives are both 0; expected at least one negative per "
                              "positive, or the reranker trains on positives only")
@@ -615,7 +614,7 @@ class Reranker(Family):
         sentence_entities = extract(pool["sentence"].to_list())
         pool = pool.with_columns(entities=pl.Series(sentence_entities, dtype=pl.List(pl.String)))
         hop_column = []
-        for (query,), group in pool.group_by("query_id", maintain_order=True):
+        for _, group in pool.group_by("query_id", maintain_order=True):
             hop_column += hops(query_entities[group["query"][0]], group["entities"].to_list(), features.max_hop)
         # group_by keeps each query's rows contiguous in their original order, as the pool is sorted by query
         tokens = [SentenceFeatures(hop, rhetorical_role(sentence), tuple(names[:features.max_entities]),
@@ -673,7 +672,7 @@ class Reranker(Family):
                         model = load_cross_encoder(str(out / variant / "stage1"), "the stage-1 checkpoint")
                     pairs = pairs_dataset(self.stage_pairs(stage), use_features)
                     trainer = self.build_trainer(model, stage, pairs, scratch)
-                    log_training_with_dvclive(trainer, self.paths.training_log / f"{variant}_{stage}")
+                    log_training(trainer, self.paths.training_log / f"{variant}_{stage}", f"train {variant}/{stage}")
                     print(f"train: {variant} {stage}: {len(pairs)} pairs")
                     trainer.train()
                     self._save(model, out / variant / stage, variant, stage, use_features, len(pairs))
@@ -786,7 +785,8 @@ scores = model.predict([("Who runs the Kestrel plant?", "Kestrel is run by Sable
         for dataset, frame in test.items():
             means, per_query = ranking(frame, "first_stage_score", qrels[dataset])
             metrics["first_stage"][dataset] = means
-            query_rows += [{"model": "first_stage", "dataset": dataset, "query_id": q, **v} for q, v in per_query.items()]
+            query_rows += [{"model": "first_stage", "dataset": dataset, "query_id": query, **values}
+                           for query, values in per_query.items()]
         checkpoints = sorted(p for p in self.paths.model.glob("*/stage*") if (p / CHECKPOINT_CONFIG).is_file())
         if not checkpoints:
             raise DataError(f"{self.paths.model}: no reranker checkpoint; expected <variant>/stage1 and stage2 "
@@ -807,7 +807,7 @@ def select_pool(scored: pl.DataFrame, candidates: int, hard: int, easy: int, rng
     """The rows each query needs: its first-stage top-k (`candidate`, what evaluation reranks) and, for training
     queries, each positive with `hard` top-ranked non-evidence sentences and `easy` random ones (`train_pair`)."""
     kept = []
-    for (query_id,), group in scored.sort("first_stage_rank").group_by("query_id", maintain_order=True):
+    for _, group in scored.sort("first_stage_rank").group_by("query_id", maintain_order=True):
         n_positive = int(group["label"].sum())
         negatives = group.filter(pl.col("label") == 0)
         hard_ids = negatives["sentence_id"].head(hard * n_positive).to_list()
