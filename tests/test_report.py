@@ -51,6 +51,9 @@ def toy_evaluation(root):
     per_query_frame().write_parquet(folder / "per_query.parquet")
     (folder / "metrics.json").write_text('{"tuned": {"ndcg@10": 0.4}}\n')
     (folder / "ndcg_by_dim.csv").write_text("dim,base,tuned\n64,0.25,0.55\n")
+    (root / "dvclive" / "toy" / "stage1").mkdir(parents=True)
+    (root / "dvclive" / "toy" / "stage1" / "metrics.json").write_text('{"train": {"loss": 0.5}}\n')
+    (root / "dvc.yaml").write_text("vars:\n  - families: [toy]\nstages: {}\n")
 
 
 def test_unknown_model_or_metric_names_the_file():
@@ -72,8 +75,23 @@ def test_report_is_written_with_a_plot_per_family(tmp_path):
     assert "| ndcg@10 | 64 | 6 | 0.2500 | 0.5500 | +0.3000 | +120.0% | 0.0312 |" in report
     assert (tmp_path / "metrics" / "report" / "toy.png").read_bytes()[:4] == b"\x89PNG"
     # the metrics and plot data, copied where git tracks them
-    assert (tmp_path / "metrics" / "toy.json").read_text() == '{"tuned": {"ndcg@10": 0.4}}\n'
+    assert (tmp_path / "metrics" / "families" / "toy.json").read_text() == '{"tuned": {"ndcg@10": 0.4}}\n'
+    assert (tmp_path / "metrics" / "training" / "toy" / "stage1.json").read_text() == '{"train": {"loss": 0.5}}\n'
     assert (tmp_path / "metrics" / "toy_ndcg_by_dim.csv").read_text().startswith("dim,base,tuned")
+
+
+def test_a_family_of_the_dag_without_a_report_entry_is_an_error(tmp_path):
+    toy_evaluation(tmp_path)
+    (tmp_path / "dvc.yaml").write_text("vars:\n  - families: [toy, fifth]\nstages: {}\n")
+    params = write_params(tmp_path)
+    document = yaml.safe_load(params.read_text())
+    document["report"]["families"] = {"toy": {"metrics": ["ndcg@10"], "compare": [["base", "tuned"]]}}
+    params.write_text(yaml.safe_dump(document))
+    with pytest.raises(ParamsError, match=r"report.families has no entry for fifth \(a family of dvc.yaml's"):
+        write_report(params, tmp_path)
+    (tmp_path / "dvc.yaml").write_text("vars:\n  - families: [other]\nstages: {}\n")
+    with pytest.raises(ParamsError, match=r"report.families has no entry for other"):
+        write_report(params, tmp_path)
 
 
 def test_bad_report_params_name_the_key(tmp_path):
@@ -133,3 +151,14 @@ def test_models_a_profile_does_not_train_are_listed_not_run(tmp_path):
     assert "Not in this run (named in report.families.toy, not evaluated by this profile): `replay`" in report
     assert "### tuned vs base" in report and "replay vs base" not in report
     assert "Expectations met" not in report
+
+
+def test_a_familys_notes_are_shown_under_its_heading(tmp_path):
+    toy_evaluation(tmp_path)
+    params = write_params(tmp_path)
+    document = yaml.safe_load(params.read_text())
+    document["report"]["families"] = {"toy": {"metrics": ["ndcg@10"], "compare": [["base", "tuned"]],
+                                              "notes": "Read the tuned model\nagainst the base."}}
+    params.write_text(yaml.safe_dump(document))
+    write_report(params, tmp_path)
+    assert "## toy\n\nRead the tuned model against the base.\n\n![toy]" in (tmp_path / "metrics/report.md").read_text()

@@ -79,7 +79,7 @@ def test_dpr_base_towers_of_a_raw_encoder_are_normalised(twin_cache, tmp_path):
 
 
 def test_the_gemma_teacher_keeps_its_prompt_and_query_when_the_passage_is_long(twin_cache):
-    from retrieval_pipeline.families.colbert import YesLogitTeacher
+    from retrieval_pipeline.core.teachers import YesLogitTeacher
 
     prompt = "Given a query A and a passage B, determine whether the passage contains an answer."
     teacher = YesLogitTeacher("BAAI/bge-reranker-v2-gemma", prompt, max_length=40, batch_size=2)

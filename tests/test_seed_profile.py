@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import SEED_SIZES, copy_repo, run
+from helpers import REPO, SEED_SIZES, copy_repo, run
 
 from retrieval_pipeline.core.params import deep_merge
+from retrieval_pipeline.core.paths import dag_families
 
 pytestmark = pytest.mark.slow
-FAMILIES = ("matryoshka", "dpr", "reranker", "colbert")
-STAGES = ("prepare", "mine", "train", "evaluate")
+FAMILIES = dag_families(REPO)
+STAGES = ("prepare", "mine", "baseline", "train", "evaluate")
 # Offline, transformers cannot reach the hub's safetensors conversion of deberta-v3-base (main has only
 # pytorch_model.bin), so the revision is named, as the loading error tells a user to (test_models.py shows it).
 SEED = deep_merge(SEED_SIZES, {"reranker": {"model": {"base": "microsoft/deberta-v3-base@refs/pr/1"}}})
@@ -37,7 +38,7 @@ def test_every_stage_of_every_family_runs_and_writes_its_outputs(seed_repo):
             assert f"Running stage '{stage}@{family}'" in output, f"{stage}@{family} did not run"
         for folder in (f"data/{family}/prepared", f"data/{family}/mined", f"models/{family}", f"eval/{family}"):
             assert any((repo / folder).rglob("*.parquet")) or any((repo / folder).rglob("*.safetensors")), folder
-        assert json.loads((repo / f"metrics/{family}.json").read_text())
+        assert json.loads((repo / f"metrics/families/{family}.json").read_text())
     report = (repo / "metrics/report.md").read_text()
     assert "Profile `seed`" in report
     for family in FAMILIES:
@@ -46,13 +47,13 @@ def test_every_stage_of_every_family_runs_and_writes_its_outputs(seed_repo):
 
 def test_the_recipes_models_and_sizes_are_the_ones_that_ran(seed_repo):
     repo, _ = seed_repo
-    matryoshka = json.loads((repo / "metrics/matryoshka.json").read_text())
+    matryoshka = json.loads((repo / "metrics/families/matryoshka.json").read_text())
     assert set(matryoshka["finetuned"]) == {f"dim_{dim}" for dim in (768, 512, 256, 128, 64)}
     card = (repo / "models/matryoshka/README.md").read_text()
     assert "Base model: `nomic-ai/modernbert-embed-base`" in card and "Profile: `seed`" in card
     config = json.loads((repo / "models/reranker/plain/stage1/config.json").read_text())
     assert config["model_type"] == "deberta-v2"
-    colbert = json.loads((repo / "metrics/colbert.json").read_text())
+    colbert = json.loads((repo / "metrics/families/colbert.json").read_text())
     assert colbert["mining"]["source"] == "hf:stefan-jo/scifact-train-mined-reranker-scores[train]"
     assert set(colbert["nanobeir"]) == {"NanoSciFact", "NanoFiQA2018", "NanoNFCorpus", "NanoSCIDOCS", "NanoTouche2020"}
     for by_model in colbert["nanobeir"].values():

@@ -22,7 +22,7 @@ from scipy.stats import permutation_test
 
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_text
 from retrieval_pipeline.core.params import ParamsError, Section, read_params_file, validate_section
-from retrieval_pipeline.core.paths import FamilyPaths
+from retrieval_pipeline.core.paths import FamilyPaths, dag_families
 from retrieval_pipeline.core.sources import DataError
 
 
@@ -81,6 +81,7 @@ class FamilyReport(Section):
     metrics: list[str] = Field(min_length=1)  # per-query metric columns; the first is plotted
     compare: list[tuple[str, str]] = Field(min_length=1)  # (baseline, candidate) model labels
     expect: list[Expectation] = []  # what the default run must show; the report says whether it does
+    notes: str = ""  # what to read in the family's section, shown under its heading
 
 
 class ReportParams(Section):
@@ -256,7 +257,8 @@ def family_section(root: Path, family: str, report: FamilyReport, params: Report
     if not origin.is_file():
         raise DataError(f"{origin}: missing; run `dvc repro evaluate@{family}` first")
     per_query = pl.read_parquet(origin)
-    parts = [f"## {family}", "", f"![{family}](report/{family}.png)", ""]
+    parts = [f"## {family}", "", *([" ".join(report.notes.split()), ""] if report.notes else []),
+             f"![{family}](report/{family}.png)", ""]
     evaluated = set(per_query["model"])
     # A profile need not train every model the report names (the seed profile has no replay variant): such
     # comparisons are listed as not run, never silently dropped.
@@ -287,24 +289,42 @@ def family_section(root: Path, family: str, report: FamilyReport, params: Report
 
 
 def publish(paths: FamilyPaths) -> None:
-    """Copy a family's metrics and plot data from its evaluation (a cached DVC output, so that DVC's run-cache
-    can restore it) into metrics/, which git tracks, so `dvc metrics diff` needs no cache."""
+    """Copy a family's metrics and plot data from its evaluation, and each training run's summary from its
+    DVCLive folder (cached DVC outputs, so that DVC's run-cache can restore them), into metrics/, which git
+    tracks, so `dvc metrics diff` needs no cache."""
     if not paths.metrics.is_file():
         raise DataError(f"{paths.metrics}: missing; run `dvc repro evaluate@{paths.family}` first")
     atomic_write_text(paths.published_metrics, paths.metrics.read_text(encoding="utf-8"))
     for plot in sorted(paths.evaluation.glob("*.csv")):
         atomic_write_text(paths.published_plot(plot.stem), plot.read_text(encoding="utf-8"))
+    for summary in sorted(paths.training_log.rglob("metrics.json")):
+        run = summary.parent.relative_to(paths.training_log).as_posix().replace("/", "_")
+        atomic_write_text(paths.published_training(run if run != "." else "train"), summary.read_text("utf-8"))
+
+
+def report_entries(params: ReportParams, families: list[str], params_file: Path) -> dict[str, FamilyReport]:
+    """Each family of the DAG with its report.families entry, in the DAG's order; a family without one, or an
+    entry for no family, is an error rather than a family silently missing from the report."""
+    missing = [family for family in families if family not in params.families]
+    if missing:
+        raise ParamsError(f"{params_file}: report.families has no entry for {', '.join(missing)} (a family of "
+                          "dvc.yaml's vars.families); expected its metrics and compare list")
+    unknown = sorted(set(params.families) - set(families))
+    if unknown:
+        raise ParamsError(f"{params_file}: report.families.{unknown[0]}: not a family of dvc.yaml's vars.families "
+                          f"({', '.join(families)})")
+    return {family: params.families[family] for family in families}
 
 
 def write_report(params_file: Path, root: Path) -> None:
     params = load_report_params(params_file)
     profile = read_params_file(params_file).get("profile", "embedded")
+    entries = report_entries(params, dag_families(root), params_file)
     report = root / "metrics" / "report.md"
-    for family in params.families:
+    for family in entries:
         publish(FamilyPaths(root, family))
     with atomic_directory(root / "metrics" / "report") as figures:
-        sections = [family_section(root, family, settings, params, figures)
-                    for family, settings in params.families.items()]
+        sections = [family_section(root, family, settings, params, figures) for family, settings in entries.items()]
     verdicts = [verdict for _, family_verdicts in sections for verdict in family_verdicts]
     met = sum(verdict.met for verdict in verdicts)
     header = ["# Fine-tuning report", "",
@@ -316,7 +336,7 @@ def write_report(params_file: Path, root: Path) -> None:
         header += [f"Expectations met: {met} of {len(verdicts)} (each family's `report.families.<family>.expect` "
                    "in params.yaml, judged under its section).", ""]
     atomic_write_text(report, "\n".join(header + [text for text, _ in sections]) + "\n")
-    print(f"report: {report} ({', '.join(params.families)}); expectations met: {met} of {len(verdicts)}")
+    print(f"report: {report} ({', '.join(entries)}); expectations met: {met} of {len(verdicts)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,8 +38,9 @@ def corpus(size: int, seed: int = 0) -> tuple[list[str], list[str]]:
 
 
 def main(size: int) -> dict:
+    from retrieval_pipeline.core.late_interaction import maxsim_search
     from retrieval_pipeline.core.params import load_params
-    from retrieval_pipeline.families.colbert import ColbertParams, base_colbert, maxsim_search
+    from retrieval_pipeline.families.colbert import ColbertParams, base_colbert
 
     _, params = load_params(Path(__file__).resolve().parents[2] / "params.yaml", "colbert", ColbertParams)
     texts, questions = corpus(size)

@@ -11,9 +11,10 @@ import pytest
 import torch
 from helpers import write_params
 
+from retrieval_pipeline.core.pooling import PoolFactorSampler, PoolingDistillation, pool_batch
 from retrieval_pipeline.core.stage import load_family
 from retrieval_pipeline.data.world import build_world, claim_collection
-from retrieval_pipeline.families.colbert import PoolFactorSampler, PoolingDistillation, base_colbert, pool_batch
+from retrieval_pipeline.families.colbert import base_colbert
 
 QUERIES, N_WAYS, POOL_FACTOR = 8, 8, 4
 GROUP = f"colbert train step ({QUERIES} queries x {N_WAYS} documents, embedded profile lengths)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -14,12 +15,48 @@ from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.model_card import ModelCard
 from retrieval_pipeline.core.paths import FamilyPaths
 from retrieval_pipeline.core.preflight import Requirement, TrainingRun
+from retrieval_pipeline.core.sources import DataError
 
-STAGES = ("prepare", "mine", "train", "evaluate")
+STAGES = ("prepare", "mine", "baseline", "train", "evaluate")
+
+
+@dataclass
+class Scores:
+    """One model's results on the held-out data: a metrics tree (JSON) and row tables (per query, rankings), each
+    table carrying the model's label in a `model` column."""
+
+    metrics: dict
+    tables: dict[str, pl.DataFrame] = field(default_factory=dict)
+
+
+def write_scores(folder: Path, scores: dict[str, Scores]) -> None:
+    """`folder/<label>/` per model (a label may hold a slash: `plain/stage2`), in one move."""
+    with atomic_directory(folder) as out:
+        for label, result in scores.items():
+            (out / label).mkdir(parents=True)
+            (out / label / "metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True) + "\n")
+            for name, table in result.tables.items():
+                table.write_parquet(out / label / f"{name}.parquet")
+
+
+def read_scores(folder: Path) -> dict[str, Scores]:
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no scores; expected this folder from the stage that writes it (`dvc repro`)")
+    scores = {}
+    for metrics in sorted(folder.rglob("metrics.json")):
+        label = metrics.parent.relative_to(folder).as_posix()
+        tables = {table.stem: pl.read_parquet(table) for table in sorted(metrics.parent.glob("*.parquet"))}
+        scores[label] = Scores(json.loads(metrics.read_text(encoding="utf-8")), tables)
+    return scores
+
+
+def concat_tables(scores: dict[str, Scores], name: str) -> pl.DataFrame:
+    """One table (e.g. per_query) of several models, stacked in the models' order."""
+    return pl.concat([result.tables[name] for result in scores.values() if name in result.tables], how="vertical")
 
 
 class Family(ABC):
-    """A family's four DVC stages. `params` is its validated params section."""
+    """A family's DVC stages. `params` is its validated params section."""
 
     name: ClassVar[str]
     recipe: ClassVar[str]  # which recipe of docs/recipes.md it reproduces, for the model cards
@@ -43,12 +80,26 @@ class Family(ABC):
         """Fine-tune the base model and save a safetensors checkpoint with a model card."""
 
     @abstractmethod
+    def baseline_scores(self) -> dict[str, Scores]:
+        """The models that fine-tuning is measured against (the base model, a first stage), scored on the held-out
+        queries exactly as the trained ones are."""
+
+    @abstractmethod
+    def compare(self, scores: dict[str, Scores]) -> None:
+        """From the baseline's and the trained models' scores, write eval/<family>/ (metrics, tables, plots)."""
+
+    def baseline(self) -> None:
+        """Its own stage, so that a training experiment reuses the baseline instead of scoring it again."""
+        write_scores(self.paths.baseline_scores, self.baseline_scores())
+
     def evaluate(self) -> None:
-        """Score base and fine-tuned models on the same held-out queries; write metrics."""
+        """Compares scores computed once: the baseline stage's, and those the train stage wrote (its model cards
+        carry the same numbers)."""
+        self.compare({**read_scores(self.paths.baseline_scores), **read_scores(self.paths.trained_scores)})
 
     @abstractmethod
     def requirements(self) -> list[Requirement]:
-        """Every model and hub dataset the four stages load, with the params key that names it (preflight)."""
+        """Every model and hub dataset the stages load, with the params key that names it (preflight)."""
 
     @abstractmethod
     def training_runs(self) -> list[TrainingRun]:

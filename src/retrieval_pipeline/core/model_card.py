@@ -91,9 +91,9 @@ class ModelCard:
             f"- Training data: {self.training_data}",
             "", "## Evaluation", "",
             f"Scored by the train stage on the test split of {self.metrics.dataset} ({self.metrics.queries} "
-            "queries), with the evaluate stage's code. "
-            f"The comparison with {self.metrics.baseline}, with significance tests, is in "
-            f"`metrics/{self.family}.json` and `metrics/report.md`.", "", *table,
+            f"queries). The evaluate stage compares these same scores (`scores/{self.family}/trained`) with "
+            f"{self.metrics.baseline}, with significance tests, in `metrics/families/{self.family}.json` and "
+            "`metrics/report.md`.", "", *table,
             "", "## How to load", "",
             "The weights are safetensors, so loading unpickles nothing.", "",
             "```python", self.usage.strip(), "```",

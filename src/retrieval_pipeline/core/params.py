@@ -96,6 +96,45 @@ def select_profile(path: Path, family: str) -> tuple[str, dict[str, Any]]:
     return profile, merged
 
 
+def _leaves(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    leaves = []
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            leaves += _leaves(value, (*prefix, key))
+        else:
+            leaves.append(((*prefix, key), value))
+    return leaves
+
+
+def _at(tree: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(tree, dict) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def ignored_changes(document: dict[str, Any], committed: dict[str, Any], family: str) -> list[str]:
+    """The family's params that differ from `committed` (params.yaml at the last commit) but that the active
+    profile does not read: a recipe value its `embedded` override shadows, or an override under `profile: seed`.
+    Each is named with the key that wins, so that `dvc exp run -S` on the wrong key is not silently ignored."""
+    section, before = document.get(family), committed.get(family)
+    if not isinstance(section, dict) or not isinstance(before, dict):
+        return []
+    overrides = section.get("embedded") if isinstance(section.get("embedded"), dict) else {}
+    profile = document.get("profile", "embedded")
+    messages = []
+    for path, winner in _leaves(overrides):
+        key = ".".join(path)
+        if profile == "embedded" and _at(section, path) != _at(before, path):
+            messages.append(f"{family}.{key} changed ({_at(before, path)!r} -> {_at(section, path)!r}) but has no "
+                            f"effect: profile 'embedded' uses {family}.embedded.{key} = {winner!r}; set that key")
+        elif profile == "seed" and winner != _at(before, ("embedded", *path)):
+            messages.append(f"{family}.embedded.{key} changed (-> {winner!r}) but has no effect: profile 'seed' "
+                            f"uses {family}.{key} = {_at(section, path)!r}; set that key")
+    return messages
+
+
 def load_params(path: Path, family: str, model: type[ParamsT]) -> tuple[str, ParamsT]:
     """The profile and the family's validated params, checked before any work starts."""
     profile, merged = select_profile(path, family)

@@ -1,4 +1,4 @@
-"""Where each family's stages read and write, mirrored by dvc.yaml."""
+"""Where each family's stages read and write (dvc.yaml names the same paths), and the DAG's list of families."""
 
 from __future__ import annotations
 
@@ -28,6 +28,15 @@ class FamilyPaths:
         return self.root / "eval" / self.family
 
     @property
+    def baseline_scores(self) -> Path:
+        return self.root / "scores" / self.family / "baseline"
+
+    @property
+    def trained_scores(self) -> Path:
+        """The trained models' test scores, written by the train stage beside their model cards."""
+        return self.root / "scores" / self.family / "trained"
+
+    @property
     def training_log(self) -> Path:
         return self.root / "dvclive" / self.family
 
@@ -45,7 +54,11 @@ class FamilyPaths:
     @property
     def published_metrics(self) -> Path:
         """Where the report stage copies the metrics, in git, so `dvc metrics diff` works without the cache."""
-        return self.root / "metrics" / f"{self.family}.json"
+        return self.root / "metrics" / "families" / f"{self.family}.json"
+
+    def published_training(self, run: str) -> Path:
+        """A training run's last logged values (DVCLive's metrics.json), copied by the report stage."""
+        return self.root / "metrics" / "training" / self.family / f"{run}.json"
 
     def published_plot(self, name: str) -> Path:
         return self.root / "metrics" / f"{self.family}_{name}.csv"
@@ -57,3 +70,20 @@ class FamilyPaths:
 
     def scratch(self, purpose: str) -> Path:
         return self.scratch_root / purpose
+
+
+def dag_families(root: Path) -> list[str]:
+    """The families of dvc.yaml's `families` var, the one list that the stages, the report and the tests read."""
+    import yaml
+
+    from retrieval_pipeline.core.params import ParamsError
+
+    path = root / "dvc.yaml"
+    try:
+        variables = yaml.safe_load(path.read_text(encoding="utf-8"))["vars"]
+        families = next(entry["families"] for entry in variables if isinstance(entry, dict) and "families" in entry)
+    except (OSError, KeyError, TypeError, StopIteration, yaml.YAMLError) as error:
+        raise ParamsError(f"{path}: cannot read the `families` list of its `vars` ({error!r})") from error
+    if not isinstance(families, list) or not all(isinstance(name, str) for name in families):
+        raise ParamsError(f"{path}: vars.families: expected a list of family names (got {families!r})")
+    return families

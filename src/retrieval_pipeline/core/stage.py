@@ -15,7 +15,8 @@ from transformers.utils import logging as hf_logging
 from retrieval_pipeline.core.family import STAGES, Family
 from retrieval_pipeline.core.io import atomic_write_text
 from retrieval_pipeline.core.models import ModelError
-from retrieval_pipeline.core.params import ParamsError, load_params
+from retrieval_pipeline.core.params import ParamsError, ignored_changes, load_params, read_params_file
+from retrieval_pipeline.core.paths import dag_families
 from retrieval_pipeline.core.sources import DataError
 
 
@@ -27,17 +28,6 @@ def load_family(name: str, params_file: Path, root: Path) -> Family:
     family_class: type[Family] = module.FAMILY
     profile, params = load_params(params_file, name, family_class.Params)
     return family_class(params, profile, root)
-
-
-def dag_families(root: Path) -> list[str]:
-    """The families dvc.yaml runs (its `prepare` stage's foreach list)."""
-    import yaml
-
-    path = root / "dvc.yaml"
-    try:
-        return list(yaml.safe_load(path.read_text(encoding="utf-8"))["stages"]["prepare"]["foreach"])
-    except (OSError, KeyError, TypeError, yaml.YAMLError) as error:
-        raise ParamsError(f"{path}: cannot read the families of stage 'prepare' ({error})") from error
 
 
 def run_preflight(argv: list[str] | None = None) -> int:
@@ -71,15 +61,39 @@ def run_preflight(argv: list[str] | None = None) -> int:
     return 2 if failed or remote_failed else 0
 
 
-def write_resolved_params(family: Family) -> None:
+def write_resolved_params(family: Family, params_file: Path) -> None:
     """The `resolve` stage: the family's params as its stages see them (the profile's overrides applied, defaults
-    filled in). The four stages track this file, not params.yaml, so a change to a recipe value that the
+    filled in). The other stages track this file, not params.yaml, so a change to a recipe value that the
     active profile overrides reruns nothing."""
     import yaml
 
     resolved = {"profile": family.profile, **family.params.model_dump(mode="json")}
     atomic_write_text(family.paths.resolved_params, yaml.safe_dump(resolved, sort_keys=False))
     print(f"resolve: {family.paths.resolved_params} (profile {family.profile})")
+    committed = committed_params(params_file)
+    if committed is not None:
+        for message in ignored_changes(read_params_file(params_file), committed, family.name):
+            print(f"WARNING: {params_file}: {message}", file=sys.stderr)
+
+
+def committed_params(params_file: Path) -> dict | None:
+    """params.yaml as of the last git commit (what `dvc params diff` compares with); None outside git."""
+    import subprocess
+
+    import yaml
+
+    try:
+        shown = subprocess.run(["git", "show", f"HEAD:./{params_file.name}"], cwd=params_file.parent or ".",
+                               capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if shown.returncode:
+        return None
+    try:
+        document = yaml.safe_load(shown.stdout)
+    except yaml.YAMLError:
+        return None
+    return document if isinstance(document, dict) else None
 
 
 def run_stage(stage: str, argv: list[str] | None = None) -> int:
@@ -97,7 +111,7 @@ def run_stage(stage: str, argv: list[str] | None = None) -> int:
     try:
         family = load_family(arguments.family, arguments.params, Path.cwd())
         if stage == "resolve":
-            write_resolved_params(family)
+            write_resolved_params(family, arguments.params)
             return 0
         owns_scratch = os.environ.get("RANK", "0") == "0"  # under torchrun, one process clears the scratch
         if owns_scratch:  # what a killed run of this family left

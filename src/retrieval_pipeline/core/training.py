@@ -23,10 +23,9 @@ def log_training(trainer, directory: Path, label: str) -> None:
     line per epoch (on the main process only, so torchrun writes once)."""
     if not trainer.is_world_process_zero():
         return
+    from dvclive import Live
     from transformers.integrations import DVCLiveCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    from dvclive import Live
 
     trainer.add_callback(DVCLiveCallback(live=Live(dir=str(directory), dvcyaml=None, save_dvc_exp=False)))
     trainer.remove_callback(ProgressCallback)

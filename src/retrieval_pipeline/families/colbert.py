@@ -11,7 +11,6 @@ with pylate's own hierarchical pooling.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import sys
 from collections.abc import Sequence
@@ -32,260 +31,28 @@ from retrieval_pipeline.core.beir import (
     read_beir_folder,
     write_collection,
 )
-from retrieval_pipeline.core.cross_encoders import load_cross_encoder
-from retrieval_pipeline.core.family import Family
+from retrieval_pipeline.core.family import Family, Scores, write_scores
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
+from retrieval_pipeline.core.late_interaction import maxsim_search, plaid_search
 from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
 from retrieval_pipeline.core.models import check_length, device, load_sentence_transformer, loading, locate
 from retrieval_pipeline.core.params import ParamsError, Section
+from retrieval_pipeline.core.pooling import PoolFactorSampler, PoolingDistillation, hierarchical_pool, kmeans_pool
 from retrieval_pipeline.core.preflight import Requirement, TrainingRun
 from retrieval_pipeline.core.retrieval import search
 from retrieval_pipeline.core.sources import DataError, HubSource, read_hub
 from retrieval_pipeline.core.splits import add_split_column
+from retrieval_pipeline.core.teachers import (
+    BiEncoderTeacher,
+    CrossEncoderTeacher,
+    YesLogitTeacher,
+    false_negatives,
+    relevance,
+    teacher_warning,
+)
 from retrieval_pipeline.core.training import log_training, shared_arguments
 from retrieval_pipeline.data.world import build_world, claim_collection
-
-# ---------------------------------------------------------------------------
-# Pooling
-# ---------------------------------------------------------------------------
-
-
-def cluster_means(tokens: torch.Tensor, assignment: torch.Tensor, clusters: int) -> torch.Tensor:
-    """Mean of the tokens in each cluster; differentiable with respect to the tokens."""
-    sums = torch.zeros(clusters, tokens.shape[1], dtype=tokens.dtype, device=tokens.device)
-    sums = sums.index_add(0, assignment, tokens)
-    counts = torch.bincount(assignment, minlength=clusters).clamp(min=1).to(tokens.dtype)
-    return sums / counts.unsqueeze(1)
-
-
-def _fill_empty_clusters(assignment: torch.Tensor, distance: torch.Tensor, clusters: int) -> torch.Tensor:
-    """Give each empty cluster the worst-fitting token of a cluster that can spare one."""
-    counts = torch.bincount(assignment, minlength=clusters)
-    for empty in torch.nonzero(counts == 0).flatten().tolist():
-        spare = counts[assignment] > 1
-        candidate = torch.where(spare, distance, torch.full_like(distance, float("-inf"))).argmax()
-        counts[assignment[candidate]] -= 1
-        assignment[candidate] = empty
-        counts[empty] = 1
-        distance[candidate] = float("-inf")
-    return assignment
-
-
-def kmeans_assign(tokens: torch.Tensor, clusters: int, iterations: int) -> torch.Tensor:
-    """Lloyd's k-means on one document's tokens (no gradient): a cluster index per token, every cluster used.
-
-    Centroids start at evenly spaced tokens, so the result is deterministic.
-    """
-    points = tokens.detach().float()
-    start = torch.linspace(0, len(points) - 1, clusters, device=points.device).round().long()
-    centroids = points[start]
-    assignment = torch.zeros(len(points), dtype=torch.long, device=points.device)
-    for _ in range(max(iterations, 1)):
-        # ||x - c||^2 without the ||x||^2 term, which is the same for every centroid
-        distance = (centroids * centroids).sum(dim=1) - 2 * points @ centroids.T
-        nearest, assignment = distance.min(dim=1)
-        assignment = _fill_empty_clusters(assignment, nearest, clusters)
-        centroids = cluster_means(points, assignment, clusters)
-    return assignment
-
-
-def kmeans_pool(tokens: torch.Tensor, pool_factor: int, iterations: int, protected: int = 0) -> torch.Tensor:
-    """ceil(n / pool_factor) vectors for a document's n token embeddings: its first `protected` tokens
-    unchanged (pylate protects the [CLS] token the same way), then k-means cluster means of the rest."""
-    clusters = math.ceil(len(tokens) / pool_factor)
-    if pool_factor == 1 or clusters >= len(tokens):
-        return tokens
-    protected = min(protected, clusters - 1)
-    rest, pooled_clusters = tokens[protected:], clusters - protected
-    means = cluster_means(rest, kmeans_assign(rest, pooled_clusters, iterations), pooled_clusters)
-    return torch.cat([tokens[:protected], means])
-
-
-def hierarchical_pool(tokens: torch.Tensor, pool_factor: int, protected: int = 1) -> torch.Tensor:
-    """pylate's hierarchical pooling (Ward linkage over cosine distances, max(n // pool_factor, 1) clusters of the
-    tokens after the first `protected`, each replaced by its mean), with the distances clipped at zero: pylate 1.6
-    computes 1 - cosine in float32, which rounds below zero for near-identical tokens, and scipy then refuses the
-    linkage ("contains negative distances")."""
-    from scipy.cluster import hierarchy
-
-    kept, rest = tokens[:protected], tokens[protected:]
-    clusters = max(len(rest) // pool_factor, 1)
-    if clusters >= len(rest):
-        return tokens
-    distance = np.clip(1 - torch.mm(rest, rest.T).numpy(), 0, None)
-    linkage = hierarchy.linkage(distance[np.triu_indices(len(rest), k=1)], method="ward")
-    labels = torch.from_numpy(hierarchy.fcluster(linkage, t=clusters, criterion="maxclust").astype(np.int64) - 1)
-    used = torch.unique(labels)  # fcluster may return fewer clusters than asked for
-    means = torch.stack([rest[labels == label].mean(dim=0) for label in used])
-    return torch.cat([kept, means])
-
-
-def pool_batch(embeddings: torch.Tensor, mask: torch.Tensor, pool_factor: int, iterations: int,
-               protected: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pool each document of a padded batch [N, L, d] over its unmasked tokens; returns padded means and mask."""
-    pooled = [kmeans_pool(document[keep.bool()], pool_factor, iterations, protected)
-              for document, keep in zip(embeddings, mask)]
-    width = max(len(document) for document in pooled)
-    padded = embeddings.new_zeros(len(pooled), width, embeddings.shape[-1])
-    new_mask = mask.new_zeros(len(pooled), width)
-    for index, document in enumerate(pooled):
-        padded[index, :len(document)] = document
-        new_mask[index, :len(document)] = 1
-    return padded, new_mask
-
-
-class PoolFactorSampler:
-    """Draws a pool factor uniformly from `factors`, from its own seeded generator."""
-
-    def __init__(self, factors: Sequence[int], seed: int) -> None:
-        self.factors = list(factors)
-        self.generator = np.random.default_rng(seed)
-
-    def draw(self) -> int:
-        return self.factors[int(self.generator.integers(len(self.factors)))]
-
-
-class PoolingDistillation(torch.nn.Module):
-    """pylate's distillation objective (KL between the student's and the teacher's score distributions over each
-    query's candidates) with the documents k-means pooled at a pool factor drawn once per batch."""
-
-    def __init__(self, model, sampler: PoolFactorSampler, iterations: int, protected: int) -> None:
-        super().__init__()
-        self.model, self.sampler, self.iterations, self.protected = model, sampler, iterations, protected
-        self.kl = torch.nn.KLDivLoss(reduction="batchmean", log_target=True)
-        self.last_pool_factor = 1
-
-    def forward(self, sentence_features, labels: torch.Tensor) -> torch.Tensor:
-        from pylate.losses.contrastive import extract_skiplist_mask
-        from pylate.scores import colbert_kd_scores
-
-        model = getattr(self.model, "module", self.model)
-        queries = torch.nn.functional.normalize(self.model(sentence_features[0])["token_embeddings"], p=2, dim=-1)
-        documents = torch.nn.functional.normalize(self.model(sentence_features[1])["token_embeddings"], p=2, dim=-1)
-        query_mask, document_mask = extract_skiplist_mask(sentence_features, model.skiplist)
-        self.last_pool_factor = self.sampler.draw()
-        documents, document_mask = pool_batch(documents, document_mask, self.last_pool_factor,
-                                              self.iterations, self.protected)
-        n_queries = queries.shape[0]
-        scores = colbert_kd_scores(
-            queries, documents.view(n_queries, -1, *documents.shape[1:]),
-            queries_mask=None if model.do_query_expansion else query_mask,
-            documents_mask=document_mask.view(n_queries, -1, document_mask.shape[-1]))
-        low, high = scores.min(dim=1, keepdim=True).values, scores.max(dim=1, keepdim=True).values
-        scores = (scores - low) / (high - low + 1e-8)
-        return self.kl(torch.log_softmax(scores, dim=-1), torch.log_softmax(labels, dim=-1))
-
-
-# ---------------------------------------------------------------------------
-# Teachers: anything that scores (query, document) pairs with one number, higher = more relevant
-# ---------------------------------------------------------------------------
-
-
-class BiEncoderTeacher:
-    """A sentence-transformers bi-encoder: `scale` times the cosine of query and document, a logit on the scale
-    MultipleNegativesRankingLoss trains it at. Each distinct text is encoded once."""
-
-    def __init__(self, model, scale: float, batch_size: int) -> None:
-        self.model, self.scale, self.batch_size = model, scale, batch_size
-
-    def __call__(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-        queries = list(dict.fromkeys(query for query, _ in pairs))
-        documents = list(dict.fromkeys(document for _, document in pairs))
-        encode = lambda texts: self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,  # noqa: E731
-                                                 normalize_embeddings=True, show_progress_bar=True)
-        query_vectors, document_vectors = encode(queries), encode(documents)
-        query_index = {text: i for i, text in enumerate(queries)}
-        document_index = {text: i for i, text in enumerate(documents)}
-        rows = np.array([query_index[query] for query, _ in pairs], dtype=np.int64)
-        columns = np.array([document_index[document] for _, document in pairs], dtype=np.int64)
-        cosine = (query_vectors[rows] * document_vectors[columns]).sum(axis=1) if pairs else np.zeros(0)
-        return (self.scale * cosine).astype(np.float32)
-
-
-class CrossEncoderTeacher:
-    """A sentence-transformers cross-encoder's raw logit."""
-
-    def __init__(self, model, batch_size: int) -> None:
-        self.model, self.batch_size = model, batch_size
-
-    @classmethod
-    def load(cls, reference: str, max_length: int, batch_size: int,
-             key: str = "colbert.mine.teacher.model") -> CrossEncoderTeacher:
-        return cls(load_cross_encoder(reference, key, max_length), batch_size)
-
-    def __call__(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-        return np.asarray(self.model.predict(pairs, batch_size=self.batch_size, activation_fn=torch.nn.Identity(),
-                                             show_progress_bar=True), dtype=np.float32)
-
-
-class YesLogitTeacher:
-    """An LLM reranker scored by the logit of "Yes" after its prompt, its input built the way the model's own
-    reranking code builds it (BAAI/bge-reranker-v2-gemma): <bos> "A: {query}" (at most 3/4 of max_length
-    tokens), a newline, "B: {passage}" cut so that the pair fits max_length, then a newline and the prompt.
-    Only the passage is ever cut; the instruction and the query stay whole."""
-
-    SEPARATOR = "\n"
-
-    def __init__(self, model: str, prompt: str, max_length: int, batch_size: int,
-                 key: str = "colbert.mine.teacher.model") -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        source = locate(model, key)
-        self.max_length, self.batch_size = max_length, batch_size
-        dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-        with loading(key, model):
-            self.tokenizer = AutoTokenizer.from_pretrained(source.location, revision=source.revision,
-                                                           padding_side="left")
-            self.model = AutoModelForCausalLM.from_pretrained(source.location, revision=source.revision,
-                                                              use_safetensors=True, dtype=dtype).to(device()).eval()
-        self.yes = self._ids("Yes")[0]
-        self.separator, self.prompt = self._ids(self.SEPARATOR), self._ids(prompt)
-
-    def _ids(self, text: str, limit: int | None = None) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False, truncation=limit is not None,
-                              max_length=limit)["input_ids"]
-
-    def input_ids(self, query: str, passage: str) -> list[int]:
-        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
-        head = bos + self._ids(f"A: {query}", self.max_length * 3 // 4) + self.separator
-        passage_ids = self._ids(f"B: {passage}", self.max_length)[:max(self.max_length - len(head), 0)]
-        return head + passage_ids + self.separator + self.prompt
-
-    @torch.no_grad()
-    def __call__(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-        from tqdm import tqdm
-
-        scores = []
-        for start in tqdm(range(0, len(pairs), self.batch_size), desc="teacher"):
-            batch = [{"input_ids": self.input_ids(query, passage)} for query, passage in
-                     pairs[start:start + self.batch_size]]
-            inputs = self.tokenizer.pad(batch, padding=True, return_tensors="pt").to(self.model.device)
-            scores.append(self.model(**inputs).logits[:, -1, self.yes].float().cpu())
-        return torch.cat(scores).numpy() if scores else np.zeros(0, dtype=np.float32)
-
-
-def teacher_warning(teacher_positive_mrr: float, miner_positive_mrr: float, report: Path) -> str | None:
-    """A teacher that ranks the labelled positives no higher than the dense miner does has little to teach:
-    distilling it can leave the student worse than its base model. Say so when mining, not after training."""
-    if teacher_positive_mrr > miner_positive_mrr:
-        return None
-    return (f"warning: {report}: the teacher ranks the training positives no higher than the dense miner "
-            f"(MRR of the positive {teacher_positive_mrr:.3f} against {miner_positive_mrr:.3f}); distilling it may "
-            "leave the fine-tuned model worse than its base. Check mine.teacher before trusting this run.")
-
-
-def relevance(scores: np.ndarray, kind: str, scale: float) -> np.ndarray:
-    """A teacher's scores on a 0..1 relevance scale: a logit's sigmoid, or a bi-encoder's cosine."""
-    scores = np.asarray(scores, dtype=np.float64)
-    return scores / scale if kind == "bi_encoder" else 1 / (1 + np.exp(-scores))
-
-
-def false_negatives(positive: float, candidates: np.ndarray, relative_margin: float) -> np.ndarray:
-    """Candidates the teacher finds almost as relevant as the positive: relevance at least (1 - relative_margin)
-    times the positive's, the recipe's filter against unlabelled positives."""
-    return candidates >= (1 - relative_margin) * positive
-
 
 # ---------------------------------------------------------------------------
 # Params
@@ -453,62 +220,6 @@ def base_colbert(params: ModelParams, seed: int):
     for length, key in ((params.query_length, "query_length"), (params.document_length, "document_length")):
         check_length(model[0].auto_model, length, f"colbert.model.{key}")
     return model
-
-
-def load_colbert(path: Path):
-    from pylate.models import ColBERT
-
-    with loading(str(path), str(path)):
-        return ColBERT(str(locate(str(path), str(path)).location), device=device(),
-                       model_kwargs={"use_safetensors": True})
-
-
-def maxsim_search(queries: list[torch.Tensor], documents: list[torch.Tensor], k: int, query_block: int = 16,
-                  document_block: int = 512) -> np.ndarray:
-    """Exhaustive late-interaction search: each query's top-k documents by the sum over its tokens of the best
-    similarity in the document. Documents are padded and scored a block at a time, keeping a running top-k, so
-    memory grows with the block, not with the corpus."""
-    k = min(k, len(documents))
-    best_scores = torch.full((len(queries), 0), float("-inf"))
-    best_ids = torch.zeros((len(queries), 0), dtype=torch.long)
-    for first in range(0, len(documents), document_block):
-        block = documents[first:first + document_block]
-        padded = torch.nn.utils.rnn.pad_sequence(block, batch_first=True)
-        mask = torch.nn.utils.rnn.pad_sequence([torch.ones(len(d), dtype=torch.bool) for d in block], batch_first=True)
-        scores = []
-        for start in range(0, len(queries), query_block):
-            chunk = queries[start:start + query_block]
-            tokens = torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True)
-            real = torch.nn.utils.rnn.pad_sequence([torch.ones(len(q)) for q in chunk], batch_first=True)
-            similarity = torch.einsum("qtd,nld->qntl", tokens, padded).masked_fill(~mask[None, :, None, :],
-                                                                                   float("-inf"))
-            scores.append((similarity.max(dim=-1).values * real[:, None, :]).sum(dim=-1))
-        candidates = torch.cat([best_scores, torch.cat(scores)], dim=1)
-        ids = torch.cat([best_ids, torch.arange(first, first + len(block)).expand(len(queries), -1)], dim=1)
-        best_scores, order = candidates.topk(min(k, candidates.shape[1]), dim=1)
-        best_ids = ids.gather(1, order)
-    return best_ids.numpy()
-
-
-def plaid_search(queries: list[torch.Tensor], documents: list[torch.Tensor], k: int, index: IndexParams,
-                 scratch: Path, seed: int) -> np.ndarray:
-    """Approximate late-interaction search through a PLAID index (fast-plaid, which pylate's PLAID index wraps):
-    centroid-compressed token vectors, candidate documents from the `n_ivf_probe` nearest centroids of each query
-    token, the best `n_full_scores` of them scored with their decompressed vectors. Built in `scratch`, then
-    deleted."""
-    from fast_plaid import search as fast_plaid
-
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    try:
-        plaid = fast_plaid.FastPlaid(index=str(scratch), device=device())
-        plaid.create(documents_embeddings=documents, nbits=index.nbits, kmeans_niters=index.kmeans_iterations,
-                     seed=seed, use_triton_kmeans=False)
-        found = plaid.search(queries_embeddings=queries, top_k=k, n_full_scores=index.n_full_scores,
-                             n_ivf_probe=index.n_ivf_probe, show_progress=False)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return np.array([[document for document, _ in row] + [-1] * (k - len(row)) for row in found])
 
 
 @dataclass(frozen=True)
@@ -850,6 +561,7 @@ class Colbert(Family):
     def train(self) -> None:
         scratch = self.paths.scratch("trainer")
         examples = self.training_examples()
+        scores: dict[str, Scores] = {}
         with atomic_directory(self.paths.model) as out:
             for variant, pool_factors in self.variants().items():
                 model = base_colbert(self.params.model, self.params.seed)
@@ -858,13 +570,12 @@ class Colbert(Family):
                 print(f"train: {variant}: pool factors {pool_factors}, {len(examples)} queries")
                 trainer.train()
                 model.save_pretrained(str(out / variant), create_model_card=False)
-                test = self.test_set()
-                metrics, _, _ = self.score(model, variant, *test)
-                self.card(variant, pool_factors, metrics, test[0].height, len(examples)).write(out / variant)
+                scores[variant] = self.score(model, variant)
+                self.card(variant, pool_factors, scores[variant], len(examples)).write(out / variant)
+        write_scores(self.paths.trained_scores, scores)
         shutil.rmtree(scratch, ignore_errors=True)
 
-    def card(self, variant: str, pool_factors: list[int], metrics: dict[str, dict], test_queries: int,
-             training_queries: int) -> ModelCard:
+    def card(self, variant: str, pool_factors: list[int], scores: Scores, training_queries: int) -> ModelCard:
         model, mine, data = self.params.model, self.params.mine, self.params.data
         pooling = (f"Trained pooling-aware: in every training step the documents' token embeddings were k-means "
                    f"pooled at a pool factor drawn uniformly from {pool_factors}, so that it keeps its quality when "
@@ -880,9 +591,10 @@ class Colbert(Family):
             training_data=(f"{data.describe()}: {training_queries} training queries (split `{data.train_split}`), "
                            f"candidates from `{mine.miner_model}`, likely false negatives dropped"),
             hub_datasets=data.hub_datasets(),
-            metrics=CardMetrics(dataset=data.describe(), queries=test_queries, task="retrieval",
+            metrics=CardMetrics(dataset=data.describe(), queries=scores.metrics["queries"], task="retrieval",
                                 rows={f"{method} pooling, pool factor {key[3:]}": values
-                                      for method, by_factor in metrics.items() for key, values in by_factor.items()},
+                                      for method, by_factor in scores.metrics["test"].items()
+                                      for key, values in by_factor.items()},
                                 columns=["ndcg@10", "mrr@10", "recall@100", "vectors_per_document"]),
             usage=f"""from pylate import models
 model = models.ColBERT("models/{self.name}/{variant}")
@@ -912,11 +624,22 @@ queries = model.encode(["When did the wind farm open?"], is_query=True)""",
         queries, qrels = collection.split(split)
         return queries, collection.corpus, qrels
 
-    def score(self, model, label: str, queries: pl.DataFrame, corpus: pl.DataFrame,
-              qrels: dict[str, dict[str, int]], dataset: str | None = None
-              ) -> tuple[dict[str, dict], list[dict], dict[int, float]]:
-        """One model's metrics per pooling method and pool factor, its per-query rows, and NDCG@10 by pool
-        factor under the first method (the plot's line)."""
+    def score(self, model, label: str) -> Scores:
+        """One model on the test split and on each NanoBEIR collection: metrics per pooling method and pool factor
+        (`test`, `nanobeir`), the test query count, and per-query rows."""
+        metrics: dict = {"nanobeir": {}}
+        query_rows: list[dict] = []
+        for position, (name, collection) in enumerate(self.evaluation_sets().items()):
+            by_method, rows = self._score_collection(model, label, *collection, dataset=name)
+            if position == 0:
+                metrics["test"], metrics["queries"] = by_method, collection[0].height
+            else:
+                metrics["nanobeir"][name] = by_method
+            query_rows += rows
+        return Scores(metrics, {"per_query": pl.DataFrame(query_rows)})
+
+    def _score_collection(self, model, label: str, queries: pl.DataFrame, corpus: pl.DataFrame,
+                          qrels: dict[str, dict[str, int]], dataset: str) -> tuple[dict[str, dict], list[dict]]:
         evaluate = self.params.evaluate
         document_ids = corpus["document_id"].to_list()
         query_vectors = [torch.as_tensor(v) for v in model.encode(
@@ -924,7 +647,7 @@ queries = model.encode(["When did the wind farm open?"], is_query=True)""",
         token_vectors = [torch.as_tensor(v) for v in model.encode(
             corpus["text"].to_list(), is_query=False, batch_size=evaluate.batch_size, show_progress_bar=True)]
         metrics: dict[str, dict] = {}
-        query_rows, line = [], {}
+        query_rows = []
         for method in evaluate.methods:
             for pool_factor in evaluate.pool_factors:
                 pooled = self._pool(token_vectors, method, pool_factor)
@@ -935,12 +658,9 @@ queries = model.encode(["When did the wind farm open?"], is_query=True)""",
                 metrics.setdefault(method, {})[f"pf_{pool_factor}"] = {
                     "ndcg@10": means["ndcg@10"], "mrr@10": means["mrr@10"], "recall@100": means["recall@100"],
                     "vectors_per_document": float(np.mean(vectors)), "stored_vectors": int(np.sum(vectors))}
-                query_rows += [{"model": label, "dataset": dataset or self.params.data.test_split, "method": method,
-                                "pool_factor": pool_factor, "query_id": query, **values}
-                               for query, values in per_query.items()]
-                if method == evaluate.methods[0]:
-                    line[pool_factor] = means["ndcg@10"]
-        return metrics, query_rows, line
+                query_rows += [{"model": label, "dataset": dataset, "method": method, "pool_factor": pool_factor,
+                                "query_id": query, **values} for query, values in per_query.items()]
+        return metrics, query_rows
 
     def search(self, queries: list[torch.Tensor], documents: list[torch.Tensor]) -> np.ndarray:
         """Each query's top_k document positions: exact MaxSim up to evaluate.index.above_documents documents, a
@@ -951,24 +671,23 @@ queries = model.encode(["When did the wind farm open?"], is_query=True)""",
         return plaid_search(queries, documents, evaluate.top_k, evaluate.index,
                             self.paths.scratch("index"), self.params.seed)
 
-    def evaluate(self) -> None:
-        (test_name, test), *nanobeir = self.evaluation_sets().items()
-        models = {"base": base_colbert(self.params.model, self.params.seed)}
-        models.update({variant: load_colbert(self.paths.model / variant) for variant in self.variants()})
+    def baseline_scores(self) -> dict[str, Scores]:
+        return {"base": self.score(base_colbert(self.params.model, self.params.seed), "base")}
+
+    def compare(self, scores: dict[str, Scores]) -> None:
+        labels = ["base", *self.variants()]  # the plot's columns in a fixed order
         metrics: dict = {"mining": json.loads((self.paths.mined / "mining_report.json").read_text())}
-        query_rows, lines = [], {}
-        for label, model in models.items():
-            metrics[label], rows, lines[label] = self.score(model, label, *test, dataset=test_name)
-            query_rows += rows
-            for name, collection in nanobeir:
-                by_method, rows, _ = self.score(model, label, *collection, dataset=name)
+        for label in labels:
+            metrics[label] = scores[label].metrics["test"]
+            for name, by_method in scores[label].metrics["nanobeir"].items():
                 metrics.setdefault("nanobeir", {}).setdefault(name, {})[label] = by_method
-                query_rows += rows
-        pool_factors = self.params.evaluate.pool_factors
-        plot = "pool_factor," + ",".join(models) + "\n" + "".join(
-            f"{pf}," + ",".join(f"{lines[label][pf]:.6f}" for label in models) + "\n" for pf in sorted(pool_factors))
-        self.write_evaluation(metrics, {"per_query": pl.DataFrame(query_rows)}, {"ndcg_by_pool_factor": plot})
-        for label in models:
+        first_method = self.params.evaluate.methods[0]
+        plot = "pool_factor," + ",".join(labels) + "\n" + "".join(
+            f"{pf}," + ",".join(f"{metrics[label][first_method][f'pf_{pf}']['ndcg@10']:.6f}" for label in labels)
+            + "\n" for pf in sorted(self.params.evaluate.pool_factors))
+        per_query = pl.concat([scores[label].tables["per_query"] for label in labels])
+        self.write_evaluation(metrics, {"per_query": per_query}, {"ndcg_by_pool_factor": plot})
+        for label in labels:
             for method, by_factor in metrics[label].items():
                 print(f"evaluate: {label:16s} {method:12s} " + "  ".join(
                     f"PF{key[3:]} {values['ndcg@10']:.4f}" for key, values in by_factor.items()))

@@ -19,11 +19,11 @@ from torch import nn
 from transformers import TrainerCallback
 
 from retrieval_pipeline.core.beir import read_beir_folder, training_splits
-from retrieval_pipeline.core.family import Family
+from retrieval_pipeline.core.family import Family, Scores, concat_tables, write_scores
 from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
-from retrieval_pipeline.core.models import check_length, device, load_sentence_transformer, loading, locate
+from retrieval_pipeline.core.models import check_length, device, loading, locate
 from retrieval_pipeline.core.params import Section
 from retrieval_pipeline.core.preflight import Requirement, TrainingRun
 from retrieval_pipeline.core.retrieval import search
@@ -132,19 +132,20 @@ def tower_of(model, route: str):
     return SentenceTransformer(modules=list(model[0].sub_modules[route]), device=device())
 
 
-def logit_diagnostics(queries: torch.Tensor, passages: torch.Tensor, temperature: float) -> dict[str, float]:
-    """Mean diagonal (positive-pair) logit and mean logit over the whole query x passage matrix."""
-    logits = queries @ passages.T / temperature
-    return {"diagonal_logit": logits.diagonal().mean().item(), "mean_logit": logits.mean().item()}
+def similarity_diagnostics(queries: torch.Tensor, passages: torch.Tensor) -> dict[str, float]:
+    """Mean diagonal (positive-pair) cosine and mean cosine over the whole query x passage matrix. In cosines,
+    not logits, so that the baseline's numbers do not depend on the training temperature."""
+    similarities = queries @ passages.T
+    return {"diagonal_cosine": similarities.diagonal().mean().item(), "mean_cosine": similarities.mean().item()}
 
 
 def check_not_collapsed(diagnostics: dict[str, float], pairs: int) -> None:
     """Stop when positive pairs no longer score above the rest: the towers have collapsed. With a single held-out
     pair the whole matrix is its diagonal, so there is nothing to compare and no verdict."""
-    if pairs >= 2 and diagnostics["diagonal_logit"] <= diagnostics["mean_logit"]:
-        raise DataError("dpr: collapse: the fine-tuned towers' mean diagonal logit "
-                        f"{diagnostics['diagonal_logit']:.3f} "
-                        f"is not above the mean logit {diagnostics['mean_logit']:.3f} on held-out pairs; "
+    if pairs >= 2 and diagnostics["diagonal_cosine"] <= diagnostics["mean_cosine"]:
+        raise DataError("dpr: collapse: the fine-tuned towers' mean diagonal cosine "
+                        f"{diagnostics['diagonal_cosine']:.3f} "
+                        f"is not above the mean cosine {diagnostics['mean_cosine']:.3f} on held-out pairs; "
                         "expected positive pairs to score far above the rest")
 
 
@@ -161,7 +162,9 @@ class InfoNCELoss(nn.Module):
         queries, *passages = (self.model(feature)["sentence_embedding"] for feature in features)
         candidates = torch.cat(passages)
         logits = queries @ candidates.T / self.temperature
-        self.diagnostics = logit_diagnostics(queries.detach(), passages[0].detach(), self.temperature)
+        cosines = similarity_diagnostics(queries.detach(), passages[0].detach())
+        self.diagnostics = {"diagonal_logit": cosines["diagonal_cosine"] / self.temperature,
+                            "mean_logit": cosines["mean_cosine"] / self.temperature}
         return self.cross_entropy(logits, torch.arange(len(queries), device=logits.device))
 
 
@@ -334,15 +337,15 @@ class Dpr(Family):
         trainer.train()
         if trainer.is_world_process_zero():
             towers = {route: tower_of(model, route) for route in TOWERS}
-            test = self.test_set()
-            metrics, _ = self.score(towers["query"], towers["document"], *test)
+            scores = self.score(towers["query"], towers["document"], "finetuned")
             with atomic_directory(self.paths.model) as out:
                 for route, folder in TOWERS.items():
                     towers[route].save_pretrained(str(out / folder), create_model_card=False)
-                    self.card(route, metrics, test[0].height, len(trainer.train_dataset)).write(out / folder)
+                    self.card(route, scores, len(trainer.train_dataset)).write(out / folder)
+            write_scores(self.paths.trained_scores, {"finetuned": scores})
             shutil.rmtree(scratch, ignore_errors=True)
 
-    def card(self, route: str, metrics: dict[str, float], test_queries: int, training_rows: int) -> ModelCard:
+    def card(self, route: str, scores: Scores, training_rows: int) -> ModelCard:
         train, data = self.params.train, self.params.data
         side, other = ("query", TOWERS["document"]) if route == "query" else ("passage", TOWERS["query"])
         encodes = "claims and questions" if route == "query" else "evidence passages"
@@ -357,8 +360,8 @@ class Dpr(Family):
             base_model=self.params.model.base,
             training_data=f"{data.describe()}: {training_rows} claim/evidence pairs (labels {data.keep_labels})",
             hub_datasets=data.hub_datasets(),
-            metrics=CardMetrics(dataset=data.describe(), queries=test_queries, task="retrieval",
-                                rows={"query + passage towers": metrics},
+            metrics=CardMetrics(dataset=data.describe(), queries=scores.tables["per_query"].height, task="retrieval",
+                                rows={"query + passage towers": scores.metrics},
                                 columns=list(RETRIEVAL_METRICS)),
             usage=f"""from sentence_transformers import SentenceTransformer
 query_encoder = SentenceTransformer("models/{self.name}/{TOWERS['query']}")
@@ -376,10 +379,11 @@ scores = query_encoder.encode(["a claim"]) @ passage_encoder.encode(["a passage"
             qrels.setdefault(query, {})[passage] = relevance
         return queries, corpus, qrels
 
-    def score(self, query_tower, passage_tower, queries: pl.DataFrame, corpus: pl.DataFrame,
-              qrels: dict[str, dict[str, int]]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-        """Retrieval metrics and logit diagnostics of one pair of towers, and each query's own metrics."""
+    def score(self, query_tower, passage_tower, label: str) -> Scores:
+        """Retrieval metrics and similarity diagnostics of one pair of towers on the test split against the whole
+        corpus, and each query's own metrics."""
         evaluate = self.params.evaluate
+        queries, corpus, qrels = self.test_set()
         passage_ids = corpus["passage_id"].to_list()
         position = {pid: i for i, pid in enumerate(passage_ids)}
         encoded_queries = query_tower.encode(queries["text"].to_list(), batch_size=evaluate.batch_size,
@@ -391,23 +395,22 @@ scores = query_encoder.encode(["a claim"]) @ passage_encoder.encode(["a passage"
         means, per_query = evaluate_run(run, qrels, cutoffs=(1, 5, 20, 100))
         gold = encoded_passages[[position[pid] for pid in queries["passage_id"]]]
         metrics = {name: means[name] for name in RETRIEVAL_METRICS}
-        return {**metrics, **logit_diagnostics(encoded_queries, gold, self.params.train.temperature)}, per_query
+        return Scores({**metrics, **similarity_diagnostics(encoded_queries, gold)},
+                      {"per_query": pl.DataFrame([{"model": label, "query_id": query, **values}
+                                                  for query, values in per_query.items()])})
 
-    def evaluate(self) -> None:
-        test = self.test_set()
+    def baseline_scores(self) -> dict[str, Scores]:
         base = self.base_towers()
-        towers = {"base": (base["query"], base["document"]), "finetuned": tuple(
-            load_sentence_transformer(str(self.paths.model / folder), str(self.paths.model / folder))
-            for folder in TOWERS.values())}
-        metrics, query_rows = {}, []
-        for label, (query_tower, passage_tower) in towers.items():
-            metrics[label], per_query = self.score(query_tower, passage_tower, *test)
-            query_rows += [{"model": label, "query_id": query, **values} for query, values in per_query.items()]
-        check_not_collapsed(metrics["finetuned"], test[0].height)
-        self.write_evaluation(metrics, {"per_query": pl.DataFrame(query_rows)})
-        for label in towers:
-            print(f"evaluate: {label:9s} NDCG@10 {metrics[label]['ndcg@10']:.4f}  R@1 {metrics[label]['recall@1']:.4f}"
-                  f"  R@20 {metrics[label]['recall@20']:.4f}  diagonal {metrics[label]['diagonal_logit']:.2f}"
-                  f" vs mean {metrics[label]['mean_logit']:.2f}")
+        return {"base": self.score(base["query"], base["document"], "base")}
+
+    def compare(self, scores: dict[str, Scores]) -> None:
+        metrics = {label: result.metrics for label, result in scores.items()}
+        check_not_collapsed(metrics["finetuned"], scores["finetuned"].tables["per_query"].height)
+        self.write_evaluation(metrics, {"per_query": concat_tables(scores, "per_query")})
+        for label, values in metrics.items():
+            print(f"evaluate: {label:9s} NDCG@10 {values['ndcg@10']:.4f}  R@1 {values['recall@1']:.4f}"
+                  f"  R@20 {values['recall@20']:.4f}  diagonal cosine {values['diagonal_cosine']:.3f}"
+                  f" vs mean {values['mean_cosine']:.3f}")
+
 
 FAMILY = Dpr

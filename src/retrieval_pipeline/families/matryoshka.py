@@ -16,7 +16,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_v
 from sentence_transformers.evaluation import SentenceEvaluator
 
 from retrieval_pipeline.core.beir import TrainingSplits, read_beir_folder, training_splits
-from retrieval_pipeline.core.family import Family
+from retrieval_pipeline.core.family import Family, Scores, concat_tables, write_scores
 from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
@@ -335,14 +335,14 @@ class Matryoshka(Family):
         log_training(trainer, self.paths.training_log, "train")
         trainer.train()
         if trainer.is_world_process_zero():
+            scores = self.score(model, "finetuned")
             with atomic_directory(self.paths.model) as out:
                 model.save_pretrained(str(out), create_model_card=False)
-                self.card(model, trainer.train_dataset.num_rows).write(out)
+                self.card(scores, trainer.train_dataset.num_rows).write(out)
+            write_scores(self.paths.trained_scores, {"finetuned": scores})
             shutil.rmtree(checkpoints, ignore_errors=True)
 
-    def card(self, model, training_rows: int) -> ModelCard:
-        queries, corpus, qrels = self.test_set()
-        metrics, _, _ = self.score(model, "finetuned", queries, corpus, qrels)
+    def card(self, scores: Scores, training_rows: int) -> ModelCard:
         data, dims = self.params.data, self.params.model.dims
         negatives = "mined hard negatives" if self.params.train.use_hard_negatives else "in-batch negatives"
         return self.model_card(
@@ -354,8 +354,9 @@ class Matryoshka(Family):
             base_model=self.params.model.base,
             training_data=f"{data.describe()}: {training_rows} question/chunk pairs",
             hub_datasets=data.hub_datasets(),
-            metrics=CardMetrics(dataset=data.describe(), queries=queries.height, task="retrieval",
-                                rows={f"dim {key[4:]}": values for key, values in metrics.items()},
+            metrics=CardMetrics(dataset=data.describe(), queries=scores.metrics["queries"], task="retrieval",
+                                rows={f"dim {key[4:]}": values for key, values in scores.metrics.items()
+                                      if key.startswith("dim_")},
                                 columns=["ndcg@10", "mrr@10", "recall@10", "bytes_per_vector"]),
             usage=f"""from sentence_transformers import SentenceTransformer
 model = SentenceTransformer("models/{self.name}", truncate_dim={dims[-1]})  # or any of {dims}
@@ -364,15 +365,14 @@ embeddings = model.encode(["What is the maximum operating pressure?"])""",
             tags=["matryoshka", "MultipleNegativesRankingLoss", "MatryoshkaLoss"])
 
     # evaluate --------------------------------------------------------------
-    def test_set(self) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, int]]]:
-        queries, corpus, qrels = self.held_out("test")
-        return queries, corpus, qrels_of(qrels)
-
-    def score(self, model, label: str, queries: pl.DataFrame, corpus: pl.DataFrame,
-              qrels: dict[str, dict[str, int]]) -> tuple[dict[str, dict], list[tuple], list[dict]]:
-        """One model's metrics at every dim, with its ranked lists and per-query scores as rows."""
+    def score(self, model, label: str) -> Scores:
+        """One model on the test split against the whole corpus: metrics at every dim (and the query count), its
+        ranked lists and per-query metrics."""
         evaluate = self.params.evaluate
-        metrics, run_rows, query_rows = {}, [], []
+        queries, corpus, qrels = self.held_out("test")
+        qrels = qrels_of(qrels)
+        metrics: dict = {"queries": queries.height}
+        run_rows, query_rows = [], []
         for dim, (run, scores) in rank_at_dims(model, queries, corpus, self.params.model.dims, evaluate.batch_size,
                                                evaluate.top_k).items():
             means, per_query = evaluate_run(run, qrels)
@@ -382,26 +382,25 @@ embeddings = model.encode(["What is the maximum operating pressure?"])""",
                              for rank, (document, score) in enumerate(zip(documents, scores[query]))]
             query_rows += [{"model": label, "dim": dim, "query_id": query, **values}
                            for query, values in per_query.items()]
-        return metrics, run_rows, query_rows
+        runs = pl.DataFrame(run_rows, schema=["model", "dim", "query_id", "chunk_id", "rank", "score"], orient="row")
+        return Scores(metrics, {"run": runs, "per_query": pl.DataFrame(query_rows)})
 
-    def evaluate(self) -> None:
+    def baseline_scores(self) -> dict[str, Scores]:
+        return {"base": self.score(self.load_model(self.params.model.base, "the base model"), "base")}
+
+    def compare(self, scores: dict[str, Scores]) -> None:
         dims = self.params.model.dims
-        test = self.test_set()
-        metrics: dict[str, dict] = {}
-        run_rows, query_rows = [], []
-        for label, reference in (("base", self.params.model.base), ("finetuned", str(self.paths.model))):
-            model = self.load_model(reference, f"the {label} model")
-            metrics[label], runs, per_query = self.score(model, label, *test)
-            run_rows += runs
-            query_rows += per_query
+        metrics = {label: {key: value for key, value in result.metrics.items() if key.startswith("dim_")}
+                   for label, result in scores.items()}
         plot_lines = ["dim,base,finetuned"] + [
             f"{dim},{metrics['base'][f'dim_{dim}'][PRIMARY_METRIC]:.6f},"
             f"{metrics['finetuned'][f'dim_{dim}'][PRIMARY_METRIC]:.6f}" for dim in dims]
-        runs = pl.DataFrame(run_rows, schema=["model", "dim", "query_id", "chunk_id", "rank", "score"], orient="row")
-        self.write_evaluation(metrics, {"run": runs, "per_query": pl.DataFrame(query_rows)},
+        self.write_evaluation(metrics, {"run": concat_tables(scores, "run"),
+                                        "per_query": concat_tables(scores, "per_query")},
                               {"ndcg_by_dim": "\n".join(plot_lines) + "\n"})
         for dim in dims:
             base, tuned = (metrics[label][f"dim_{dim}"][PRIMARY_METRIC] for label in ("base", "finetuned"))
             print(f"evaluate: dim {dim:4d}  NDCG@10 base {base:.4f} -> fine-tuned {tuned:.4f}")
+
 
 FAMILY = Matryoshka

@@ -25,7 +25,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_v
 
 from retrieval_pipeline.core.beir import Collection, load_collection, read_beir_folder, with_dev_split, write_collection
 from retrieval_pipeline.core.cross_encoders import binary_trainer, load_cross_encoder, new_cross_encoder
-from retrieval_pipeline.core.family import Family
+from retrieval_pipeline.core.family import Family, Scores, concat_tables, write_scores
 from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
@@ -47,6 +47,130 @@ STAGE_TEXT = {"stage1": "stage 1 of the curriculum, trained on multi-hop data",
 VARIANTS = {True: "features", False: "plain"}
 RANKING_METRICS = {"ndcg@10": "ndcg@10", "map": "map@1000", "mrr@10": "mrr@10"}
 CHECKPOINT_CONFIG = "reranker_config.json"
+
+# ---------------------------------------------------------------------------
+# Params
+# ---------------------------------------------------------------------------
+
+
+class MultihopColumns(Section):
+    query_id: str
+    query: str
+    answer: str
+    supporting_titles: str
+    context_titles: str
+    context: str
+
+
+class FactualColumns(Section):
+    query_id: str
+    query: str
+    answer: str
+    context_titles: str
+    context: str
+
+
+class SyntheticQuestions(SyntheticSource):
+    questions_per_facility: PositiveInt = 2
+    distractors: PositiveInt = 2  # other facilities' documents in a factual question's context
+
+
+class MultihopSource(SourceParams):
+    columns: MultihopColumns
+    synthetic: SyntheticQuestions = SyntheticQuestions()
+
+
+class FactualSource(SourceParams):
+    columns: FactualColumns
+    synthetic: SyntheticQuestions = SyntheticQuestions()
+
+
+class DataParams(Section):
+    multihop: MultihopSource
+    factual: FactualSource
+    test_size: float = Field(gt=0, lt=1)  # of the queries, per dataset
+    dev_size: float = Field(ge=0, lt=1)  # of the remaining queries, held out to choose the F1 threshold
+
+
+class ModelParams(Section):
+    base: str = Field(min_length=1)
+    max_length: PositiveInt
+
+
+class FeatureParams(Section):
+    entities: Literal["ner", "rules"]  # ner: a token-classification model; rules: no download
+    ner_model: str = Field(min_length=1)
+    max_hop: PositiveInt
+    max_entities: PositiveInt
+    reasoning_entity_density: float = Field(gt=0, le=1)
+
+
+class MineParams(Section):
+    first_stage_model: str = Field(min_length=1)
+    candidates: PositiveInt  # first-stage top-k per query: the list the reranker reorders
+    hard_negatives: int = Field(ge=0)  # per positive, from the top of the first-stage ranking
+    easy_negatives: int = Field(ge=0)  # per positive, random
+    batch_size: PositiveInt
+    features: FeatureParams
+
+    @model_validator(mode="after")
+    def _some_negatives(self) -> MineParams:
+        if self.hard_negatives + self.easy_negatives == 0:
+            raise ValueError("hard_negatives and easy_negatives are both 0; expected at least one negative per "
+                             "positive, or the reranker trains on positives only")
+        return self
+
+
+class StageParams(Section):
+    learning_rate: PositiveFloat
+    epochs: PositiveInt
+
+
+class ReplayParams(StageParams):
+    """Stage 2 again from the same stage-1 checkpoint, with `replay` of the stage-1 training pairs (a fraction,
+    sampled with the seed) mixed into the factual pairs: a variant beside the published curriculum, trained for
+    the feature settings in `variants`."""
+
+    replay: float = Field(gt=0, le=1)
+    variants: list[Literal["features", "plain"]] = Field(min_length=1)
+
+
+class TrainParams(Section):
+    use_features: bool
+    feature_ablation: bool  # also train the other setting of use_features, for the ablation
+    pos_weight: PositiveFloat
+    stage1: StageParams
+    stage2: StageParams
+    stage2_replay: ReplayParams | None = None  # not in the recipe; null trains the published curriculum only
+    batch_size: PositiveInt
+    weight_decay: float = Field(ge=0)
+    warmup_ratio: float = Field(ge=0, lt=1)
+    bf16: bool
+    logging_steps: PositiveInt
+
+
+class EvaluateParams(Section):
+    batch_size: PositiveInt
+    # sigmoid score at or above which a sentence is called relevant (F1); "dev": the one that maximises each
+    # checkpoint's F1 over the dev queries' candidates
+    threshold: Literal["dev"] | float = Field(default="dev")
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_is_a_probability(cls, threshold):
+        if threshold != "dev" and not 0 < threshold < 1:
+            raise ValueError(f"expected 'dev' or a number between 0 and 1 (got {threshold})")
+        return threshold
+
+
+class RerankerParams(Section):
+    seed: int
+    data: DataParams
+    model: ModelParams
+    mine: MineParams
+    train: TrainParams
+    evaluate: EvaluateParams
+
 
 # ---------------------------------------------------------------------------
 # Feature extraction: each part is a small function of the sentence (and, for the
@@ -311,130 +435,6 @@ def sentence_rows(frame: pl.DataFrame, dataset: str, origin: str) -> tuple[list[
     return rows, dropped
 
 
-# ---------------------------------------------------------------------------
-# Params
-# ---------------------------------------------------------------------------
-
-
-class MultihopColumns(Section):
-    query_id: str
-    query: str
-    answer: str
-    supporting_titles: str
-    context_titles: str
-    context: str
-
-
-class FactualColumns(Section):
-    query_id: str
-    query: str
-    answer: str
-    context_titles: str
-    context: str
-
-
-class SyntheticQuestions(SyntheticSource):
-    questions_per_facility: PositiveInt = 2
-    distractors: PositiveInt = 2  # other facilities' documents in a factual question's context
-
-
-class MultihopSource(SourceParams):
-    columns: MultihopColumns
-    synthetic: SyntheticQuestions = SyntheticQuestions()
-
-
-class FactualSource(SourceParams):
-    columns: FactualColumns
-    synthetic: SyntheticQuestions = SyntheticQuestions()
-
-
-class DataParams(Section):
-    multihop: MultihopSource
-    factual: FactualSource
-    test_size: float = Field(gt=0, lt=1)  # of the queries, per dataset
-    dev_size: float = Field(ge=0, lt=1)  # of the remaining queries, held out to choose the F1 threshold
-
-
-class ModelParams(Section):
-    base: str = Field(min_length=1)
-    max_length: PositiveInt
-
-
-class FeatureParams(Section):
-    entities: Literal["ner", "rules"]  # ner: a token-classification model; rules: no download
-    ner_model: str = Field(min_length=1)
-    max_hop: PositiveInt
-    max_entities: PositiveInt
-    reasoning_entity_density: float = Field(gt=0, le=1)
-
-
-class MineParams(Section):
-    first_stage_model: str = Field(min_length=1)
-    candidates: PositiveInt  # first-stage top-k per query: the list the reranker reorders
-    hard_negatives: int = Field(ge=0)  # per positive, from the top of the first-stage ranking
-    easy_negatives: int = Field(ge=0)  # per positive, random
-    batch_size: PositiveInt
-    features: FeatureParams
-
-    @model_validator(mode="after")
-    def _some_negatives(self) -> MineParams:
-        if self.hard_negatives + self.easy_negatives == 0:
-            raise ValueError("hard_negatives and easy_negatives are both 0; expected at least one negative per "
-                             "positive, or the reranker trains on positives only")
-        return self
-
-
-class StageParams(Section):
-    learning_rate: PositiveFloat
-    epochs: PositiveInt
-
-
-class ReplayParams(StageParams):
-    """Stage 2 again from the same stage-1 checkpoint, with `replay` of the stage-1 training pairs (a fraction,
-    sampled with the seed) mixed into the factual pairs: a variant beside the published curriculum, trained for
-    the feature settings in `variants`."""
-
-    replay: float = Field(gt=0, le=1)
-    variants: list[Literal["features", "plain"]] = Field(min_length=1)
-
-
-class TrainParams(Section):
-    use_features: bool
-    feature_ablation: bool  # also train the other setting of use_features, for the ablation
-    pos_weight: PositiveFloat
-    stage1: StageParams
-    stage2: StageParams
-    stage2_replay: ReplayParams | None = None  # not in the recipe; null trains the published curriculum only
-    batch_size: PositiveInt
-    weight_decay: float = Field(ge=0)
-    warmup_ratio: float = Field(ge=0, lt=1)
-    bf16: bool
-    logging_steps: PositiveInt
-
-
-class EvaluateParams(Section):
-    batch_size: PositiveInt
-    # sigmoid score at or above which a sentence is called relevant (F1); "dev": the one that maximises each
-    # checkpoint's F1 over the dev queries' candidates
-    threshold: Literal["dev"] | float = Field(default="dev")
-
-    @field_validator("threshold")
-    @classmethod
-    def _threshold_is_a_probability(cls, threshold):
-        if threshold != "dev" and not 0 < threshold < 1:
-            raise ValueError(f"expected 'dev' or a number between 0 and 1 (got {threshold})")
-        return threshold
-
-
-class RerankerParams(Section):
-    seed: int
-    data: DataParams
-    model: ModelParams
-    mine: MineParams
-    train: TrainParams
-    evaluate: EvaluateParams
-
-
 def synthetic_multihop(source: SyntheticQuestions, seed: int) -> list[dict]:
     world = build_world(seed, source.facilities, source.companies)
     return multihop_questions(world, source.questions_per_facility, seed)
@@ -462,10 +462,6 @@ def base_cross_encoder(base: str, max_length: int, feature_tokens: list[str] | N
     return model
 
 
-def checkpoint_uses_features(path: Path) -> bool:
-    return json.loads((path / CHECKPOINT_CONFIG).read_text(encoding="utf-8"))["use_features"]
-
-
 def pairs_dataset(pairs: pl.DataFrame, use_features: bool):
     from datasets import Dataset
 
@@ -473,6 +469,82 @@ def pairs_dataset(pairs: pl.DataFrame, use_features: bool):
              for query, tokens in pairs.select("query", "feature_tokens").iter_rows()]
     return Dataset.from_dict({"query": first, "sentence": pairs["sentence"].to_list(),
                               "label": pairs["label"].cast(pl.Float32).to_list()})
+
+
+# ---------------------------------------------------------------------------
+# Candidate pools and scoring
+# ---------------------------------------------------------------------------
+
+
+def select_pool(scored: pl.DataFrame, candidates: int, hard: int, easy: int, rng: np.random.Generator) -> pl.DataFrame:
+    """The rows each query needs: its first-stage top-k (`candidate`, what evaluation reranks) and, for training
+    queries, each positive with `hard` top-ranked non-evidence sentences and `easy` random ones (`train_pair`)."""
+    kept = []
+    for _, group in scored.sort("first_stage_rank").group_by("query_id", maintain_order=True):
+        n_positive = int(group["label"].sum())
+        negatives = group.filter(pl.col("label") == 0)
+        hard_ids = negatives["sentence_id"].head(hard * n_positive).to_list()
+        rest = negatives["sentence_id"].slice(len(hard_ids)).to_list()
+        easy_ids = [rest[i] for i in rng.permutation(len(rest))[:easy * n_positive]] if rest else []
+        is_train = group["split"][0] == "train"
+        pair = (pl.when(pl.col("label") == 1).then(pl.lit("positive"))
+                .when(pl.col("sentence_id").is_in(hard_ids)).then(pl.lit("hard"))
+                .when(pl.col("sentence_id").is_in(easy_ids)).then(pl.lit("easy")).otherwise(None))
+        group = group.with_columns(pair=pair, candidate=pl.col("first_stage_rank") <= candidates)
+        group = group.with_columns(train_pair=pl.lit(is_train) & pl.col("pair").is_not_null())
+        kept.append(group.filter(pl.col("candidate") | pl.col("train_pair")))
+    return pl.concat(kept).sort("query_id", "first_stage_rank")
+
+
+def positives_of(sentences: pl.DataFrame) -> dict[str, dict[str, int]]:
+    """Every positive of each query, also those the first stage left out of the candidate list."""
+    qrels: dict[str, dict[str, int]] = {}
+    for query_id, sentence_id in sentences.filter(pl.col("label") == 1).select("query_id", "sentence_id").iter_rows():
+        qrels.setdefault(query_id, {})[sentence_id] = 1
+    return qrels
+
+
+def ranking(frame: pl.DataFrame, score: str, qrels) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """NDCG@10, MAP and MRR@10 of each query's candidate list ordered by `score` (ties by first-stage rank)."""
+    ordered = frame.sort(["query_id", score, "first_stage_rank"], descending=[False, True, False])
+    run = {query_id: group["sentence_id"].to_list()
+           for (query_id,), group in ordered.group_by("query_id", maintain_order=True)}
+    judged = {query: qrels[query] for query in run}
+    means, per_query = evaluate_run(run, judged, map_k=1000)
+    pick = lambda values: {name: values[source] for name, source in RANKING_METRICS.items()}  # noqa: E731
+    return pick(means), {query: pick(values) for query, values in per_query.items()}
+
+
+def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The score threshold with the highest F1 (a sentence at or above it is called relevant)."""
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, thresholds = precision_recall_curve(labels, scores)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(precision),
+                   where=precision + recall > 0)[:-1]
+    return float(thresholds[int(np.argmax(f1))])
+
+
+def classification(labels: np.ndarray, scores: np.ndarray, threshold: float, what: str) -> dict[str, float]:
+    """F1 at `threshold` and ROC AUC over sentences."""
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    if len(set(labels.tolist())) < 2:
+        raise DataError(f"{what}: every sentence has label {labels[0]}; expected positives and negatives for AUC "
+                        "(raise mine.candidates or data.test_size)")
+    return {"f1": float(f1_score(labels, scores >= threshold)), "auc": float(roc_auc_score(labels, scores))}
+
+
+def print_summary(metrics: dict) -> None:
+    for dataset in DATASETS:
+        first = metrics["first_stage"][dataset]
+        print(f"evaluate: {dataset:8s} first stage          NDCG@10 {first['ndcg@10']:.4f}  MAP {first['map']:.4f}  "
+              f"MRR@10 {first['mrr@10']:.4f}")
+        for variant in VARIANTS.values():
+            for stage, by_dataset in metrics.get(variant, {}).items():
+                m = by_dataset[dataset]
+                print(f"evaluate: {dataset:8s} {variant:8s} {stage}  NDCG@10 {m['ndcg@10']:.4f}  MAP {m['map']:.4f}  "
+                      f"MRR@10 {m['mrr@10']:.4f}  F1 {m['f1']:.4f} at {m['threshold']:.3f}  AUC {m['auc']:.4f}")
 
 
 class Reranker(Family):
@@ -661,6 +733,7 @@ class Reranker(Family):
     def train(self) -> None:
         scratch = self.paths.scratch("trainer")
         max_hop = self.params.mine.features.max_hop
+        scores: dict[str, Scores] = {}
         with atomic_directory(self.paths.model) as out:
             for use_features in self.variants():
                 variant = VARIANTS[use_features]
@@ -672,19 +745,21 @@ class Reranker(Family):
                         model = load_cross_encoder(str(out / variant / "stage1"), "the stage-1 checkpoint")
                     pairs = pairs_dataset(self.stage_pairs(stage), use_features)
                     trainer = self.build_trainer(model, stage, pairs, scratch)
-                    log_training(trainer, self.paths.training_log / f"{variant}_{stage}", f"train {variant}/{stage}")
+                    log_training(trainer, self.paths.training_log / f"{variant}_{stage}", f"train {variant} {stage}")
                     print(f"train: {variant} {stage}: {len(pairs)} pairs")
                     trainer.train()
-                    self._save(model, out / variant / stage, variant, stage, use_features, len(pairs))
+                    label = f"{variant}/{stage}"
+                    scores[label] = self.score(model, use_features, label)
+                    self._save(model, out / variant / stage, variant, stage, use_features, scores[label], len(pairs))
+        write_scores(self.paths.trained_scores, scores)
         shutil.rmtree(scratch, ignore_errors=True)
 
-    def _save(self, model, folder: Path, variant: str, stage: str, use_features: bool, training_pairs: int) -> None:
+    def _save(self, model, folder: Path, variant: str, stage: str, use_features: bool, scores: Scores,
+              training_pairs: int) -> None:
         model.save_pretrained(str(folder))  # its own card is replaced by ours below
         (folder / CHECKPOINT_CONFIG).write_text(json.dumps({"use_features": use_features}) + "\n", encoding="utf-8")
-        test, qrels = self.test_set()
-        metrics, _, _ = self.score(model, use_features, f"{variant}/{stage}", test, qrels)
-        self.card(variant, stage, use_features, metrics, len(qrels["multihop"]) + len(qrels["factual"]),
-                  training_pairs).write(folder)
+        test_queries = scores.tables["per_query"].select("dataset", "query_id").unique().height
+        self.card(variant, stage, use_features, scores.metrics, test_queries, training_pairs).write(folder)
 
     def card(self, variant: str, stage: str, use_features: bool, metrics: dict[str, dict], test_queries: int,
              training_pairs: int) -> ModelCard:
@@ -760,10 +835,10 @@ scores = model.predict([("Who runs the Kestrel plant?", "Kestrel is run by Sable
             chosen[dataset] = best_f1_threshold(labels, self.predict(model, use_features, frame))
         return chosen
 
-    def score(self, model, use_features: bool, label: str, test: dict[str, pl.DataFrame],
-              qrels: dict[str, dict]) -> tuple[dict, list[dict], list[pl.DataFrame]]:
+    def score(self, model, use_features: bool, label: str) -> Scores:
         """One checkpoint's ranking and classification metrics per dataset (F1 at that dataset's threshold, which
         is reported too), per-query rows and pair scores."""
+        test, qrels = self.test_set()
         thresholds = self.thresholds(model, use_features)
         metrics: dict = {}
         query_rows, score_frames = [], []
@@ -776,102 +851,27 @@ scores = model.predict([("Who runs the Kestrel plant?", "Kestrel is run by Sable
             query_rows += [{"model": label, "dataset": dataset, "query_id": q, **v} for q, v in per_query.items()]
             score_frames.append(scored.select("query_id", "sentence_id", "label", "first_stage_score", "score")
                                 .with_columns(model=pl.lit(label), dataset=pl.lit(dataset)))
-        return metrics, query_rows, score_frames
+        return Scores(metrics, {"per_query": pl.DataFrame(query_rows), "scores": pl.concat(score_frames)})
 
-    def evaluate(self) -> None:
+    def baseline_scores(self) -> dict[str, Scores]:
+        """The first stage's own ranking of the candidate lists: what reranking is measured against."""
         test, qrels = self.test_set()
-        metrics: dict = {"first_stage": {}}
-        query_rows, score_frames = [], []
+        metrics, query_rows = {}, []
         for dataset, frame in test.items():
-            means, per_query = ranking(frame, "first_stage_score", qrels[dataset])
-            metrics["first_stage"][dataset] = means
-            query_rows += [{"model": "first_stage", "dataset": dataset, "query_id": query, **values}
-                           for query, values in per_query.items()]
-        checkpoints = sorted(p for p in self.paths.model.glob("*/stage*") if (p / CHECKPOINT_CONFIG).is_file())
-        if not checkpoints:
-            raise DataError(f"{self.paths.model}: no reranker checkpoint; expected <variant>/stage1 and stage2 "
-                            "folders from the train stage")
-        for checkpoint in checkpoints:
-            variant, stage = checkpoint.parent.name, checkpoint.name
-            by_dataset, rows, frames = self.score(load_cross_encoder(str(checkpoint), str(checkpoint)),
-                                                  checkpoint_uses_features(checkpoint),
-                                                  f"{variant}/{stage}", test, qrels)
-            metrics.setdefault(variant, {})[stage] = by_dataset
-            query_rows += rows
-            score_frames += frames
-        self.write_evaluation(metrics, {"per_query": pl.DataFrame(query_rows), "scores": pl.concat(score_frames)})
+            metrics[dataset], per_query = ranking(frame, "first_stage_score", qrels[dataset])
+            query_rows += [{"model": "first_stage", "dataset": dataset, "query_id": q, **v}
+                           for q, v in per_query.items()]
+        return {"first_stage": Scores(metrics, {"per_query": pl.DataFrame(query_rows)})}
+
+    def compare(self, scores: dict[str, Scores]) -> None:
+        metrics: dict = {"first_stage": scores["first_stage"].metrics}
+        for label, result in scores.items():
+            if label != "first_stage":
+                variant, stage = label.split("/")
+                metrics.setdefault(variant, {})[stage] = result.metrics
+        self.write_evaluation(metrics, {"per_query": concat_tables(scores, "per_query"),
+                                        "scores": concat_tables(scores, "scores")})
         print_summary(metrics)
-
-
-def select_pool(scored: pl.DataFrame, candidates: int, hard: int, easy: int, rng: np.random.Generator) -> pl.DataFrame:
-    """The rows each query needs: its first-stage top-k (`candidate`, what evaluation reranks) and, for training
-    queries, each positive with `hard` top-ranked non-evidence sentences and `easy` random ones (`train_pair`)."""
-    kept = []
-    for _, group in scored.sort("first_stage_rank").group_by("query_id", maintain_order=True):
-        n_positive = int(group["label"].sum())
-        negatives = group.filter(pl.col("label") == 0)
-        hard_ids = negatives["sentence_id"].head(hard * n_positive).to_list()
-        rest = negatives["sentence_id"].slice(len(hard_ids)).to_list()
-        easy_ids = [rest[i] for i in rng.permutation(len(rest))[:easy * n_positive]] if rest else []
-        is_train = group["split"][0] == "train"
-        pair = (pl.when(pl.col("label") == 1).then(pl.lit("positive"))
-                .when(pl.col("sentence_id").is_in(hard_ids)).then(pl.lit("hard"))
-                .when(pl.col("sentence_id").is_in(easy_ids)).then(pl.lit("easy")).otherwise(None))
-        group = group.with_columns(pair=pair, candidate=pl.col("first_stage_rank") <= candidates)
-        group = group.with_columns(train_pair=pl.lit(is_train) & pl.col("pair").is_not_null())
-        kept.append(group.filter(pl.col("candidate") | pl.col("train_pair")))
-    return pl.concat(kept).sort("query_id", "first_stage_rank")
-
-
-def positives_of(sentences: pl.DataFrame) -> dict[str, dict[str, int]]:
-    """Every positive of each query, also those the first stage left out of the candidate list."""
-    qrels: dict[str, dict[str, int]] = {}
-    for query_id, sentence_id in sentences.filter(pl.col("label") == 1).select("query_id", "sentence_id").iter_rows():
-        qrels.setdefault(query_id, {})[sentence_id] = 1
-    return qrels
-
-
-def ranking(frame: pl.DataFrame, score: str, qrels) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """NDCG@10, MAP and MRR@10 of each query's candidate list ordered by `score` (ties by first-stage rank)."""
-    ordered = frame.sort(["query_id", score, "first_stage_rank"], descending=[False, True, False])
-    run = {query_id: group["sentence_id"].to_list()
-           for (query_id,), group in ordered.group_by("query_id", maintain_order=True)}
-    judged = {query: qrels[query] for query in run}
-    means, per_query = evaluate_run(run, judged, map_k=1000)
-    pick = lambda values: {name: values[source] for name, source in RANKING_METRICS.items()}  # noqa: E731
-    return pick(means), {query: pick(values) for query, values in per_query.items()}
-
-
-def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
-    """The score threshold with the highest F1 (a sentence at or above it is called relevant)."""
-    from sklearn.metrics import precision_recall_curve
-
-    precision, recall, thresholds = precision_recall_curve(labels, scores)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(precision),
-                   where=precision + recall > 0)[:-1]
-    return float(thresholds[int(np.argmax(f1))])
-
-
-def classification(labels: np.ndarray, scores: np.ndarray, threshold: float, what: str) -> dict[str, float]:
-    """F1 at `threshold` and ROC AUC over sentences."""
-    from sklearn.metrics import f1_score, roc_auc_score
-
-    if len(set(labels.tolist())) < 2:
-        raise DataError(f"{what}: every sentence has label {labels[0]}; expected positives and negatives for AUC "
-                        "(raise mine.candidates or data.test_size)")
-    return {"f1": float(f1_score(labels, scores >= threshold)), "auc": float(roc_auc_score(labels, scores))}
-
-
-def print_summary(metrics: dict) -> None:
-    for dataset in DATASETS:
-        first = metrics["first_stage"][dataset]
-        print(f"evaluate: {dataset:8s} first stage          NDCG@10 {first['ndcg@10']:.4f}  MAP {first['map']:.4f}  "
-              f"MRR@10 {first['mrr@10']:.4f}")
-        for variant in VARIANTS.values():
-            for stage, by_dataset in metrics.get(variant, {}).items():
-                m = by_dataset[dataset]
-                print(f"evaluate: {dataset:8s} {variant:8s} {stage}  NDCG@10 {m['ndcg@10']:.4f}  MAP {m['map']:.4f}  "
-                      f"MRR@10 {m['mrr@10']:.4f}  F1 {m['f1']:.4f} at {m['threshold']:.3f}  AUC {m['auc']:.4f}")
 
 
 FAMILY = Reranker

@@ -1,0 +1,68 @@
+"""Late-interaction (MaxSim) search over token vectors: exact, a block of documents at a time, or through a PLAID
+index for corpora too large to score exhaustively."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from retrieval_pipeline.core.models import device
+
+
+class PlaidSettings(Protocol):
+    nbits: int
+    kmeans_iterations: int
+    n_ivf_probe: int
+    n_full_scores: int
+
+
+def maxsim_search(queries: list[torch.Tensor], documents: list[torch.Tensor], k: int, query_block: int = 16,
+                  document_block: int = 512) -> np.ndarray:
+    """Exhaustive late-interaction search: each query's top-k documents by the sum over its tokens of the best
+    similarity in the document. Documents are padded and scored a block at a time, keeping a running top-k, so
+    memory grows with the block, not with the corpus."""
+    k = min(k, len(documents))
+    best_scores = torch.full((len(queries), 0), float("-inf"))
+    best_ids = torch.zeros((len(queries), 0), dtype=torch.long)
+    for first in range(0, len(documents), document_block):
+        block = documents[first:first + document_block]
+        padded = torch.nn.utils.rnn.pad_sequence(block, batch_first=True)
+        mask = torch.nn.utils.rnn.pad_sequence([torch.ones(len(d), dtype=torch.bool) for d in block], batch_first=True)
+        scores = []
+        for start in range(0, len(queries), query_block):
+            chunk = queries[start:start + query_block]
+            tokens = torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True)
+            real = torch.nn.utils.rnn.pad_sequence([torch.ones(len(q)) for q in chunk], batch_first=True)
+            similarity = torch.einsum("qtd,nld->qntl", tokens, padded).masked_fill(~mask[None, :, None, :],
+                                                                                   float("-inf"))
+            scores.append((similarity.max(dim=-1).values * real[:, None, :]).sum(dim=-1))
+        candidates = torch.cat([best_scores, torch.cat(scores)], dim=1)
+        ids = torch.cat([best_ids, torch.arange(first, first + len(block)).expand(len(queries), -1)], dim=1)
+        best_scores, order = candidates.topk(min(k, candidates.shape[1]), dim=1)
+        best_ids = ids.gather(1, order)
+    return best_ids.numpy()
+
+
+def plaid_search(queries: list[torch.Tensor], documents: list[torch.Tensor], k: int, index: PlaidSettings,
+                 scratch: Path, seed: int) -> np.ndarray:
+    """Approximate late-interaction search through a PLAID index (fast-plaid, which pylate's PLAID index wraps):
+    centroid-compressed token vectors, candidate documents from the `n_ivf_probe` nearest centroids of each query
+    token, the best `n_full_scores` of them scored with their decompressed vectors. Built in `scratch`, then
+    deleted."""
+    from fast_plaid import search as fast_plaid
+
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        plaid = fast_plaid.FastPlaid(index=str(scratch), device=device())
+        plaid.create(documents_embeddings=documents, nbits=index.nbits, kmeans_niters=index.kmeans_iterations,
+                     seed=seed, use_triton_kmeans=False)
+        found = plaid.search(queries_embeddings=queries, top_k=k, n_full_scores=index.n_full_scores,
+                             n_ivf_probe=index.n_ivf_probe, show_progress=False)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return np.array([[document for document, _ in row] + [-1] * (k - len(row)) for row in found])

@@ -1,0 +1,136 @@
+"""Token pooling for late-interaction models: k-means (inside training and at inference) and pylate-style
+hierarchical pooling, and the distillation loss that pools documents at a pool factor drawn per batch."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+
+def cluster_means(tokens: torch.Tensor, assignment: torch.Tensor, clusters: int) -> torch.Tensor:
+    """Mean of the tokens in each cluster; differentiable with respect to the tokens."""
+    sums = torch.zeros(clusters, tokens.shape[1], dtype=tokens.dtype, device=tokens.device)
+    sums = sums.index_add(0, assignment, tokens)
+    counts = torch.bincount(assignment, minlength=clusters).clamp(min=1).to(tokens.dtype)
+    return sums / counts.unsqueeze(1)
+
+
+def _fill_empty_clusters(assignment: torch.Tensor, distance: torch.Tensor, clusters: int) -> torch.Tensor:
+    """Give each empty cluster the worst-fitting token of a cluster that can spare one."""
+    counts = torch.bincount(assignment, minlength=clusters)
+    for empty in torch.nonzero(counts == 0).flatten().tolist():
+        spare = counts[assignment] > 1
+        candidate = torch.where(spare, distance, torch.full_like(distance, float("-inf"))).argmax()
+        counts[assignment[candidate]] -= 1
+        assignment[candidate] = empty
+        counts[empty] = 1
+        distance[candidate] = float("-inf")
+    return assignment
+
+
+def kmeans_assign(tokens: torch.Tensor, clusters: int, iterations: int) -> torch.Tensor:
+    """Lloyd's k-means on one document's tokens (no gradient): a cluster index per token, every cluster used.
+
+    Centroids start at evenly spaced tokens, so the result is deterministic.
+    """
+    points = tokens.detach().float()
+    start = torch.linspace(0, len(points) - 1, clusters, device=points.device).round().long()
+    centroids = points[start]
+    assignment = torch.zeros(len(points), dtype=torch.long, device=points.device)
+    for _ in range(max(iterations, 1)):
+        # ||x - c||^2 without the ||x||^2 term, which is the same for every centroid
+        distance = (centroids * centroids).sum(dim=1) - 2 * points @ centroids.T
+        nearest, assignment = distance.min(dim=1)
+        assignment = _fill_empty_clusters(assignment, nearest, clusters)
+        centroids = cluster_means(points, assignment, clusters)
+    return assignment
+
+
+def kmeans_pool(tokens: torch.Tensor, pool_factor: int, iterations: int, protected: int = 0) -> torch.Tensor:
+    """ceil(n / pool_factor) vectors for a document's n token embeddings: its first `protected` tokens
+    unchanged (pylate protects the [CLS] token the same way), then k-means cluster means of the rest."""
+    clusters = math.ceil(len(tokens) / pool_factor)
+    if pool_factor == 1 or clusters >= len(tokens):
+        return tokens
+    protected = min(protected, clusters - 1)
+    rest, pooled_clusters = tokens[protected:], clusters - protected
+    means = cluster_means(rest, kmeans_assign(rest, pooled_clusters, iterations), pooled_clusters)
+    return torch.cat([tokens[:protected], means])
+
+
+def hierarchical_pool(tokens: torch.Tensor, pool_factor: int, protected: int = 1) -> torch.Tensor:
+    """pylate's hierarchical pooling (Ward linkage over cosine distances, max(n // pool_factor, 1) clusters of the
+    tokens after the first `protected`, each replaced by its mean), with the distances clipped at zero: pylate 1.6
+    computes 1 - cosine in float32, which rounds below zero for near-identical tokens, and scipy then refuses the
+    linkage ("contains negative distances")."""
+    from scipy.cluster import hierarchy
+
+    kept, rest = tokens[:protected], tokens[protected:]
+    clusters = max(len(rest) // pool_factor, 1)
+    if clusters >= len(rest):
+        return tokens
+    distance = np.clip(1 - torch.mm(rest, rest.T).numpy(), 0, None)
+    linkage = hierarchy.linkage(distance[np.triu_indices(len(rest), k=1)], method="ward")
+    labels = torch.from_numpy(hierarchy.fcluster(linkage, t=clusters, criterion="maxclust").astype(np.int64) - 1)
+    used = torch.unique(labels)  # fcluster may return fewer clusters than asked for
+    means = torch.stack([rest[labels == label].mean(dim=0) for label in used])
+    return torch.cat([kept, means])
+
+
+def pool_batch(embeddings: torch.Tensor, mask: torch.Tensor, pool_factor: int, iterations: int,
+               protected: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pool each document of a padded batch [N, L, d] over its unmasked tokens; returns padded means and mask."""
+    pooled = [kmeans_pool(document[keep.bool()], pool_factor, iterations, protected)
+              for document, keep in zip(embeddings, mask)]
+    width = max(len(document) for document in pooled)
+    padded = embeddings.new_zeros(len(pooled), width, embeddings.shape[-1])
+    new_mask = mask.new_zeros(len(pooled), width)
+    for index, document in enumerate(pooled):
+        padded[index, :len(document)] = document
+        new_mask[index, :len(document)] = 1
+    return padded, new_mask
+
+
+class PoolFactorSampler:
+    """Draws a pool factor uniformly from `factors`, from its own seeded generator."""
+
+    def __init__(self, factors: Sequence[int], seed: int) -> None:
+        self.factors = list(factors)
+        self.generator = np.random.default_rng(seed)
+
+    def draw(self) -> int:
+        return self.factors[int(self.generator.integers(len(self.factors)))]
+
+
+class PoolingDistillation(torch.nn.Module):
+    """pylate's distillation objective (KL between the student's and the teacher's score distributions over each
+    query's candidates) with the documents k-means pooled at a pool factor drawn once per batch."""
+
+    def __init__(self, model, sampler: PoolFactorSampler, iterations: int, protected: int) -> None:
+        super().__init__()
+        self.model, self.sampler, self.iterations, self.protected = model, sampler, iterations, protected
+        self.kl = torch.nn.KLDivLoss(reduction="batchmean", log_target=True)
+        self.last_pool_factor = 1
+
+    def forward(self, sentence_features, labels: torch.Tensor) -> torch.Tensor:
+        from pylate.losses.contrastive import extract_skiplist_mask
+        from pylate.scores import colbert_kd_scores
+
+        model = getattr(self.model, "module", self.model)
+        queries = torch.nn.functional.normalize(self.model(sentence_features[0])["token_embeddings"], p=2, dim=-1)
+        documents = torch.nn.functional.normalize(self.model(sentence_features[1])["token_embeddings"], p=2, dim=-1)
+        query_mask, document_mask = extract_skiplist_mask(sentence_features, model.skiplist)
+        self.last_pool_factor = self.sampler.draw()
+        documents, document_mask = pool_batch(documents, document_mask, self.last_pool_factor,
+                                              self.iterations, self.protected)
+        n_queries = queries.shape[0]
+        scores = colbert_kd_scores(
+            queries, documents.view(n_queries, -1, *documents.shape[1:]),
+            queries_mask=None if model.do_query_expansion else query_mask,
+            documents_mask=document_mask.view(n_queries, -1, document_mask.shape[-1]))
+        low, high = scores.min(dim=1, keepdim=True).values, scores.max(dim=1, keepdim=True).values
+        scores = (scores - low) / (high - low + 1e-8)
+        return self.kl(torch.log_softmax(scores, dim=-1), torch.log_softmax(labels, dim=-1))

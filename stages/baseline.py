@@ -1,0 +1,8 @@
+"""DVC stage 'baseline': python stages/baseline.py <family>."""
+
+import sys
+
+from retrieval_pipeline.core.stage import run_stage
+
+if __name__ == "__main__":
+    sys.exit(run_stage("baseline"))
