@@ -31,7 +31,7 @@ sshd:
 test: $(STAMP) sshd
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" pytest
 
-# Speed and memory, measured side by side (not gates): writes .benchmarks/ and docs/scale.md.
+# Speed and memory, measured side by side (not gates): writes .benchmarks/, docs/scale.md and docs/throughput.md.
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" pytest -m bench tests/benchmarks --benchmark-group-by=group --benchmark-autosave
 

@@ -39,7 +39,8 @@ def test_body_has_recipe_data_profile_metrics_loading_and_params(tmp_path):
     text = (tmp_path / "README.md").read_text()
     assert "- Recipe: Matryoshka (recipe 4 in docs/recipes.md)" in text and "- Profile: `seed`" in text
     assert "- Training data: hf:org/data[train]: 10 pairs" in text
-    assert "test split of hf:org/data[train] (7 queries)" in text and "The comparison with the base model" in text
+    assert "test split of hf:org/data[train] (7 queries)" in text
+    assert "The evaluate stage compares these same scores (`scores/matryoshka/trained`) with the base model" in text
     assert "| setting | NDCG@10 | bytes per vector |" in text
     assert "| dim 768 | 0.8123 | 3072 |" in text and "| dim 64 | 0.5000 | 256 |" in text
     assert 'SentenceTransformer("models/matryoshka")' in text

@@ -541,4 +541,4 @@ def test_a_fifth_family_is_one_module_one_params_section_and_one_name_in_the_lis
         run(["git", "clean", "-fdq"], repo)
         for output_folder in ("data/toy", "models/toy", "dvclive/toy", "eval/toy", "scores/toy"):
             shutil.rmtree(repo / output_folder, ignore_errors=True)
-    assert "up to date" in run(["dvc", "status"], repo)
+    assert "toy" not in run(["dvc", "status"], repo)

@@ -150,7 +150,7 @@ def test_nanobeir_collections_are_prepared_beside_the_test_split(twin_cache, tmp
 def test_preflight_lists_every_model_and_dataset_of_the_seed_profile(twin_cache, tmp_path, capsys, monkeypatch):
     params = write_params(tmp_path, SEED_SIZES)
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "dvc.yaml").write_text("stages:\n  prepare:\n    foreach: [matryoshka, dpr, reranker, colbert]\n")
+    (tmp_path / "dvc.yaml").write_text("vars:\n  - families: [matryoshka, dpr, reranker, colbert]\nstages: {}\n")
     assert run_preflight(["--params", str(params)]) == 2  # deberta-v3-base's main has only pickle weights
     out = capsys.readouterr().out
     for reference in ("nomic-ai/modernbert-embed-base @main", "answerdotai/ModernBERT-base @main",

@@ -67,7 +67,8 @@ def render(records: dict[str, dict]) -> str:
     lines = ["# Pipeline wall times", "",
              "Written by `tests/benchmarks/stage_times.py` (`make time-repro`) from docs/timings.json. Each run is "
              "recorded with its commit and machine; compare runs only on the same machine. A family's one-parameter "
-             "training experiment reruns " + ", ".join(f"`{s}`" for s in EXPERIMENT_STAGES) + "; its time below is "
+             "training experiment reruns " + ", ".join(f"`{s.format(family='<family>')}`" for s in EXPERIMENT_STAGES)
+             + "; its time below is "
              "the sum of those stages in the same run, and its share is of the family's whole run (its stages plus "
              "the report).", ""]
     for label, record in records.items():

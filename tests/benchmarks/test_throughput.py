@@ -5,6 +5,11 @@ Both sides work on the same batch; compare them in the `--benchmark-group-by=gro
 
 from __future__ import annotations
 
+import os
+import platform
+import time
+from pathlib import Path
+
 import polars as pl
 import pytest
 import torch
@@ -12,6 +17,7 @@ from helpers import TINY_MATRYOSHKA, write_params
 
 from retrieval_pipeline.core.params import deep_merge
 from retrieval_pipeline.core.stage import load_family
+from retrieval_pipeline.core.training import shared_arguments
 from retrieval_pipeline.families.matryoshka import rank_at_dims
 
 BATCH = 32
@@ -98,3 +104,71 @@ def test_bare_encoding(benchmark, minilm, texts):
         minilm.encode(queries["text"].to_list(), batch_size=BATCH)
 
     benchmark.pedantic(encode, rounds=3, warmup_rounds=1)
+
+
+# A whole train stage (epochs, per-epoch dev evaluation, checkpoint selection, the test scoring for the model card,
+# saving) against a bare sentence-transformers trainer on the same pairs, epochs and batch size. The ratio of
+# their pairs/s goes into docs/throughput.md.
+STAGE_GROUP = "whole matryoshka train stage (embedded profile, 16 facilities)"
+STAGE_RESULTS: dict[str, dict] = {}
+THROUGHPUT = Path(__file__).resolve().parents[2] / "docs" / "throughput.md"
+
+
+@pytest.fixture(scope="module")
+def stage_family(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stage-bench")
+    params = write_params(root, {"matryoshka": {"embedded": {"data": {"synthetic": {"facilities": 16}}}}})
+    family = load_family("matryoshka", params, root)
+    family.prepare()
+    return family
+
+
+def record_stage(name: str, seconds: float, pairs: int, epochs: int) -> None:
+    STAGE_RESULTS[name] = {"seconds": seconds, "pairs": pairs, "epochs": epochs,
+                           "pairs_per_s": pairs * epochs / seconds}
+    if len(STAGE_RESULTS) < 2:
+        return
+    family, bare = STAGE_RESULTS["train stage"], STAGE_RESULTS["bare trainer"]
+    THROUGHPUT.write_text("\n".join([
+        "# Training throughput", "",
+        "Written by `make bench` (tests/benchmarks/test_throughput.py): the matryoshka train stage as `dvc repro` "
+        "runs it (embedded profile, 16 facilities of synthetic data) against a bare sentence-transformers trainer "
+        "with the same loss, pairs, epochs and batch size and no evaluation or saving, one after the other in one "
+        f"run on this machine ({platform.machine()}, {os.cpu_count()} CPUs).", "",
+        "| run | pairs x epochs | seconds | pairs/s |", "|---|---|---|---|",
+        *(f"| {name} | {r['pairs']} x {r['epochs']} | {r['seconds']:.1f} | {r['pairs_per_s']:.2f} |"
+          for name, r in STAGE_RESULTS.items()), "",
+        f"The train stage reaches {family['pairs_per_s'] / bare['pairs_per_s']:.2f}x the bare trainer's pairs/s; "
+        "the difference is the work the stage does besides training (a dev evaluation per epoch for checkpoint "
+        "selection, the test scoring its model card and the evaluate stage share, saving).", ""]),
+        encoding="utf-8")
+
+
+@pytest.mark.benchmark(group=STAGE_GROUP)
+def test_whole_train_stage(benchmark, stage_family):
+    pairs = pl.read_parquet(stage_family.paths.prepared / "train.parquet").height
+    start = time.perf_counter()
+    benchmark.pedantic(stage_family.train, rounds=1, iterations=1)
+    record_stage("train stage", time.perf_counter() - start, pairs, stage_family.params.train.epochs)
+
+
+@pytest.mark.benchmark(group=STAGE_GROUP)
+def test_bare_trainer_on_the_same_pairs(benchmark, stage_family, tmp_path):
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.losses import MatryoshkaLoss, MultipleNegativesRankingLoss
+    from sentence_transformers.training_args import BatchSamplers
+
+    train, dims = stage_family.params.train, stage_family.params.model.dims
+    pairs = pl.read_parquet(stage_family.paths.prepared / "train.parquet").select("anchor", "positive")
+    model = fresh_model(stage_family)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(tmp_path), num_train_epochs=train.epochs, per_device_train_batch_size=train.batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps, learning_rate=train.learning_rate,
+        lr_scheduler_type=train.lr_scheduler, optim=train.optimizer, batch_sampler=BatchSamplers.NO_DUPLICATES,
+        save_strategy="no", **shared_arguments(stage_family.params.seed, train.bf16, train.warmup_ratio))
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=Dataset.from_polars(pairs),
+                                         loss=MatryoshkaLoss(model, MultipleNegativesRankingLoss(model), dims))
+    start = time.perf_counter()
+    benchmark.pedantic(trainer.train, rounds=1, iterations=1)
+    record_stage("bare trainer", time.perf_counter() - start, pairs.height, train.epochs)
