@@ -59,6 +59,10 @@ def commit() -> str:
     return head.stdout.strip() or "unknown"
 
 
+def duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def family_of(stage: str) -> str | None:
     return stage.split("@", 1)[1] if "@" in stage else None
 
@@ -75,7 +79,7 @@ def render(records: dict[str, dict]) -> str:
         stages = record["stages"]
         lines += [f"## {label}", "",
                   f"`{record['command']}` at commit `{record['commit']}` on {record['machine']}: "
-                  f"**{record['total_s'] / 60:.1f} min** in all.", "",
+                  f"**{duration(record['total_s'])}** in all.", "",
                   "| stage | seconds |", "|---|---|"]
         lines += [f"| {stage} | {seconds:.0f} |" for stage, seconds in stages.items()]
         families = sorted({family_of(stage) for stage in stages} - {None})
@@ -104,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "total_s": round(total, 1), "stages": {k: round(v, 1) for k, v in stages.items()}}
     RECORD.write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
     TABLE.write_text(render(records), encoding="utf-8")
-    print(f"stage_times: {total / 60:.1f} min; {TABLE.relative_to(ROOT)} updated")
+    print(f"stage_times: {duration(total)}; {TABLE.relative_to(ROOT)} updated")
     return 0
 
 
