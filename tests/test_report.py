@@ -56,6 +56,15 @@ def toy_evaluation(root):
     (root / "dvc.yaml").write_text("vars:\n  - families: [toy]\nstages: {}\n")
 
 
+def report_params(root, **report):
+    """The repository's params in root/params.yaml, with these keys of its report section replaced."""
+    params = write_params(root)
+    document = yaml.safe_load(params.read_text())
+    document["report"].update(report)
+    params.write_text(yaml.safe_dump(document))
+    return params
+
+
 def test_unknown_model_or_metric_names_the_file():
     with pytest.raises(DataError, match=r"per_query.parquet: no rows for model 'finetuned'"):
         compare(per_query_frame(), "base", "finetuned", ["ndcg@10"], 100, 0, "per_query.parquet")
@@ -65,10 +74,7 @@ def test_unknown_model_or_metric_names_the_file():
 
 def test_report_is_written_with_a_plot_per_family(tmp_path):
     toy_evaluation(tmp_path)
-    params = write_params(tmp_path)
-    document = yaml.safe_load(params.read_text())
-    document["report"]["families"] = {"toy": {"metrics": ["ndcg@10"], "compare": [["base", "tuned"]]}}
-    params.write_text(yaml.safe_dump(document))
+    params = report_params(tmp_path, families={"toy": {"metrics": ["ndcg@10"], "compare": [["base", "tuned"]]}})
     write_report(params, tmp_path)
     report = (tmp_path / "metrics" / "report.md").read_text()
     assert "### tuned vs base" in report and "| Metric | dim | queries | base | tuned |" in report
@@ -83,10 +89,7 @@ def test_report_is_written_with_a_plot_per_family(tmp_path):
 def test_a_family_of_the_dag_without_a_report_entry_is_an_error(tmp_path):
     toy_evaluation(tmp_path)
     (tmp_path / "dvc.yaml").write_text("vars:\n  - families: [toy, fifth]\nstages: {}\n")
-    params = write_params(tmp_path)
-    document = yaml.safe_load(params.read_text())
-    document["report"]["families"] = {"toy": {"metrics": ["ndcg@10"], "compare": [["base", "tuned"]]}}
-    params.write_text(yaml.safe_dump(document))
+    params = report_params(tmp_path, families={"toy": {"metrics": ["ndcg@10"], "compare": [["base", "tuned"]]}})
     with pytest.raises(ParamsError, match=r"report.families has no entry for fifth \(a family of dvc.yaml's"):
         write_report(params, tmp_path)
     (tmp_path / "dvc.yaml").write_text("vars:\n  - families: [other]\nstages: {}\n")
@@ -95,10 +98,7 @@ def test_a_family_of_the_dag_without_a_report_entry_is_an_error(tmp_path):
 
 
 def test_bad_report_params_name_the_key(tmp_path):
-    params = write_params(tmp_path)
-    document = yaml.safe_load(params.read_text())
-    document["report"]["permutations"] = 0
-    params.write_text(yaml.safe_dump(document))
+    params = report_params(tmp_path, permutations=0)
     with pytest.raises(ParamsError, match=r"report.permutations: Input should be greater than 0"):
         write_report(params, tmp_path)
     assert not (tmp_path / "metrics").exists()
@@ -126,13 +126,11 @@ def test_expectations_are_judged_on_the_per_query_scores():
 
 def test_the_report_counts_the_expectations_it_met(tmp_path):
     toy_evaluation(tmp_path)
-    params = write_params(tmp_path)
-    document = yaml.safe_load(params.read_text())
-    document["report"]["families"] = {"toy": {"metrics": ["ndcg@10"], "compare": [["base", "tuned"]], "expect": [
+    toy = {"metrics": ["ndcg@10"], "compare": [["base", "tuned"]], "expect": [
         {"kind": "better", "candidate": "tuned", "baseline": "base", "metric": "ndcg@10", "alpha": 0.05,
          "where": {"dim": 64}},
-        {"kind": "better", "candidate": "tuned", "baseline": "base", "metric": "ndcg@10", "alpha": 0.05}]}}
-    params.write_text(yaml.safe_dump(document))
+        {"kind": "better", "candidate": "tuned", "baseline": "base", "metric": "ndcg@10", "alpha": 0.05}]}
+    params = report_params(tmp_path, families={"toy": toy})
     write_report(params, tmp_path)
     report = (tmp_path / "metrics" / "report.md").read_text()
     assert "Expectations met: 1 of 2" in report and "| **no** |" in report and "### Expectations" in report
@@ -140,12 +138,9 @@ def test_the_report_counts_the_expectations_it_met(tmp_path):
 
 def test_models_a_profile_does_not_train_are_listed_not_run(tmp_path):
     toy_evaluation(tmp_path)
-    params = write_params(tmp_path)
-    document = yaml.safe_load(params.read_text())
-    document["report"]["families"] = {"toy": {"metrics": ["ndcg@10"], "compare": [["base", "tuned"],
-                                                                                ["base", "replay"]], "expect": [
-        {"kind": "better", "candidate": "replay", "baseline": "base", "metric": "ndcg@10", "alpha": 0.05}]}}
-    params.write_text(yaml.safe_dump(document))
+    toy = {"metrics": ["ndcg@10"], "compare": [["base", "tuned"], ["base", "replay"]], "expect": [
+        {"kind": "better", "candidate": "replay", "baseline": "base", "metric": "ndcg@10", "alpha": 0.05}]}
+    params = report_params(tmp_path, families={"toy": toy})
     write_report(params, tmp_path)
     report = (tmp_path / "metrics" / "report.md").read_text()
     assert "Not in this run (named in report.families.toy, not evaluated by this profile): `replay`" in report
@@ -155,10 +150,7 @@ def test_models_a_profile_does_not_train_are_listed_not_run(tmp_path):
 
 def test_a_familys_notes_are_shown_under_its_heading(tmp_path):
     toy_evaluation(tmp_path)
-    params = write_params(tmp_path)
-    document = yaml.safe_load(params.read_text())
-    document["report"]["families"] = {"toy": {"metrics": ["ndcg@10"], "compare": [["base", "tuned"]],
-                                              "notes": "Read the tuned model\nagainst the base."}}
-    params.write_text(yaml.safe_dump(document))
+    toy = {"metrics": ["ndcg@10"], "compare": [["base", "tuned"]], "notes": "Read the tuned model\nagainst the base."}
+    params = report_params(tmp_path, families={"toy": toy})
     write_report(params, tmp_path)
     assert "## toy\n\nRead the tuned model against the base.\n\n![toy]" in (tmp_path / "metrics/report.md").read_text()
