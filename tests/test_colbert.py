@@ -162,9 +162,11 @@ def test_cross_encoder_teacher_returns_raw_logits(tmp_path):
     model = base_cross_encoder(MINILM, 64, None, seed=0)
     model.save_pretrained(str(tmp_path / "reranker"))
     teacher = CrossEncoderTeacher.load(str(tmp_path / "reranker"), max_length=64, batch_size=2)
-    pairs = [("who runs it?", "Alpha is run by Beta."), ("who runs it?", "Gamma is a lake.")]
+    # longest first and shortest last: scored shortest first in batches of two, returned in the pairs' order
+    pairs = [("who runs the plant on the ridge?", "Alpha is run by Beta, which bought it in 2019 from Delta."),
+             ("who runs it?", "Gamma is a lake."), ("who?", "Beta."), ("who runs it?", "Alpha is run by Beta.")]
     logits = teacher(pairs)
-    expected = model.predict(pairs, activation_fn=torch.nn.Identity())
+    expected = [model.predict([pair], activation_fn=torch.nn.Identity())[0] for pair in pairs]
     assert np.allclose(logits, expected, atol=1e-5)
 
 
@@ -188,7 +190,8 @@ def test_yes_logit_teacher_scores_the_last_position_yes_logit(tmp_path):
     """The seed profile's LLM-reranker path on a tiny local causal LM: left padding keeps each input's last
     position the prompt's end, so the batch's scores equal each pair scored alone."""
     teacher = YesLogitTeacher(str(tiny_llm(tmp_path)), prompt="Answer Yes or No.", max_length=64, batch_size=2)
-    pairs = [("does alpha run beta?", "Alpha is run by Beta."), ("is gamma a lake?", "Gamma is a lake in a valley.")]
+    pairs = [("does alpha run beta?", "Alpha is run by Beta."), ("is gamma a lake?", "Gamma is a lake in a valley."),
+             ("delta?", "Yes.")]
     scores = teacher(pairs)
     for (query, passage), score in zip(pairs, scores):
         ids = torch.tensor([teacher.input_ids(query, passage)])

@@ -412,7 +412,7 @@ import polars as pl
 from retrieval_pipeline.core.family import Family, Scores, concat_tables, write_scores
 from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.metrics import evaluate_run
-from retrieval_pipeline.core.params import Section
+from retrieval_pipeline.core.params import FamilyParams, Section
 
 
 class Query(Section):
@@ -434,8 +434,7 @@ class Empty(Section):
     pass
 
 
-class ToyParams(Section):
-    seed: int
+class ToyParams(FamilyParams):
     data: DataParams
     model: Empty
     mine: Empty

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import set_seed
 
@@ -32,6 +33,19 @@ def load_cross_encoder(reference: str, key: str, max_length: int | None = None):
     with loading(key, reference):
         return CrossEncoder(source.location, revision=source.revision, max_length=max_length, device=device(),
                             model_kwargs={"use_safetensors": True})
+
+
+def predict_pairs(model, pairs: list[tuple[str, str]], batch_size: int, activation_fn=None) -> np.ndarray:
+    """The model's score of every (query, text) pair, in the pairs' order. The pairs go through the model
+    shortest first, so that each batch pads to nearly its own length (CrossEncoder.predict batches them as given;
+    on the reranker's test candidates this makes scoring about 1.5x faster on a CPU)."""
+    order = np.argsort([len(query) + len(text) for query, text in pairs], kind="stable")
+    scores = np.empty(len(pairs), dtype=np.float32)
+    if pairs:
+        scores[order] = np.asarray(model.predict([pairs[i] for i in order], batch_size=batch_size,
+                                                 activation_fn=activation_fn, show_progress_bar=True),
+                                   dtype=np.float32).reshape(len(pairs))
+    return scores
 
 
 def binary_trainer(model, pairs, output_dir: Path, *, epochs: int, learning_rate: float, batch_size: int,

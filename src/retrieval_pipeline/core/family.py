@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import ClassVar
 
 import polars as pl
-from pydantic import BaseModel
 
 from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.model_card import ModelCard
+from retrieval_pipeline.core.params import FamilyParams
 from retrieval_pipeline.core.paths import FamilyPaths
 from retrieval_pipeline.core.preflight import Requirement, TrainingRun
 from retrieval_pipeline.core.sources import DataError
@@ -29,14 +29,19 @@ class Scores:
     tables: dict[str, pl.DataFrame] = field(default_factory=dict)
 
 
+def write_result(folder: Path, metrics: dict, tables: dict[str, pl.DataFrame]) -> None:
+    """metrics.json and a parquet file per table, in `folder` (inside an atomic_directory)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    for name, table in tables.items():
+        table.write_parquet(folder / f"{name}.parquet")
+
+
 def write_scores(folder: Path, scores: dict[str, Scores]) -> None:
     """`folder/<label>/` per model (a label may hold a slash: `plain/stage2`), in one move."""
     with atomic_directory(folder) as out:
         for label, result in scores.items():
-            (out / label).mkdir(parents=True)
-            (out / label / "metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True) + "\n")
-            for name, table in result.tables.items():
-                table.write_parquet(out / label / f"{name}.parquet")
+            write_result(out / label, result.metrics, result.tables)
 
 
 def read_scores(folder: Path) -> dict[str, Scores]:
@@ -60,9 +65,9 @@ class Family(ABC):
 
     name: ClassVar[str]
     recipe: ClassVar[str]  # which recipe of docs/recipes.md it reproduces, for the model cards
-    Params: ClassVar[type[BaseModel]]
+    Params: ClassVar[type[FamilyParams]]
 
-    def __init__(self, params: BaseModel, profile: str, root: Path) -> None:
+    def __init__(self, params: FamilyParams, profile: str, root: Path) -> None:
         self.params = params
         self.profile = profile
         self.paths = FamilyPaths(root, self.name)
@@ -115,8 +120,6 @@ class Family(ABC):
         """eval/<family>/ in one move: metrics.json, a parquet file per table (per_query, runs...) and a CSV per
         plot. The report stage publishes the metrics and plots into metrics/, which git tracks."""
         with atomic_directory(self.paths.evaluation) as out:
-            for name, table in tables.items():
-                table.write_parquet(out / f"{name}.parquet")
-            (out / self.paths.metrics.name).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+            write_result(out, metrics, tables)
             for name, text in (plots or {}).items():
                 (out / self.paths.plot(name).name).write_text(text)

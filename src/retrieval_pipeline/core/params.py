@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 PROFILES = ("embedded", "seed")
-STAGE_SECTIONS = ("data", "model", "mine", "train", "evaluate")
 
 
 class ParamsError(ValueError):
@@ -25,6 +24,29 @@ class Section(BaseModel):
     """Base for every params section: unknown keys are errors, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainingSection(Section):
+    """The trainer settings that every family's `train` section has."""
+
+    batch_size: PositiveInt
+    warmup_ratio: float = Field(ge=0, lt=1)
+    bf16: bool  # used only on a GPU that supports it
+    logging_steps: PositiveInt
+
+
+class FamilyParams(Section):
+    """A family's params: its seed and one section per stage, which each family narrows to its own types."""
+
+    seed: int
+    data: Section
+    model: Section
+    mine: Section
+    train: Section
+    evaluate: Section
+
+
+STAGE_SECTIONS = tuple(name for name in FamilyParams.model_fields if name != "seed")
 
 
 ParamsT = TypeVar("ParamsT", bound=BaseModel)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from retrieval_pipeline.core.cross_encoders import load_cross_encoder
+from retrieval_pipeline.core.cross_encoders import load_cross_encoder, predict_pairs
 from retrieval_pipeline.core.models import device, loading, locate
 
 
@@ -45,8 +45,7 @@ class CrossEncoderTeacher:
         return cls(load_cross_encoder(reference, key, max_length), batch_size)
 
     def __call__(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-        return np.asarray(self.model.predict(pairs, batch_size=self.batch_size, activation_fn=torch.nn.Identity(),
-                                             show_progress_bar=True), dtype=np.float32)
+        return predict_pairs(self.model, pairs, self.batch_size, activation_fn=torch.nn.Identity())
 
 
 class YesLogitTeacher:
@@ -86,13 +85,14 @@ class YesLogitTeacher:
     def __call__(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         from tqdm import tqdm
 
-        scores = []
+        inputs = [{"input_ids": self.input_ids(query, passage)} for query, passage in pairs]
+        order = np.argsort([len(item["input_ids"]) for item in inputs], kind="stable")  # batches of similar length
+        scores = np.empty(len(pairs), dtype=np.float32)
         for start in tqdm(range(0, len(pairs), self.batch_size), desc="teacher"):
-            batch = [{"input_ids": self.input_ids(query, passage)} for query, passage in
-                     pairs[start:start + self.batch_size]]
-            inputs = self.tokenizer.pad(batch, padding=True, return_tensors="pt").to(self.model.device)
-            scores.append(self.model(**inputs).logits[:, -1, self.yes].float().cpu())
-        return torch.cat(scores).numpy() if scores else np.zeros(0, dtype=np.float32)
+            rows = order[start:start + self.batch_size]
+            batch = self.tokenizer.pad([inputs[i] for i in rows], padding=True, return_tensors="pt")
+            scores[rows] = self.model(**batch.to(self.model.device)).logits[:, -1, self.yes].float().cpu().numpy()
+        return scores
 
 
 def teacher_warning(teacher_positive_mrr: float, miner_positive_mrr: float, report: Path) -> str | None:

@@ -37,7 +37,7 @@ from retrieval_pipeline.core.late_interaction import maxsim_search, plaid_search
 from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
 from retrieval_pipeline.core.models import check_length, device, load_sentence_transformer, loading, locate
-from retrieval_pipeline.core.params import ParamsError, Section
+from retrieval_pipeline.core.params import FamilyParams, ParamsError, Section, TrainingSection
 from retrieval_pipeline.core.pooling import PoolFactorSampler, PoolingDistillation, hierarchical_pool, kmeans_pool
 from retrieval_pipeline.core.preflight import Requirement, TrainingRun
 from retrieval_pipeline.core.retrieval import search
@@ -164,15 +164,11 @@ class MineParams(Section):
         return self
 
 
-class TrainParams(Section):
+class TrainParams(TrainingSection):
     pool_factors: list[PositiveInt] = Field(min_length=1)  # drawn uniformly, once per batch
     pooling_ablation: bool  # also train with pool factor 1 only, to separate pooling-aware training from fine-tuning
     epochs: PositiveInt
-    batch_size: PositiveInt
     learning_rate: PositiveFloat
-    warmup_ratio: float = Field(ge=0, lt=1)
-    bf16: bool
-    logging_steps: PositiveInt
 
 
 class IndexParams(Section):
@@ -193,8 +189,7 @@ class EvaluateParams(Section):
     index: IndexParams
 
 
-class ColbertParams(Section):
-    seed: int
+class ColbertParams(FamilyParams):
     data: DataParams
     model: ModelParams
     mine: MineParams

@@ -24,7 +24,7 @@ from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
 from retrieval_pipeline.core.models import check_length, device, loading, locate
-from retrieval_pipeline.core.params import Section
+from retrieval_pipeline.core.params import FamilyParams, Section, TrainingSection
 from retrieval_pipeline.core.preflight import Requirement, TrainingRun
 from retrieval_pipeline.core.retrieval import search
 from retrieval_pipeline.core.sources import (
@@ -67,17 +67,13 @@ class MineParams(Section):
     batch_size: PositiveInt
 
 
-class TrainParams(Section):
+class TrainParams(TrainingSection):
     use_hard_negatives: bool
     hard_negative_source: Literal["bm25", "dense"]
     temperature: PositiveFloat
     epochs: PositiveInt
-    batch_size: PositiveInt
     learning_rate: PositiveFloat
     weight_decay: float = Field(ge=0)
-    warmup_ratio: float = Field(ge=0, lt=1)
-    bf16: bool
-    logging_steps: PositiveInt
 
 
 class EvaluateParams(Section):
@@ -85,8 +81,7 @@ class EvaluateParams(Section):
     top_k: PositiveInt = Field(ge=100)
 
 
-class DprParams(Section):
-    seed: int
+class DprParams(FamilyParams):
     data: DataParams
     model: ModelParams
     mine: MineParams

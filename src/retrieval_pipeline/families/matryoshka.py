@@ -21,7 +21,7 @@ from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
 from retrieval_pipeline.core.models import check_length, load_sentence_transformer
-from retrieval_pipeline.core.params import Section
+from retrieval_pipeline.core.params import FamilyParams, Section, TrainingSection
 from retrieval_pipeline.core.preflight import Requirement, TrainingRun
 from retrieval_pipeline.core.retrieval import bounded_corpus, search, truncate_and_normalise
 from retrieval_pipeline.core.sources import (
@@ -79,19 +79,15 @@ class MineParams(Section):
     batch_size: PositiveInt
 
 
-class TrainParams(Section):
+class TrainParams(TrainingSection):
     use_hard_negatives: bool
     epochs: PositiveInt
-    batch_size: PositiveInt
     gradient_accumulation_steps: PositiveInt
     learning_rate: PositiveFloat
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"]
-    warmup_ratio: float = Field(ge=0, lt=1)
     optimizer: Literal["adamw_torch", "adamw_torch_fused"]
-    bf16: bool
     tf32: bool
     no_duplicates: bool
-    logging_steps: PositiveInt
     best_checkpoint_dim: PositiveInt
 
 
@@ -101,8 +97,7 @@ class EvaluateParams(Section):
     dev_corpus_size: PositiveInt  # documents searched by the dev evaluation of each epoch (judged + a fixed sample)
 
 
-class MatryoshkaParams(Section):
-    seed: int
+class MatryoshkaParams(FamilyParams):
     data: DataParams
     model: ModelParams
     mine: MineParams

@@ -24,13 +24,13 @@ import polars as pl
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from retrieval_pipeline.core.beir import Collection, load_collection, read_beir_folder, with_dev_split, write_collection
-from retrieval_pipeline.core.cross_encoders import binary_trainer, load_cross_encoder, new_cross_encoder
+from retrieval_pipeline.core.cross_encoders import binary_trainer, load_cross_encoder, new_cross_encoder, predict_pairs
 from retrieval_pipeline.core.family import Family, Scores, concat_tables, write_scores
 from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
 from retrieval_pipeline.core.models import device, load_sentence_transformer, loading, locate
-from retrieval_pipeline.core.params import Section
+from retrieval_pipeline.core.params import FamilyParams, Section, TrainingSection
 from retrieval_pipeline.core.preflight import Requirement, TrainingRun
 from retrieval_pipeline.core.retrieval import search
 from retrieval_pipeline.core.sources import DataError, SourceParams, SyntheticSource, map_columns, read_source
@@ -135,18 +135,14 @@ class ReplayParams(StageParams):
     variants: list[Literal["features", "plain"]] = Field(min_length=1)
 
 
-class TrainParams(Section):
+class TrainParams(TrainingSection):
     use_features: bool
     feature_ablation: bool  # also train the other setting of use_features, for the ablation
     pos_weight: PositiveFloat
     stage1: StageParams
     stage2: StageParams
     stage2_replay: ReplayParams | None = None  # not in the recipe; null trains the published curriculum only
-    batch_size: PositiveInt
     weight_decay: float = Field(ge=0)
-    warmup_ratio: float = Field(ge=0, lt=1)
-    bf16: bool
-    logging_steps: PositiveInt
 
 
 class EvaluateParams(Section):
@@ -163,8 +159,7 @@ class EvaluateParams(Section):
         return threshold
 
 
-class RerankerParams(Section):
-    seed: int
+class RerankerParams(FamilyParams):
     data: DataParams
     model: ModelParams
     mine: MineParams
@@ -815,8 +810,7 @@ scores = model.predict([("Who runs the Kestrel plant?", "Kestrel is run by Sable
         """The checkpoint's relevance (sigmoid of its logit) of every (query, sentence) row."""
         pairs = [(model_input(query, tokens if use_features else None), sentence)
                  for query, tokens, sentence in frame.select("query", "feature_tokens", "sentence").iter_rows()]
-        return np.asarray(model.predict(pairs, batch_size=self.params.evaluate.batch_size, show_progress_bar=True),
-                          dtype=np.float32)
+        return predict_pairs(model, pairs, self.params.evaluate.batch_size)
 
     def thresholds(self, model, use_features: bool) -> dict[str, float]:
         """Per dataset, evaluate.threshold, or the one that maximises the checkpoint's F1 over the dev queries'
