@@ -4,11 +4,12 @@ each, and a family module, its params section and its report entry must agree wi
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import yaml
 from helpers import REPO, repo_params
 
-from retrieval_pipeline.core.paths import dag_families
+from retrieval_pipeline.core.paths import FamilyPaths, dag_families
 
 MODULES = {path.stem for path in (REPO / "src/retrieval_pipeline/families").glob("*.py") if path.stem != "__init__"}
 PER_FAMILY_STAGES = {"resolve", "prepare", "mine", "baseline", "train", "evaluate"}
@@ -40,3 +41,30 @@ def test_every_family_module_exports_its_family_under_its_own_name():
     for name in MODULES:
         family = importlib.import_module(f"retrieval_pipeline.families.{name}").FAMILY
         assert family.name == name and "in docs/recipes.md" in family.recipe
+
+
+# What each per-family stage writes, as core/paths.py names it for the stages' code.
+STAGE_OUTPUTS = {"resolve": ["resolved_params"], "prepare": ["prepared"], "mine": ["mined"],
+                 "baseline": ["baseline_scores"], "train": ["model", "training_log", "trained_scores"],
+                 "evaluate": ["evaluation"]}
+DATA_INPUTS = ["prepared", "mined", "baseline_scores", "trained_scores"]
+
+
+def test_dvc_yaml_names_the_paths_that_the_stages_read_and_write():
+    """The stages find their folders through FamilyPaths and DVC through dvc.yaml: if the two named different
+    folders, DVC would version and cache folders that no stage fills."""
+    stages, family = dvc_yaml()["stages"], dag_families(REPO)[0]
+    paths = FamilyPaths(Path("."), family)
+
+    def declared(entries) -> list[str]:
+        return [(next(iter(entry)) if isinstance(entry, dict) else entry).replace("${item}", family)
+                for entry in entries]
+
+    data_inputs = {getattr(paths, name).as_posix() for name in DATA_INPUTS}
+    for stage, names in STAGE_OUTPUTS.items():
+        body = stages[stage]["do"]
+        assert declared(body["outs"]) == [getattr(paths, name).as_posix() for name in names], stage
+        inputs = [dep for dep in declared(body["deps"]) if dep.startswith(("data/", "scores/"))]
+        assert set(inputs) <= data_inputs, f"{stage} depends on {sorted(set(inputs) - data_inputs)}"
+        files = [next(iter(entry)) for entry in body["params"] if isinstance(entry, dict)]
+        assert declared(files) == ([] if stage == "resolve" else [paths.resolved_params.as_posix()]), stage

@@ -1,0 +1,54 @@
+"""Scoring a reranker's candidate lists: the family's path (pairs sorted by length, so each batch pads to nearly
+its own length) against CrossEncoder.predict on the pairs as they come. Same model, same pairs, same batch size;
+compare the two in the `--benchmark-group-by=group` table."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from helpers import write_params
+
+from retrieval_pipeline.core.stage import load_family
+from retrieval_pipeline.families.reranker import base_cross_encoder, model_input
+
+GROUP = "reranker scoring of the test candidates"
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    """The embedded profile's reranker data as `dvc repro` builds it: its test candidate lists are what the train
+    stage scores with every checkpoint."""
+    root = tmp_path_factory.mktemp("bench")
+    family = load_family("reranker", write_params(root), root)
+    family.prepare()
+    family.mine()
+    return family
+
+
+@pytest.fixture(scope="module")
+def model(family):
+    return base_cross_encoder(family.params.model.base, family.params.model.max_length, None, family.params.seed)
+
+
+@pytest.fixture(scope="module")
+def candidates(family):
+    lists, _ = family.test_set()
+    return pl.concat(list(lists.values()))
+
+
+@pytest.mark.benchmark(group=GROUP)
+def test_family_scoring_shortest_first(benchmark, family, model, candidates):
+    scores = benchmark.pedantic(family.predict, args=(model, False, candidates), rounds=2, warmup_rounds=0)
+    benchmark.extra_info["pairs"] = candidates.height
+    pairs = [(model_input(query, None), sentence) for query, sentence in candidates.select("query", "sentence").rows()]
+    as_given = model.predict(pairs[:256], batch_size=family.params.evaluate.batch_size)
+    assert np.allclose(scores[:256], as_given, atol=1e-5)  # the same scores, in the same order
+
+
+@pytest.mark.benchmark(group=GROUP)
+def test_cross_encoder_predict_as_given(benchmark, family, model, candidates):
+    pairs = [(model_input(query, None), sentence) for query, sentence in candidates.select("query", "sentence").rows()]
+    benchmark.pedantic(model.predict, args=(pairs,), kwargs={"batch_size": family.params.evaluate.batch_size},
+                       rounds=2, warmup_rounds=0)
+    benchmark.extra_info["pairs"] = len(pairs)
