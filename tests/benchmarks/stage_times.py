@@ -83,7 +83,8 @@ def render(records: dict[str, dict]) -> str:
                   "| stage | seconds |", "|---|---|"]
         lines += [f"| {stage} | {seconds:.0f} |" for stage, seconds in stages.items()]
         families = sorted({family_of(stage) for stage in stages} - {None})
-        if "report" in stages and families:
+        full_run = all(f"prepare@{family}" in stages for family in families)  # an experiment is not a whole run
+        if "report" in stages and families and full_run:
             lines += ["", "| family | whole run (s) | one-parameter training experiment (s) | share |",
                       "|---|---|---|---|"]
             for family in families:
