@@ -37,18 +37,22 @@ def candidates(family):
     return pl.concat(list(lists.values()))
 
 
+@pytest.fixture(scope="module")
+def pairs(candidates):
+    """The candidates as (query, sentence) pairs, the input the family builds for a checkpoint without features."""
+    return [(model_input(query, None), sentence) for query, sentence in candidates.select("query", "sentence").rows()]
+
+
 @pytest.mark.benchmark(group=GROUP)
-def test_family_scoring_shortest_first(benchmark, family, model, candidates):
+def test_family_scoring_shortest_first(benchmark, family, model, candidates, pairs):
     scores = benchmark.pedantic(family.predict, args=(model, False, candidates), rounds=2, warmup_rounds=0)
     benchmark.extra_info["pairs"] = candidates.height
-    pairs = [(model_input(query, None), sentence) for query, sentence in candidates.select("query", "sentence").rows()]
     as_given = model.predict(pairs[:256], batch_size=family.params.evaluate.batch_size)
     assert np.allclose(scores[:256], as_given, atol=1e-5)  # the same scores, in the same order
 
 
 @pytest.mark.benchmark(group=GROUP)
-def test_cross_encoder_predict_as_given(benchmark, family, model, candidates):
-    pairs = [(model_input(query, None), sentence) for query, sentence in candidates.select("query", "sentence").rows()]
+def test_cross_encoder_predict_as_given(benchmark, family, model, pairs):
     benchmark.pedantic(model.predict, args=(pairs,), kwargs={"batch_size": family.params.evaluate.batch_size},
                        rounds=2, warmup_rounds=0)
     benchmark.extra_info["pairs"] = len(pairs)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from retrieval_pipeline.core.cross_encoders import load_cross_encoder, predict_pairs
+from retrieval_pipeline.core.cross_encoders import load_cross_encoder, predict_pairs, shortest_first
 from retrieval_pipeline.core.models import device, loading, locate
 
 
@@ -81,18 +81,19 @@ class YesLogitTeacher:
         passage_ids = self._ids(f"B: {passage}", self.max_length)[:max(self.max_length - len(head), 0)]
         return head + passage_ids + self.separator + self.prompt
 
-    @torch.no_grad()
     def __call__(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        inputs = [{"input_ids": self.input_ids(query, passage)} for query, passage in pairs]
+        return shortest_first(inputs, [len(item["input_ids"]) for item in inputs], self._yes_logits)
+
+    @torch.no_grad()
+    def _yes_logits(self, inputs: list[dict]) -> torch.Tensor:
         from tqdm import tqdm
 
-        inputs = [{"input_ids": self.input_ids(query, passage)} for query, passage in pairs]
-        order = np.argsort([len(item["input_ids"]) for item in inputs], kind="stable")  # batches of similar length
-        scores = np.empty(len(pairs), dtype=np.float32)
-        for start in tqdm(range(0, len(pairs), self.batch_size), desc="teacher"):
-            rows = order[start:start + self.batch_size]
-            batch = self.tokenizer.pad([inputs[i] for i in rows], padding=True, return_tensors="pt")
-            scores[rows] = self.model(**batch.to(self.model.device)).logits[:, -1, self.yes].float().cpu().numpy()
-        return scores
+        logits = []
+        for start in tqdm(range(0, len(inputs), self.batch_size), desc="teacher"):
+            batch = self.tokenizer.pad(inputs[start:start + self.batch_size], padding=True, return_tensors="pt")
+            logits.append(self.model(**batch.to(self.model.device)).logits[:, -1, self.yes].float().cpu())
+        return torch.cat(logits)
 
 
 def teacher_warning(teacher_positive_mrr: float, miner_positive_mrr: float, report: Path) -> str | None:
