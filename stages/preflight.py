@@ -2,7 +2,7 @@
 
 import sys
 
-from retrieval_pipeline.core.stage import run_preflight
+from retrieval_pipeline.core.preflight import main
 
 if __name__ == "__main__":
-    sys.exit(run_preflight())
+    sys.exit(main())

@@ -2,7 +2,7 @@
 
 import sys
 
-from retrieval_pipeline.core.stage import run_stage
+from retrieval_pipeline.core.resolve import run_resolve
 
 if __name__ == "__main__":
-    sys.exit(run_stage("resolve"))
+    sys.exit(run_resolve())

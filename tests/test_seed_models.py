@@ -8,19 +8,19 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-from helpers import FIXTURES, SEED_SIZES, write_params
+from helpers import FIXTURES, SEED_SIZES, FamilyStages, write_params
 
-from retrieval_pipeline.core.models import ModelError, locate
+from retrieval_pipeline.core.errors import DataError, ModelError
+from retrieval_pipeline.core.models import locate
 from retrieval_pipeline.core.params import deep_merge
-from retrieval_pipeline.core.sources import DataError
-from retrieval_pipeline.core.stage import load_family, run_preflight
+from retrieval_pipeline.core.preflight import main as run_preflight
 
 DEBERTA = "microsoft/deberta-v3-base"
 
 
 def seed_family(tmp_path, name, overrides=None):
-    params = write_params(tmp_path, deep_merge(SEED_SIZES, overrides or {}))
-    return load_family(name, params, tmp_path)
+    write_params(tmp_path, deep_merge(SEED_SIZES, overrides or {}))
+    return FamilyStages(name, tmp_path)
 
 
 # Safetensors only ------------------------------------------------------------------------------------------------
@@ -35,9 +35,11 @@ def test_a_hub_revision_with_only_pickle_weights_is_refused_with_the_revision_to
 
 
 def test_the_named_conversion_loads_deberta_with_its_sentencepiece_tokenizer(twin_cache):
-    from retrieval_pipeline.families.reranker import base_cross_encoder, special_tokens
+    from retrieval_pipeline.families.reranker.features import special_tokens
+    from retrieval_pipeline.families.reranker.train import base_cross_encoder
 
-    model = base_cross_encoder(f"{DEBERTA}@refs/pr/1", 64, special_tokens(3), seed=0)
+    model = base_cross_encoder(f"{DEBERTA}@refs/pr/1", 64, special_tokens(3), 0, "reranker.model.base",
+                               "reranker.model.max_length")
     assert type(model.model).__name__ == "DebertaV2ForSequenceClassification"
     assert type(model.tokenizer).__name__ == "DebertaV2Tokenizer"  # built from spm.model: sentencepiece, protobuf
     assert model.tokenizer("[HOP:1]", add_special_tokens=False)["input_ids"] == \
@@ -65,8 +67,9 @@ def test_dpr_base_towers_of_a_raw_encoder_are_normalised(twin_cache, tmp_path):
     from retrieval_pipeline.core.models import load_sentence_transformer
 
     texts = ["The wind farm opened in 2019.", "Sable Utilities runs it."]
-    family = seed_family(tmp_path, "dpr")
-    towers = family.base_towers()
+    from retrieval_pipeline.families.dpr.towers import base_towers
+
+    towers = base_towers(seed_family(tmp_path, "dpr").family)
     for route in ("query", "document"):
         norms = np.linalg.norm(towers[route].encode(texts), axis=1)
         assert norms == pytest.approx([1.0, 1.0], abs=1e-5)
@@ -79,10 +82,11 @@ def test_dpr_base_towers_of_a_raw_encoder_are_normalised(twin_cache, tmp_path):
 
 
 def test_the_gemma_teacher_keeps_its_prompt_and_query_when_the_passage_is_long(twin_cache):
-    from retrieval_pipeline.core.teachers import YesLogitTeacher
+    from retrieval_pipeline.families.colbert.teachers import YesLogitTeacher
 
     prompt = "Given a query A and a passage B, determine whether the passage contains an answer."
-    teacher = YesLogitTeacher("BAAI/bge-reranker-v2-gemma", prompt, max_length=40, batch_size=2)
+    teacher = YesLogitTeacher("BAAI/bge-reranker-v2-gemma", prompt, max_length=40, batch_size=2,
+                              key="colbert.mine.teacher.model")
     assert type(teacher.tokenizer).__name__ == "GemmaTokenizer" and teacher.tokenizer.padding_side == "left"
     assert teacher.tokenizer.convert_ids_to_tokens(teacher.yes) == "Yes"
     tokens = lambda text: teacher.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
@@ -137,7 +141,9 @@ def test_colbert_mines_again_with_the_recipes_miner_and_llm_teacher(twin_cache, 
 def test_nanobeir_collections_are_prepared_beside_the_test_split(twin_cache, tmp_path):
     family = seed_family(tmp_path, "colbert")
     family.prepare()
-    sets = family.evaluation_sets()
+    from retrieval_pipeline.families.colbert.scoring import evaluation_sets
+
+    sets = evaluation_sets(family.stage("baseline"))
     assert list(sets) == ["test", "NanoSciFact", "NanoFiQA2018", "NanoNFCorpus", "NanoSCIDOCS", "NanoTouche2020"]
     queries, corpus, qrels = sets["NanoSciFact"]
     assert corpus.height == 6 and queries.height == 3 and all(v == {d: 1} for v, d in
@@ -170,6 +176,6 @@ def test_preflight_stops_on_a_model_that_is_nowhere(twin_cache, tmp_path, capsys
     monkeypatch.chdir(tmp_path)
     assert run_preflight(["--params", str(params), "matryoshka"]) == 2
     out = capsys.readouterr().out
-    assert "MISSING model   nobody/nothing @main  [matryoshka.model.base; mine, train, evaluate]: not in the " \
-        "Hugging Face cache and the hub is offline" in out
-    assert "preflight: 1 missing (the MISSING lines above; params keys matryoshka.model.base)" in out
+    assert "MISSING model   nobody/nothing @main  [matryoshka.embedded.model.base; mine, train, evaluate]: not in " \
+        "the Hugging Face cache and the hub is offline" in out
+    assert "preflight: 1 missing (the MISSING lines above; params keys matryoshka.embedded.model.base)" in out

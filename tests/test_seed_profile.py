@@ -13,8 +13,8 @@ import pytest
 import yaml
 from helpers import REPO, SEED_SIZES, copy_repo, run
 
+from retrieval_pipeline.core.dag import dag_families
 from retrieval_pipeline.core.params import deep_merge
-from retrieval_pipeline.core.paths import dag_families
 
 pytestmark = pytest.mark.slow
 FAMILIES = dag_families(REPO)

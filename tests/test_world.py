@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import re
 
-from retrieval_pipeline.data.world import build_world, knowledge_base_questions
+from retrieval_pipeline.core.world import build_world
+from retrieval_pipeline.families.matryoshka.synthetic import knowledge_base_questions
 
 
 def test_same_seed_and_sizes_give_the_same_world_and_questions():

@@ -54,7 +54,9 @@ def commit_of(repo: str, revision: str = "main") -> str:
 
 def training_text() -> list[str]:
     """What the twins' tokenizers learn from: the synthetic world, the hub fixtures' text and the teacher's prompt."""
-    from retrieval_pipeline.data.world import build_world, claim_collection, knowledge_base_questions
+    from retrieval_pipeline.core.world import build_world
+    from retrieval_pipeline.families.colbert.synthetic import claim_collection
+    from retrieval_pipeline.families.matryoshka.synthetic import knowledge_base_questions
 
     world = build_world(7, facilities=12, companies=3)
     lines = [chunk.text for chunk in world.chunks]

@@ -13,88 +13,17 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
 
 import numpy as np
 import polars as pl
-from pydantic import Field, PositiveInt, model_validator
 from scipy.stats import permutation_test
 
+from retrieval_pipeline.core.dag import dag_families
+from retrieval_pipeline.core.errors import DataError, ParamsError
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_text
-from retrieval_pipeline.core.params import ParamsError, Section, read_params_file, validate_section
-from retrieval_pipeline.core.paths import FamilyPaths, dag_families
-from retrieval_pipeline.core.sources import DataError
-
-
-class Better(Section):
-    """`candidate` beats `baseline` on `metric` in every row of their comparison (each group, e.g. each dim or
-    pool factor, optionally only those matching `where`), with a paired-test p-value below `alpha`."""
-
-    kind: Literal["better"]
-    candidate: str
-    baseline: str
-    metric: str
-    alpha: float = Field(gt=0, lt=1)
-    where: dict[str, str | int] = {}
-
-    def models(self) -> tuple[str, ...]:
-        return (self.baseline, self.candidate)
-
-    def describe(self) -> str:
-        scope = "".join(f", {column} {value}" for column, value in self.where.items())
-        return f"{self.candidate} beats {self.baseline} on {self.metric} in every row{scope} (p < {self.alpha})"
-
-
-class Drop(Section):
-    """`model`'s mean `metric` changes from `column` = `start` to `column` = `end` (e.g. pool factor 1 to 4) by a
-    drop of at most `at_most`, or at least `at_least`, in every group matching `where`."""
-
-    kind: Literal["drop"]
-    model: str
-    metric: str
-    column: str
-    start: int | str
-    end: int | str
-    at_most: float | None = None
-    at_least: float | None = None
-    where: dict[str, str | int] = {}
-
-    @model_validator(mode="after")
-    def _one_bound(self) -> Drop:
-        if (self.at_most is None) == (self.at_least is None):
-            raise ValueError("expected exactly one of at_most and at_least")
-        return self
-
-    def models(self) -> tuple[str, ...]:
-        return (self.model,)
-
-    def describe(self) -> str:
-        bound = f"at most {self.at_most:.3f}" if self.at_most is not None else f"at least {self.at_least:.3f}"
-        scope = "".join(f", {column} {value}" for column, value in self.where.items())
-        return f"{self.model}: {self.metric} drops by {bound} from {self.column} {self.start} to {self.end}{scope}"
-
-
-Expectation = Annotated[Better | Drop, Field(discriminator="kind")]
-
-
-class FamilyReport(Section):
-    metrics: list[str] = Field(min_length=1)  # per-query metric columns; the first is plotted
-    compare: list[tuple[str, str]] = Field(min_length=1)  # (baseline, candidate) model labels
-    expect: list[Expectation] = []  # what the default run must show; the report says whether it does
-    notes: str = ""  # what to read in the family's section, shown under its heading
-
-
-class ReportParams(Section):
-    families: dict[str, FamilyReport] = Field(min_length=1)
-    permutations: PositiveInt  # resamples of the paired randomization test
-    seed: int
-
-
-def load_report_params(path: Path) -> ReportParams:
-    section = read_params_file(path).get("report")
-    if not isinstance(section, dict):
-        raise ParamsError(f"{path}: no 'report' section; expected report.families, report.permutations, report.seed")
-    return validate_section(section, ReportParams, path, "report")
+from retrieval_pipeline.core.params import read_params_file
+from retrieval_pipeline.core.paths import FamilyPaths
+from retrieval_pipeline.core.report_params import Better, Drop, FamilyReport, ReportParams, load_report_params
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ QUERIES, TOP_K, WORDS = 100, 100, 80  # ~80 words make ~100 word pieces
 
 
 def corpus(size: int, seed: int = 0) -> tuple[list[str], list[str]]:
-    from retrieval_pipeline.data.world import build_world, claim_collection
+    from retrieval_pipeline.core.world import build_world
+    from retrieval_pipeline.families.colbert.synthetic import claim_collection
 
     documents, claims, _ = claim_collection(build_world(seed, 200, 20), 3, seed)
     sentences = [sentence for row in documents for sentence in row["text"].split(". ")]
@@ -38,13 +39,15 @@ def corpus(size: int, seed: int = 0) -> tuple[list[str], list[str]]:
 
 
 def main(size: int) -> dict:
-    from retrieval_pipeline.core.late_interaction import maxsim_search
-    from retrieval_pipeline.core.params import load_params
-    from retrieval_pipeline.families.colbert import ColbertParams, base_colbert
+    from retrieval_pipeline.core.resolve import load_family
+    from retrieval_pipeline.families.colbert.model import base_colbert
+    from retrieval_pipeline.families.colbert.search import maxsim_search
 
-    _, params = load_params(Path(__file__).resolve().parents[2] / "params.yaml", "colbert", ColbertParams)
+    root = Path(__file__).resolve().parents[2]
+    family = load_family("colbert", root / "params.yaml", root)
+    params = family.params
     texts, questions = corpus(size)
-    model = base_colbert(params.model, params.seed)
+    model = base_colbert(family)
     timings = {"documents": size}
     start = time.perf_counter()
     documents = [torch.as_tensor(v) for v in model.encode(texts, is_query=False, batch_size=64,

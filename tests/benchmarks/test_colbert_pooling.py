@@ -11,10 +11,12 @@ import pytest
 import torch
 from helpers import write_params
 
-from retrieval_pipeline.core.pooling import PoolFactorSampler, PoolingDistillation, pool_batch
-from retrieval_pipeline.core.stage import load_family
-from retrieval_pipeline.data.world import build_world, claim_collection
-from retrieval_pipeline.families.colbert import base_colbert
+from retrieval_pipeline.core.resolve import load_family
+from retrieval_pipeline.core.world import build_world
+from retrieval_pipeline.families.colbert.losses import pooling_distillation
+from retrieval_pipeline.families.colbert.model import base_colbert
+from retrieval_pipeline.families.colbert.pooling import pool_batch
+from retrieval_pipeline.families.colbert.synthetic import claim_collection
 
 QUERIES, N_WAYS, POOL_FACTOR = 8, 8, 4
 GROUP = f"colbert train step ({QUERIES} queries x {N_WAYS} documents, embedded profile lengths)"
@@ -34,10 +36,9 @@ def batch(family):
 
 
 def distillation_step(family, batch, pool_factor: int):
-    model = base_colbert(family.params.model, seed=0)
+    model = base_colbert(family)
     pooling = family.params.model.pooling
-    loss = PoolingDistillation(model, PoolFactorSampler([pool_factor], seed=0), pooling.kmeans_iterations,
-                               pooling.protected_tokens)
+    loss = pooling_distillation(model, [pool_factor], 0, pooling.kmeans_iterations, pooling.protected_tokens)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     queries, documents = batch
     features = [model.tokenize(queries, is_query=True), model.tokenize(documents, is_query=False)]
@@ -63,7 +64,7 @@ def test_step_without_pooling(benchmark, family, batch):
 
 @pytest.mark.benchmark(group=GROUP)
 def test_kmeans_pooling_alone(benchmark, family, batch):
-    model = base_colbert(family.params.model, seed=0)
+    model = base_colbert(family)
     features = model.tokenize(batch[1], is_query=False)
     with torch.no_grad():
         embeddings = torch.nn.functional.normalize(model(features)["token_embeddings"], dim=-1)

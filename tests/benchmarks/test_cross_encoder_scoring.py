@@ -7,10 +7,12 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from helpers import write_params
+from helpers import FamilyStages, write_params
 
-from retrieval_pipeline.core.stage import load_family
-from retrieval_pipeline.families.reranker import base_cross_encoder, model_input
+from retrieval_pipeline.families.reranker.features import model_input
+from retrieval_pipeline.families.reranker.ranking import candidate_lists
+from retrieval_pipeline.families.reranker.scoring import predict
+from retrieval_pipeline.families.reranker.train import base_cross_encoder
 
 GROUP = "reranker scoring of the test candidates"
 
@@ -20,7 +22,8 @@ def family(tmp_path_factory):
     """The embedded profile's reranker data as `dvc repro` builds it: its test candidate lists are what the train
     stage scores with every checkpoint."""
     root = tmp_path_factory.mktemp("bench")
-    family = load_family("reranker", write_params(root), root)
+    write_params(root)
+    family = FamilyStages("reranker", root)
     family.prepare()
     family.mine()
     return family
@@ -28,12 +31,13 @@ def family(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(family):
-    return base_cross_encoder(family.params.model.base, family.params.model.max_length, None, family.params.seed)
+    return base_cross_encoder(family.params.model.base, family.params.model.max_length, None, family.params.seed,
+                              family.family.key("model.base"), family.family.key("model.max_length"))
 
 
 @pytest.fixture(scope="module")
 def candidates(family):
-    lists, _ = family.test_set()
+    lists, _ = candidate_lists(family.stage("baseline"), "test")
     return pl.concat(list(lists.values()))
 
 
@@ -45,7 +49,8 @@ def pairs(candidates):
 
 @pytest.mark.benchmark(group=GROUP)
 def test_family_scoring_shortest_first(benchmark, family, model, candidates, pairs):
-    scores = benchmark.pedantic(family.predict, args=(model, False, candidates), rounds=2, warmup_rounds=0)
+    scores = benchmark.pedantic(predict, args=(family.stage("train"), model, False, candidates), rounds=2,
+                                warmup_rounds=0)
     benchmark.extra_info["pairs"] = candidates.height
     as_given = model.predict(pairs[:256], batch_size=family.params.evaluate.batch_size)
     assert np.allclose(scores[:256], as_given, atol=1e-5)  # the same scores, in the same order

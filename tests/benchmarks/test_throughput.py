@@ -13,12 +13,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
-from helpers import TINY_MATRYOSHKA, write_params
+from helpers import TINY_MATRYOSHKA, FamilyStages, write_params
 
+from retrieval_pipeline.core.beir import load_collection
 from retrieval_pipeline.core.params import deep_merge
-from retrieval_pipeline.core.stage import load_family
 from retrieval_pipeline.core.training import shared_arguments
-from retrieval_pipeline.families.matryoshka import rank_at_dims
+from retrieval_pipeline.families.matryoshka.model import load_model
+from retrieval_pipeline.families.matryoshka.scoring import rank_at_dims
+from retrieval_pipeline.families.matryoshka.train import build_trainer
 
 BATCH = 32
 
@@ -26,24 +28,28 @@ BATCH = 32
 @pytest.fixture(scope="module")
 def family(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
-    params = write_params(root, deep_merge(TINY_MATRYOSHKA, {"matryoshka": {"embedded": {
+    write_params(root, deep_merge(TINY_MATRYOSHKA, {"matryoshka": {"embedded": {
         "train": {"batch_size": BATCH}, "data": {"synthetic": {"facilities": 8}}}}}))
-    family = load_family("matryoshka", params, root)
+    family = FamilyStages("matryoshka", root)
     family.prepare()
     return family
+
+
+def training_pairs(family) -> pl.DataFrame:
+    return load_collection(family.paths.prepared).pairs("train").select(anchor="query", positive="document")
 
 
 @pytest.fixture(scope="module")
 def pairs(family):
     """One batch of pairs with distinct texts, so the no-duplicates sampler keeps all of them."""
-    train = pl.read_parquet(family.paths.prepared / "train.parquet")
+    train = training_pairs(family)
     distinct = train.unique("positive", keep="first", maintain_order=True) \
         .unique("anchor", keep="first", maintain_order=True)
     return distinct.head(BATCH).select("anchor", "positive")
 
 
 def fresh_model(family):
-    return family.load_model(family.params.model.base, "the base model")
+    return load_model(family.family, family.params.model.base, "the base model")
 
 
 @pytest.mark.benchmark(group="train step (batch 32)")
@@ -51,7 +57,7 @@ def test_family_training_step(benchmark, family, pairs, tmp_path):
     from datasets import Dataset
 
     model = fresh_model(family)
-    trainer = family.build_trainer(model, tmp_path / "checkpoints")
+    trainer = build_trainer(family.stage("train"), model, tmp_path / "checkpoints")
     trainer.train_dataset = Dataset.from_polars(pairs)
     trainer.create_optimizer_and_scheduler(num_training_steps=100)
     batch = next(iter(trainer.get_train_dataloader()))
@@ -84,8 +90,8 @@ def test_bare_training_step(benchmark, family, pairs):
 
 @pytest.fixture(scope="module")
 def texts(family):
-    queries, corpus, _ = family.held_out("test")
-    return queries, corpus
+    collection = load_collection(family.paths.prepared)
+    return collection.split("test")[0], collection.corpus
 
 
 @pytest.mark.benchmark(group="encode queries + corpus")
@@ -117,8 +123,8 @@ THROUGHPUT = Path(__file__).resolve().parents[2] / "docs" / "throughput.md"
 @pytest.fixture(scope="module")
 def stage_family(tmp_path_factory):
     root = tmp_path_factory.mktemp("stage-bench")
-    params = write_params(root)  # the embedded profile as `dvc repro` runs it
-    family = load_family("matryoshka", params, root)
+    write_params(root)  # the embedded profile as `dvc repro` runs it
+    family = FamilyStages("matryoshka", root)
     family.prepare()
     return family
 
@@ -146,7 +152,7 @@ def record_stage(name: str, seconds: float, pairs: int, epochs: int) -> None:
 
 @pytest.mark.benchmark(group=STAGE_GROUP)
 def test_whole_train_stage(benchmark, stage_family):
-    pairs = pl.read_parquet(stage_family.paths.prepared / "train.parquet").height
+    pairs = training_pairs(stage_family).height
     start = time.perf_counter()
     benchmark.pedantic(stage_family.train, rounds=1, iterations=1)
     record_stage("train stage", time.perf_counter() - start, pairs, stage_family.params.train.epochs)
@@ -160,7 +166,7 @@ def test_bare_trainer_on_the_same_pairs(benchmark, stage_family, tmp_path):
     from sentence_transformers.training_args import BatchSamplers
 
     train, dims = stage_family.params.train, stage_family.params.model.dims
-    pairs = pl.read_parquet(stage_family.paths.prepared / "train.parquet").select("anchor", "positive")
+    pairs = training_pairs(stage_family)
     model = fresh_model(stage_family)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(tmp_path), num_train_epochs=train.epochs, per_device_train_batch_size=train.batch_size,

@@ -1,6 +1,10 @@
-"""Retrieval collections in BEIR's folder format, read by every family.
+"""Retrieval collections: BEIR's folder format, read by every family, and the one layout every prepare stage writes.
 
-A collection is a folder (or the same three parts from the hub) holding
+Prepared data is a Collection whatever the family and the source: corpus (document_id, text), queries (query_id,
+text, split) and qrels (query_id, document_id, relevance, split), with the splits named train, dev and test. A
+BEIR source is read into one as below.
+
+A BEIR collection is a folder (or the same three parts from the hub) holding
 - `corpus.jsonl`: one document per line, {"_id", "text"} and an optional "title";
 - `queries.jsonl`: one query per line, {"_id", "text"};
 - `qrels/<split>.tsv`: a header row, then query-id, corpus-id and an integer score per line.
@@ -16,26 +20,33 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 
-from retrieval_pipeline.core.sources import DataError, require_evaluable
+from retrieval_pipeline.core.errors import DataError
+from retrieval_pipeline.core.reading import require_evaluable
 
 BLOCK_LINES = 50_000
 QRELS_COLUMNS = ("query-id", "corpus-id", "score")
+SPLITS = ("train", "dev", "test")
+CANDIDATES = ("corpus", "judged")
 
 
 @dataclass(frozen=True)
 class Collection:
-    """corpus (document_id, text), queries (query_id, text), qrels (query_id, document_id, relevance, split)."""
+    """corpus (document_id, text), queries (query_id, text), qrels (query_id, document_id, relevance, split).
+
+    `candidates`: what a query's ranking is drawn from, the whole corpus (a retrieval collection) or the documents
+    judged for it (a context of its own, as LongRAG gives each question)."""
 
     corpus: pl.DataFrame
     queries: pl.DataFrame
     qrels: pl.DataFrame
+    candidates: str = "corpus"
 
     def split(self, name: str) -> tuple[pl.DataFrame, dict[str, dict[str, int]]]:
         """The queries judged in split `name` and their qrels ({query: {document: relevance}})."""
@@ -61,19 +72,38 @@ class Collection:
                             "expected each query in one split, so that no test query is trained on")
         return self.queries.join(splits, on="query_id", how="inner", maintain_order="left")
 
+    def pairs(self, name: str) -> pl.DataFrame:
+        """(query_id, query, document_id, document): a row per relevant judgement of split `name`, in the qrels'
+        order, with both texts (what a bi-encoder trains on)."""
+        return self.positives(name).join(self.queries.rename({"text": "query"}), on="query_id",
+                                         maintain_order="left").join(
+            self.corpus.rename({"text": "document"}), on="document_id", maintain_order="left").select(
+            "query_id", "query", "document_id", "document")
+
+    def summary(self) -> str:
+        """Its size for the stage's log line: training pairs and queries, held-out queries, documents."""
+        counts = dict(self.judged_queries()["split"].value_counts().iter_rows())
+        held_out = ", ".join(f"{counts[split]} {split} queries" for split in SPLITS[1:] if counts.get(split))
+        pairs = self.positives("train")
+        return (f"{pairs.height} training pairs ({pairs['query_id'].n_unique()} queries), {held_out}, "
+                f"corpus {self.corpus.height} documents")
+
 
 def write_collection(collection: Collection, folder: Path) -> None:
-    """corpus.parquet, queries.parquet (judged queries, with their split) and qrels.parquet, in `folder`."""
+    """corpus.parquet, queries.parquet (judged queries, with their split), qrels.parquet (in the collection's own
+    order, which the stages keep) and collection.json, in `folder`."""
     collection.corpus.write_parquet(folder / "corpus.parquet")
     collection.judged_queries().write_parquet(folder / "queries.parquet")
-    collection.qrels.sort("split", "query_id", "document_id").write_parquet(folder / "qrels.parquet")
+    collection.qrels.write_parquet(folder / "qrels.parquet")
+    (folder / "collection.json").write_text(json.dumps({"candidates": collection.candidates}) + "\n")
 
 
 def load_collection(folder: Path) -> Collection:
     """A collection prepare wrote with write_collection."""
     return Collection(pl.read_parquet(folder / "corpus.parquet"),
                       pl.read_parquet(folder / "queries.parquet").select("query_id", "text"),
-                      pl.read_parquet(folder / "qrels.parquet"))
+                      pl.read_parquet(folder / "qrels.parquet"),
+                      json.loads((folder / "collection.json").read_text(encoding="utf-8"))["candidates"])
 
 
 def qrels_dict(qrels: pl.DataFrame) -> dict[str, dict[str, int]]:
@@ -191,15 +221,17 @@ def check_qrels(qrels: pl.DataFrame, corpus: pl.DataFrame, queries: pl.DataFrame
                         "is not in the corpus")
 
 
-def read_beir_folder(folder: Path, splits: Sequence[str], optional: Sequence[str] = ()) -> Collection:
-    """A BEIR folder with qrels for every split in `splits` (and those of `optional` that exist)."""
-    expected = (f"expected a BEIR folder with corpus.jsonl, queries.jsonl and qrels/{{{','.join(splits)}}}.tsv "
-                "(each may be gzipped)")
+def read_beir_folder(folder: Path, splits: Mapping[str, str], optional: Mapping[str, str] = {}) -> Collection:
+    """A BEIR folder with qrels for every split in `splits` (and those of `optional` that exist), each given as
+    collection split -> the folder's name for it (qrels/<name>.tsv), in canonical order."""
+    names = {**splits, **optional}
+    expected = (f"expected a BEIR folder with corpus.jsonl, queries.jsonl and "
+                f"qrels/{{{','.join(splits.values())}}}.tsv (each may be gzipped)")
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder; {expected}")
     paths = {}
     for name, file in (("corpus", "corpus.jsonl"), ("queries", "queries.jsonl"),
-                       *((split, f"qrels/{split}.tsv") for split in [*splits, *optional])):
+                       *((split, f"qrels/{name}.tsv") for split, name in names.items())):
         found = find_file(folder, file)
         if found is None and name not in optional:
             raise DataError(f"{folder / file}: missing; {expected}")
@@ -208,13 +240,18 @@ def read_beir_folder(folder: Path, splits: Sequence[str], optional: Sequence[str
     corpus = read_texts(paths["corpus"], "document_id", "documents", title=True)
     queries = read_texts(paths["queries"], "query_id", "queries", title=False)
     judged = []
-    for split in [*splits, *optional]:
+    for split in names:
         if split not in paths:
             continue
         qrels = read_qrels(paths[split])
         check_qrels(qrels, corpus, queries, str(paths[split]), first_line=2)
         judged.append(qrels.with_columns(split=pl.lit(split)))
-    return Collection(corpus, queries, pl.concat(judged))
+    return Collection(corpus, queries, canonical_order(pl.concat(judged)))
+
+
+def canonical_order(qrels: pl.DataFrame) -> pl.DataFrame:
+    """A BEIR source's judgements in one order whatever the file's: by split, query and document."""
+    return qrels.sort("split", "query_id", "document_id")
 
 
 def collection_from_frames(corpus: pl.DataFrame, queries: pl.DataFrame, qrels: dict[str, pl.DataFrame],
@@ -259,61 +296,31 @@ def collection_from_frames(corpus: pl.DataFrame, queries: pl.DataFrame, qrels: d
                              "document_id": frame["corpus-id"].cast(pl.String), "relevance": scores})
         check_qrels(rows, frames["corpus"], frames["queries"], origins[split], first_line)
         judged.append(rows.with_columns(split=pl.lit(split)))
-    return Collection(frames["corpus"], frames["queries"], pl.concat(judged))
+    return Collection(frames["corpus"], frames["queries"], canonical_order(pl.concat(judged)))
 
 
-@dataclass(frozen=True)
-class TrainingSplits:
-    """A collection cut for bi-encoder training: the training pairs (query_id, query, document_id, document), one
-    per relevant judgement, and the held-out queries (query_id, text, split) with their qrels (query_id,
-    document_id, relevance, split), dev and test, against the whole corpus (document_id, text)."""
-
-    train: pl.DataFrame
-    corpus: pl.DataFrame
-    queries: pl.DataFrame
-    qrels: pl.DataFrame
-    duplicates: int = 0  # exact duplicate rows of the source, dropped before splitting
-
-    def summary(self) -> str:
-        held_out = self.queries.group_by("split").len().sort("split")
-        counts = ", ".join(f"{n} {split} queries" for split, n in held_out.iter_rows())
-        dropped = f"; {self.duplicates} exact duplicate rows dropped" if self.duplicates else ""
-        return (f"{self.train.height} training pairs ({self.train['query_id'].n_unique()} queries), {counts}, "
-                f"corpus {self.corpus.height} documents{dropped}")
-
-
-def with_dev_split(collection: Collection, train: str, dev: str, dev_size: float, seed: int) -> Collection:
-    """The collection with a `dev` split: its own dev qrels when it has them, else `dev_size` of the training
+def with_dev_split(collection: Collection, dev_size: float, seed: int) -> Collection:
+    """The collection with a dev split: its own dev qrels when it has them, else `dev_size` of the training
     queries (seeded), moved out of training."""
     import numpy as np
 
-    if dev in collection.splits or dev_size == 0:
+    if "dev" in collection.splits or dev_size == 0:
         return collection
     qrels = collection.qrels
-    training_queries = qrels.filter(pl.col("split") == train)["query_id"].unique(maintain_order=True).sort()
+    training_queries = qrels.filter(pl.col("split") == "train")["query_id"].unique(maintain_order=True).sort()
     order = np.random.default_rng(seed).permutation(len(training_queries))
     chosen = training_queries.gather(order[:round(len(training_queries) * dev_size)])
-    moved = (pl.col("split") == train) & pl.col("query_id").is_in(chosen.implode())
-    return Collection(collection.corpus, collection.queries,
-                      qrels.with_columns(split=pl.when(moved).then(pl.lit(dev)).otherwise(pl.col("split"))))
+    moved = (pl.col("split") == "train") & pl.col("query_id").is_in(chosen.implode())
+    return replace(collection, qrels=qrels.with_columns(
+        split=pl.when(moved).then(pl.lit("dev")).otherwise(pl.col("split"))))
 
 
-def training_splits(collection: Collection, train: str, dev: str, test: str, dev_size: float, seed: int,
-                    origin: str) -> TrainingSplits:
-    """Training pairs from the `train` qrels; `test` held out; the dev split from the `dev` qrels when the
-    collection has them, else `dev_size` of the training queries (seeded), held out of training."""
-    cut = with_dev_split(collection, train, dev, dev_size, seed)
-    qrels = cut.qrels
-    pairs = cut.positives(train)
-    if pairs.is_empty():
-        raise DataError(f"{origin}: the {train} qrels hold no relevant pair (score above 0); expected training "
+def for_training(collection: Collection, dev_size: float, seed: int, origin: str) -> Collection:
+    """The collection as a family trains and evaluates on it: training pairs from the train qrels, the test split
+    held out, and a dev split (the collection's own, else `dev_size` of the training queries, seeded)."""
+    cut = with_dev_split(collection, dev_size, seed)
+    if cut.positives("train").is_empty():
+        raise DataError(f"{origin}: the train qrels hold no relevant pair (score above 0); expected training "
                         "judgements")
-    texts = collection.queries.rename({"text": "query"})
-    documents = collection.corpus.rename({"text": "document"})
-    pairs = pairs.join(texts, on="query_id", maintain_order="left").join(documents, on="document_id",
-                                                                         maintain_order="left")
-    held_out = qrels.filter(pl.col("split").is_in([dev, test]))
-    queries = cut.judged_queries().filter(pl.col("split").is_in([dev, test]))
-    require_evaluable(cut.positives(test)["query_id"].n_unique(), collection.corpus.height, origin, test)
-    return TrainingSplits(pairs.select("query_id", "query", "document_id", "document"), collection.corpus, queries,
-                          held_out)
+    require_evaluable(cut.positives("test")["query_id"].n_unique(), cut.corpus.height, origin, "test")
+    return cut

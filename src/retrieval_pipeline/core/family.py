@@ -1,23 +1,60 @@
-"""The small interface every model family implements, one module per family."""
+"""The small interface every model family implements, one package per family, and the values it hands over.
+
+A family package `families/<name>/` exports FAMILY, a Family subclass that names the family, its recipe, its params
+model and the model labels its stages produce, and says which module of the package holds each stage. A stage
+module holds one function named after the stage, taking the family:
+
+- prepare(family), mine(family), train(family): write the stage's outputs;
+- baseline(family) -> {label: Scores}: the models fine-tuning is measured against, scored on the held-out queries
+  (the stage runner writes them to scores/<family>/baseline);
+- evaluate(family, scores): compares every model's Scores (the baseline's and those the train stage wrote) into
+  eval/<family>/.
+
+So a stage imports its own module and what that reaches, and DVC reruns it for nothing else.
+"""
 
 from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 import polars as pl
 
+from retrieval_pipeline.core.errors import DataError
 from retrieval_pipeline.core.io import atomic_directory
-from retrieval_pipeline.core.model_card import ModelCard
-from retrieval_pipeline.core.params import FamilyParams
+from retrieval_pipeline.core.params import FamilyParams, field_exists, profile_key
 from retrieval_pipeline.core.paths import FamilyPaths
-from retrieval_pipeline.core.preflight import Requirement, TrainingRun
-from retrieval_pipeline.core.sources import DataError
+from retrieval_pipeline.core.sources import HubSource, SourceParams
 
 STAGES = ("prepare", "mine", "baseline", "train", "evaluate")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A model or hub dataset a family loads, the params key that names it, and the stages that load it."""
+
+    kind: str  # "model" or "dataset"
+    key: str
+    stages: str
+    model: str | None = None
+    dataset: HubSource | None = None
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """One training run: the model it trains and the shape of one optimizer micro-step on one device."""
+
+    stage: str
+    model: str
+    key: str
+    sequences: int  # texts through the encoder per micro-step (e.g. batch x (anchor + positive))
+    tokens: int | None  # the length they are truncated to; None: the model's own maximum
+    bf16: bool
+    copies: int = 1  # independent copies of the model trained together (DPR's two towers)
 
 
 @dataclass
@@ -61,46 +98,26 @@ def concat_tables(scores: dict[str, Scores], name: str) -> pl.DataFrame:
 
 
 class Family(ABC):
-    """A family's DVC stages. `params` is its validated params section."""
+    """A family with its validated params, as one stage sees them (see core/stage.py)."""
 
     name: ClassVar[str]
     recipe: ClassVar[str]  # which recipe of docs/recipes.md it reproduces, for the model cards
     Params: ClassVar[type[FamilyParams]]
+    labels: ClassVar[tuple[str, ...]]  # every model label its stages can produce, in the order reports show them
+    stages: ClassVar[dict[str, str]]  # stage -> the module of the family's package that holds it
 
-    def __init__(self, params: FamilyParams, profile: str, root: Path) -> None:
+    def __init__(self, params: FamilyParams, profile: str, root: Path, overridden: Collection[str] = ()) -> None:
         self.params = params
         self.profile = profile
         self.paths = FamilyPaths(root, self.name)
+        self.overridden = tuple(overridden)  # keys (inside the section) the embedded override sets
 
-    @abstractmethod
-    def prepare(self) -> None:
-        """Read the source data and write versioned train/evaluation datasets."""
-
-    @abstractmethod
-    def mine(self) -> None:
-        """Mine hard negatives for the training data with the base model."""
-
-    @abstractmethod
-    def train(self) -> None:
-        """Fine-tune the base model and save a safetensors checkpoint with a model card."""
-
-    @abstractmethod
-    def baseline_scores(self) -> dict[str, Scores]:
-        """The models that fine-tuning is measured against (the base model, a first stage), scored on the held-out
-        queries exactly as the trained ones are."""
-
-    @abstractmethod
-    def compare(self, scores: dict[str, Scores]) -> None:
-        """From the baseline's and the trained models' scores, write eval/<family>/ (metrics, tables, plots)."""
-
-    def baseline(self) -> None:
-        """Its own stage, so that a training experiment reuses the baseline instead of scoring it again."""
-        write_scores(self.paths.baseline_scores, self.baseline_scores())
-
-    def evaluate(self) -> None:
-        """Compares scores computed once: the baseline stage's, and those the train stage wrote (its model cards
-        carry the same numbers)."""
-        self.compare({**read_scores(self.paths.baseline_scores), **read_scores(self.paths.trained_scores)})
+    def key(self, path: str) -> str:
+        """The params key a user edits for `path` (e.g. "model.base") under the active profile, for messages. The
+        path is checked against the params model, so a message can never name a key that does not exist."""
+        if not field_exists(self.Params, path):
+            raise ValueError(f"{self.name}: {path!r} is not a key of {self.Params.__name__}")
+        return profile_key(self.name, path, self.profile, self.overridden)
 
     @abstractmethod
     def requirements(self) -> list[Requirement]:
@@ -110,10 +127,10 @@ class Family(ABC):
     def training_runs(self) -> list[TrainingRun]:
         """Each training run's model and micro-step shape, for the preflight's GPU memory estimate."""
 
-    def model_card(self, **card) -> ModelCard:
-        """A card for one of this family's checkpoints, with the family, profile and params filled in."""
-        return ModelCard(family=self.name, recipe=self.recipe, profile=self.profile,
-                         params=self.params.model_dump(mode="json"), **card)
+    def hub_dataset(self, source: SourceParams, path: str) -> list[Requirement]:
+        """The hub dataset a data source at `path` (e.g. "data") reads, for the preflight; none for other sources."""
+        return [Requirement("dataset", self.key(f"{path}.hf"), "prepare", dataset=source.hf)] \
+            if source.source == "hf" else []
 
     def write_evaluation(self, metrics: dict, tables: dict[str, pl.DataFrame],
                          plots: dict[str, str] | None = None) -> None:

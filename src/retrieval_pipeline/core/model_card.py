@@ -59,6 +59,12 @@ class ModelCard:
     tags: list[str]
     hub_datasets: list[str] = field(default_factory=list)
 
+    @classmethod
+    def of(cls, family, **card) -> ModelCard:
+        """A card for one of `family`'s checkpoints, with the family, its recipe, profile and params filled in."""
+        return cls(family=family.name, recipe=family.recipe, profile=family.profile,
+                   params=family.params.model_dump(mode="json"), **card)
+
     def front_matter(self) -> str:
         from huggingface_hub import EvalResult, ModelCardData
 

@@ -21,14 +21,12 @@ from pathlib import Path
 
 import torch
 
+from retrieval_pipeline.core.errors import ModelError
+
 PACKAGE_PREFIX = "package:"
 HUB_ID = re.compile(r"^(?![.~/])[\w.-]+(/[\w.-]+)?$")  # "name" or "organisation/name", as the hub spells them
 SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
 PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
-
-
-class ModelError(ValueError):
-    """A model reference that cannot be loaded, with the params key that names it and what was expected."""
 
 
 @dataclass(frozen=True)

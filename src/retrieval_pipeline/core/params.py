@@ -7,17 +7,16 @@ change. The top-level `profile` key picks which one runs.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
+from retrieval_pipeline.core.errors import ParamsError
+
 PROFILES = ("embedded", "seed")
-
-
-class ParamsError(ValueError):
-    """params.yaml is missing, unreadable or does not match what a family expects."""
 
 
 class Section(BaseModel):
@@ -76,9 +75,40 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-def _describe(error: dict[str, Any], model: type[BaseModel], prefix: str) -> str:
+def overrides(path: str, overridden: Collection[str]) -> bool:
+    """Whether the embedded override sets `path` (a dotted key inside a family section), a key inside it, or a
+    section that holds it."""
+    return any(key == path or key.startswith(f"{path}.") or path.startswith(f"{key}.") for key in overridden)
+
+
+def profile_key(family: str, path: str, profile: str | None, overridden: Collection[str]) -> str:
+    """The params key a user edits to change `path` of `family` under `profile`: the embedded override's key where
+    it sets the value (there it wins), the recipe's key otherwise."""
+    if profile == "embedded" and overrides(path, overridden):
+        return f"{family}.embedded.{path}"
+    return f"{family}.{path}"
+
+
+def field_exists(model: type[BaseModel], path: str) -> bool:
+    """Whether the dotted `path` names a field of `model` (through nested sections, optional or not)."""
+    owner: Any = model
+    for part in path.split("."):
+        fields = owner.model_fields if isinstance(owner, type) and issubclass(owner, BaseModel) else {}
+        if part not in fields:
+            return False
+        annotation = fields[part].annotation
+        nested = [arg for arg in (*get_args(annotation), annotation)
+                  if isinstance(arg, type) and issubclass(arg, BaseModel)]
+        owner = nested[0] if nested else None
+    return True
+
+
+def _describe(error: dict[str, Any], model: type[BaseModel], prefix: str, profile: str | None = None,
+              overridden: Collection[str] = ()) -> str:
     location = ".".join(str(part) for part in error["loc"])
-    key = f"{prefix}.{location}" if location else prefix
+    family, _, inner = prefix.partition(".")
+    path = ".".join(part for part in (inner, location) if part)
+    key = profile_key(family, path, profile, overridden) if path else prefix
     if error["type"] == "extra_forbidden":
         owner: Any = model
         for part in error["loc"][:-1]:
@@ -93,8 +123,9 @@ def _describe(error: dict[str, Any], model: type[BaseModel], prefix: str) -> str
     return f"{key}: {error['msg']}{shown}"
 
 
-def select_profile(path: Path, family: str) -> tuple[str, dict[str, Any]]:
-    """The family's section with its profile's overrides applied, plus the profile's name."""
+def select_profile(path: Path, family: str) -> tuple[str, dict[str, Any], tuple[str, ...]]:
+    """The family's section with its profile's overrides applied, the profile's name, and the keys (dotted, inside
+    the section) whose value the embedded override sets."""
     document = read_params_file(path)
     profile = document.get("profile", "embedded")
     if profile not in PROFILES:
@@ -115,7 +146,7 @@ def select_profile(path: Path, family: str) -> tuple[str, dict[str, Any]]:
         raise ParamsError(f"{path}: {family}.embedded.{sorted(unknown)[0]}: unknown section; "
                           f"expected one of: {', '.join(STAGE_SECTIONS)}")
     merged = deep_merge(recipe, overrides) if profile == "embedded" else recipe
-    return profile, merged
+    return profile, merged, tuple(".".join(key) for key, value in _leaves(overrides) if value != {})
 
 
 def _leaves(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
@@ -157,19 +188,22 @@ def ignored_changes(document: dict[str, Any], committed: dict[str, Any], family:
     return messages
 
 
-def load_params(path: Path, family: str, model: type[ParamsT]) -> tuple[str, ParamsT]:
-    """The profile and the family's validated params, checked before any work starts."""
-    profile, merged = select_profile(path, family)
+def load_params(path: Path, family: str, model: type[ParamsT]) -> tuple[str, ParamsT, tuple[str, ...]]:
+    """The profile, the family's validated params (checked before any work starts), and the keys the embedded
+    override sets."""
+    profile, merged, overridden = select_profile(path, family)
     where = f" (profile '{profile}', after applying {family}.embedded)" if profile == "embedded" else ""
-    return profile, validate_section(merged, model, path, family, where)
+    return profile, validate_section(merged, model, path, family, where, profile, overridden), overridden
 
 
-def validate_section(section: Any, model: type[ParamsT], path: Path, key: str, where: str = "") -> ParamsT:
-    """`section` (params.yaml's `key`) as `model`, or a ParamsError naming the file and every bad key."""
+def validate_section(section: Any, model: type[ParamsT], path: Path, key: str, where: str = "",
+                     profile: str | None = None, overridden: Collection[str] = ()) -> ParamsT:
+    """`section` (params.yaml's `key`) as `model`, or a ParamsError naming the file and every bad key as the user
+    edits it under `profile` (the embedded override's key where the override sets it)."""
     try:
         return model.model_validate(section)
     except ValidationError as error:
-        lines = [_describe(item, model, key) for item in error.errors()]
+        lines = [_describe(item, model, key, profile, overridden) for item in error.errors()]
         raise ParamsError(f"{path}{where}:\n  " + "\n  ".join(lines)) from None
 
 

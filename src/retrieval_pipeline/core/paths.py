@@ -1,4 +1,4 @@
-"""Where each family's stages read and write (dvc.yaml names the same paths), and the DAG's list of families."""
+"""Where each family's stages read and write (dvc.yaml names the same paths)."""
 
 from __future__ import annotations
 
@@ -71,19 +71,3 @@ class FamilyPaths:
     def scratch(self, purpose: str) -> Path:
         return self.scratch_root / purpose
 
-
-def dag_families(root: Path) -> list[str]:
-    """The families of dvc.yaml's `families` var, the one list that the stages, the report and the tests read."""
-    import yaml
-
-    from retrieval_pipeline.core.params import ParamsError
-
-    path = root / "dvc.yaml"
-    try:
-        variables = yaml.safe_load(path.read_text(encoding="utf-8"))["vars"]
-        families = next(entry["families"] for entry in variables if isinstance(entry, dict) and "families" in entry)
-    except (OSError, KeyError, TypeError, StopIteration, yaml.YAMLError) as error:
-        raise ParamsError(f"{path}: cannot read the `families` list of its `vars` ({error!r})") from error
-    if not isinstance(families, list) or not all(isinstance(name, str) for name in families):
-        raise ParamsError(f"{path}: vars.families: expected a list of family names (got {families!r})")
-    return families

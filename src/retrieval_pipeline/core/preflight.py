@@ -16,39 +16,21 @@ Parameter counts come from each model's config.json, instantiated on PyTorch's m
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retrieval_pipeline.core.models import PACKAGE_PREFIX, ModelError, cached_snapshot, locate, split_revision
+from retrieval_pipeline.core.dag import dag_families
+from retrieval_pipeline.core.errors import DataError, ModelError, ParamsError
+from retrieval_pipeline.core.family import Requirement, TrainingRun
+from retrieval_pipeline.core.models import PACKAGE_PREFIX, cached_snapshot, locate, split_revision
+from retrieval_pipeline.core.resolve import load_family
 from retrieval_pipeline.core.sources import HubSource
 
 GIB = 1024 ** 3
-
-
-@dataclass(frozen=True)
-class Requirement:
-    """A model or hub dataset a family loads, the params key that names it, and the stages that load it."""
-
-    kind: str  # "model" or "dataset"
-    key: str
-    stages: str
-    model: str | None = None
-    dataset: HubSource | None = None
-
-
-@dataclass(frozen=True)
-class TrainingRun:
-    """One training run: the model it trains and the shape of one optimizer micro-step on one device."""
-
-    stage: str
-    model: str
-    key: str
-    sequences: int  # texts through the encoder per micro-step (e.g. batch x (anchor + positive))
-    tokens: int | None  # the length they are truncated to; None: the model's own maximum
-    bf16: bool
-    copies: int = 1  # independent copies of the model trained together (DPR's two towers)
 
 
 @dataclass
@@ -251,3 +233,32 @@ def check_remote(root: Path, name: str | None = None) -> tuple[bool, str]:
     if not has_cache:
         return True, f"remote '{name}' ({url}): reachable, empty (nothing pushed yet: `dvc pull` will find nothing)"
     return True, f"remote '{name}' ({url}): reachable, holds a DVC cache"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Check that every model and dataset the active profile's DAG loads is available; estimate training memory."""
+    parser = argparse.ArgumentParser(prog="stages/preflight.py", description=main.__doc__)
+    parser.add_argument("families", nargs="*", help="families to check (default: every family in dvc.yaml)")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--remote", nargs="?", const="", metavar="NAME",
+                        help="also check that the DVC remote (default: the default remote) answers; exit 2 if not")
+    arguments = parser.parse_args(argv)
+    try:
+        families = [load_family(name, arguments.params, Path.cwd())
+                    for name in arguments.families or dag_families(Path.cwd())]
+    except (ParamsError, DataError, ModelError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    profile = families[0].profile if families else "embedded"
+    lines, failed = report(profile, {family.name: (family.requirements(), family.training_runs())
+                                     for family in families})
+    remote_failed = False
+    if arguments.remote is not None:
+        reachable, line = check_remote(Path.cwd(), arguments.remote or None)
+        remote_failed = not reachable
+        if reachable:
+            lines.append(f"preflight: {line}")
+    print("\n".join(lines))
+    if remote_failed:
+        print(f"error: {line}", file=sys.stderr)
+    return 2 if failed or remote_failed else 0

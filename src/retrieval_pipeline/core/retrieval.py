@@ -23,16 +23,16 @@ def search(queries: np.ndarray, documents: np.ndarray, top_k: int) -> tuple[np.n
     return scores, indices
 
 
-def bounded_corpus(corpus, id_column: str, judged, size: int, seed: int):
+def bounded_corpus(corpus, judged, size: int, seed: int):
     """The documents a dev evaluation searches: every judged one plus a fixed, seeded sample of the others, `size`
     in all (or just the judged ones, if they are more), so that evaluating every epoch does not grow with the
     corpus. The test evaluation searches the whole corpus."""
     import polars as pl
 
-    judged = pl.Series(list(set(judged)), dtype=corpus[id_column].dtype)
-    kept = corpus.filter(pl.col(id_column).is_in(judged.implode()))
-    others = corpus.filter(~pl.col(id_column).is_in(judged.implode()))
+    judged = pl.Series(list(set(judged)), dtype=corpus["document_id"].dtype)
+    kept = corpus.filter(pl.col("document_id").is_in(judged.implode()))
+    others = corpus.filter(~pl.col("document_id").is_in(judged.implode()))
     room = max(size - kept.height, 0)
     if room < others.height:
         others = others.sample(n=room, seed=seed)
-    return pl.concat([kept, others]).sort(id_column)
+    return pl.concat([kept, others]).sort("document_id")

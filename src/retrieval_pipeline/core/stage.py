@@ -1,4 +1,10 @@
-"""Entry point shared by the thin scripts in stages/: `python stages/<stage>.py <family>`."""
+"""The stage runner behind the thin scripts in stages/: `python stages/<stage>.py <family>`.
+
+A stage reads the family's resolved params (data/<family>/params.yaml, written by the resolve stage in
+core/resolve.py), the file DVC tracks, and receives only the sections dvc.yaml lists as the stage's params:
+reading another would let it depend on a value DVC does not rerun it for. It then imports the family's module for
+the stage and runs its function.
+"""
 
 from __future__ import annotations
 
@@ -7,122 +13,133 @@ import importlib
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from transformers import set_seed
 from transformers.utils import logging as hf_logging
 
-from retrieval_pipeline.core.family import STAGES, Family
-from retrieval_pipeline.core.io import atomic_write_text
-from retrieval_pipeline.core.models import ModelError
-from retrieval_pipeline.core.params import ParamsError, ignored_changes, load_params, read_params_file
-from retrieval_pipeline.core.paths import dag_families
-from retrieval_pipeline.core.sources import DataError
+from retrieval_pipeline.core.dag import declared_sections
+from retrieval_pipeline.core.errors import DataError, ModelError, ParamsError
+from retrieval_pipeline.core.family import STAGES, Family, read_scores, write_scores
+from retrieval_pipeline.core.params import (
+    FamilyParams,
+    read_params_file,
+    validate_section,
+)
+from retrieval_pipeline.core.paths import FamilyPaths
+
+# What the resolved params file holds besides the family's sections.
+RESOLVED_PROFILE, RESOLVED_OVERRIDDEN = "profile", "overridden"
 
 
-def load_family(name: str, params_file: Path, root: Path) -> Family:
+def family_class(name: str) -> type[Family]:
     try:
         module = importlib.import_module(f"retrieval_pipeline.families.{name}")
     except ModuleNotFoundError as error:
-        raise ParamsError(f"unknown family '{name}': no module retrieval_pipeline/families/{name}.py") from error
-    family_class: type[Family] = module.FAMILY
-    profile, params = load_params(params_file, name, family_class.Params)
-    return family_class(params, profile, root)
+        if error.name != f"retrieval_pipeline.families.{name}":
+            raise
+        raise ParamsError(f"unknown family '{name}': no package retrieval_pipeline/families/{name}/") from error
+    return module.FAMILY
 
 
-def run_preflight(argv: list[str] | None = None) -> int:
-    """Check that every model and dataset the active profile's DAG loads is available; estimate training memory."""
-    from retrieval_pipeline.core.preflight import check_remote, report
-
-    parser = argparse.ArgumentParser(prog="stages/preflight.py", description=run_preflight.__doc__)
-    parser.add_argument("families", nargs="*", help="families to check (default: every family in dvc.yaml)")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--remote", nargs="?", const="", metavar="NAME",
-                        help="also check that the DVC remote (default: the default remote) answers; exit 2 if not")
-    arguments = parser.parse_args(argv)
-    try:
-        families = [load_family(name, arguments.params, Path.cwd())
-                    for name in arguments.families or dag_families(Path.cwd())]
-    except (ParamsError, DataError, ModelError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    profile = families[0].profile if families else "embedded"
-    lines, failed = report(profile, {family.name: (family.requirements(), family.training_runs())
-                                     for family in families})
-    remote_failed = False
-    if arguments.remote is not None:
-        reachable, line = check_remote(Path.cwd(), arguments.remote or None)
-        remote_failed = not reachable
-        if reachable:
-            lines.append(f"preflight: {line}")
-    print("\n".join(lines))
-    if remote_failed:
-        print(f"error: {line}", file=sys.stderr)
-    return 2 if failed or remote_failed else 0
+class UndeclaredSection(ParamsError):
+    """A stage read a params section that dvc.yaml does not list for it: a change there would not rerun it."""
 
 
-def write_resolved_params(family: Family, params_file: Path) -> None:
-    """The `resolve` stage: the family's params as its stages see them (the profile's overrides applied, defaults
-    filled in). The other stages track this file, not params.yaml, so a change to a recipe value that the
-    active profile overrides reruns nothing."""
-    import yaml
+class DeclaredParams:
+    """A family's params as one stage sees them: the sections dvc.yaml lists as the stage's params, and no other."""
 
-    resolved = {"profile": family.profile, **family.params.model_dump(mode="json")}
-    atomic_write_text(family.paths.resolved_params, yaml.safe_dump(resolved, sort_keys=False))
-    print(f"resolve: {family.paths.resolved_params} (profile {family.profile})")
-    committed = committed_params(params_file)
-    if committed is not None:
-        for message in ignored_changes(read_params_file(params_file), committed, family.name):
-            print(f"WARNING: {params_file}: {message}", file=sys.stderr)
+    def __init__(self, params: FamilyParams, sections: tuple[str, ...], stage: str, family: str) -> None:
+        self.__dict__.update(_params=params, _sections=sections, _stage=stage, _family=family)
 
-
-def committed_params(params_file: Path) -> dict | None:
-    """params.yaml as of the last git commit (what `dvc params diff` compares with); None outside git."""
-    import subprocess
-
-    import yaml
-
-    try:
-        shown = subprocess.run(["git", "show", f"HEAD:./{params_file.name}"], cwd=params_file.parent or ".",
-                               capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if shown.returncode:
-        return None
-    try:
-        document = yaml.safe_load(shown.stdout)
-    except yaml.YAMLError:
-        return None
-    return document if isinstance(document, dict) else None
+    def __getattr__(self, name: str) -> Any:
+        params, sections = self.__dict__["_params"], self.__dict__["_sections"]
+        reads_all = name in ("model_dump", "model_dump_json") and not set(type(params).model_fields) <= set(sections)
+        if reads_all or (name in type(params).model_fields and name not in sections):
+            stage, family = self.__dict__["_stage"], self.__dict__["_family"]
+            what = "every section" if reads_all else f"{family}.{name}"
+            raise UndeclaredSection(
+                f"dvc.yaml: {stage}@{family} reads {what}, but the stage's params list only "
+                f"{', '.join(self.__dict__['_sections'])}; list it under stages.{stage}.do.params (so that DVC "
+                "reruns the stage when it changes) or stop reading it")
+        return getattr(params, name)
 
 
-def run_stage(stage: str, argv: list[str] | None = None) -> int:
-    if stage not in ("resolve", *STAGES):
-        raise ValueError(f"unknown stage {stage!r}")
+def load_stage_family(name: str, stage: str, root: Path) -> Family:
+    """The family as `stage` sees it: the resolved params file that DVC tracks, restricted to the stage's
+    declared sections."""
+    cls = family_class(name)
+    path = FamilyPaths(root, name).resolved_params
+    if not path.is_file():
+        raise ParamsError(f"{path}: missing; expected the resolve stage's output (`dvc repro resolve@{name}`)")
+    document = read_params_file(path)
+    profile = document.pop(RESOLVED_PROFILE, "embedded")
+    overridden = document.pop(RESOLVED_OVERRIDDEN, [])
+    params = validate_section(document, cls.Params, path, name)
+    return cls(DeclaredParams(params, declared_sections(root, stage), stage, name), profile, root, overridden)
+
+
+def stage_module(family: Family, stage: str) -> ModuleType:
+    return importlib.import_module(f"retrieval_pipeline.families.{family.name}.{family.stages[stage]}")
+
+
+def run_family_stage(family: Family, stage: str) -> None:
+    """Run one of the family's stages: its module's function, with the baseline's scores written and the
+    evaluation's scores read here, the same for every family."""
+    module = stage_module(family, stage)
+    if stage == "baseline":
+        write_scores(family.paths.baseline_scores, module.baseline(family))
+    elif stage == "evaluate":
+        module.evaluate(family, {**read_scores(family.paths.baseline_scores),
+                                 **read_scores(family.paths.trained_scores)})
+    else:
+        getattr(module, stage)(family)
+
+
+def stage_arguments(stage: str, argv: list[str] | None, *extra: tuple[str, dict]) -> argparse.Namespace:
+    """`<family> [--debug]` (and `extra` options) of a stage script."""
     parser = argparse.ArgumentParser(prog=f"stages/{stage}.py", description=f"Run the {stage} stage of one family.")
     parser.add_argument("family", help="family name, a section of params.yaml (e.g. matryoshka)")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    for flag, options in extra:
+        parser.add_argument(flag, **options)
     parser.add_argument("--debug", action="store_true", default=bool(os.environ.get("RETRIEVAL_PIPELINE_DEBUG")),
                         help="show the traceback of an expected error too (also: RETRIEVAL_PIPELINE_DEBUG=1)")
-    arguments = parser.parse_args(argv)
-    # The log keeps a line per stage and epoch: no per-file weight-loading bars, no load reports (warnings)
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    return parser.parse_args(argv)
+
+
+def reported(arguments: argparse.Namespace, work: Callable[[], None]) -> int:
+    """Run `work`; an expected error (bad params, data or model) becomes one line on stderr and exit code 2, with
+    its traceback only under --debug."""
     try:
-        family = load_family(arguments.family, arguments.params, Path.cwd())
-        if stage == "resolve":
-            write_resolved_params(family, arguments.params)
-            return 0
-        owns_scratch = os.environ.get("RANK", "0") == "0"  # under torchrun, one process clears the scratch
-        if owns_scratch:  # what a killed run of this family left
-            shutil.rmtree(family.paths.scratch_root, ignore_errors=True)
-        set_seed(family.params.seed)
-        getattr(family, stage)()
-        if owns_scratch:
-            shutil.rmtree(family.paths.scratch_root, ignore_errors=True)
+        work()
     except (ParamsError, DataError, ModelError) as error:
         if arguments.debug:
             raise
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def run_stage(stage: str, argv: list[str] | None = None) -> int:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}")
+    arguments = stage_arguments(stage, argv)
+    # The log keeps a line per stage and epoch: no per-file weight-loading bars, no load reports (warnings)
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    return reported(arguments, lambda: run_in_place(arguments.family, stage))
+
+
+def run_in_place(name: str, stage: str) -> None:
+    """One stage of family `name` in the working directory, its scratch cleared before and after."""
+    family = load_stage_family(name, stage, Path.cwd())
+    owns_scratch = os.environ.get("RANK", "0") == "0"  # under torchrun, one process clears the scratch
+    if owns_scratch:  # what a killed run of this family left
+        shutil.rmtree(family.paths.scratch_root, ignore_errors=True)
+    set_seed(family.params.seed)
+    run_family_stage(family, stage)
+    if owns_scratch:
+        shutil.rmtree(family.paths.scratch_root, ignore_errors=True)

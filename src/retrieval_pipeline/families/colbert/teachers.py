@@ -40,8 +40,7 @@ class CrossEncoderTeacher:
         self.model, self.batch_size = model, batch_size
 
     @classmethod
-    def load(cls, reference: str, max_length: int, batch_size: int,
-             key: str = "colbert.mine.teacher.model") -> CrossEncoderTeacher:
+    def load(cls, reference: str, max_length: int, batch_size: int, key: str) -> CrossEncoderTeacher:
         return cls(load_cross_encoder(reference, key, max_length), batch_size)
 
     def __call__(self, pairs: list[tuple[str, str]]) -> np.ndarray:
@@ -56,8 +55,7 @@ class YesLogitTeacher:
 
     SEPARATOR = "\n"
 
-    def __init__(self, model: str, prompt: str, max_length: int, batch_size: int,
-                 key: str = "colbert.mine.teacher.model") -> None:
+    def __init__(self, model: str, prompt: str, max_length: int, batch_size: int, key: str) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         source = locate(model, key)
@@ -96,14 +94,14 @@ class YesLogitTeacher:
         return torch.cat(logits)
 
 
-def teacher_warning(teacher_positive_mrr: float, miner_positive_mrr: float, report: Path) -> str | None:
+def teacher_warning(teacher_positive_mrr: float, miner_positive_mrr: float, report: Path, key: str) -> str | None:
     """A teacher that ranks the labelled positives no higher than the dense miner does has little to teach:
     distilling it can leave the student worse than its base model. Say so when mining, not after training."""
     if teacher_positive_mrr > miner_positive_mrr:
         return None
     return (f"warning: {report}: the teacher ranks the training positives no higher than the dense miner "
             f"(MRR of the positive {teacher_positive_mrr:.3f} against {miner_positive_mrr:.3f}); distilling it may "
-            "leave the fine-tuned model worse than its base. Check mine.teacher before trusting this run.")
+            f"leave the fine-tuned model worse than its base. Check {key} before trusting this run.")
 
 
 def relevance(scores: np.ndarray, kind: str, scale: float) -> np.ndarray:

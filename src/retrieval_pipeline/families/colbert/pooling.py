@@ -1,10 +1,9 @@
 """Token pooling for late-interaction models: k-means (inside training and at inference) and pylate-style
-hierarchical pooling, and the distillation loss that pools documents at a pool factor drawn per batch."""
+hierarchical pooling."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -92,45 +91,3 @@ def pool_batch(embeddings: torch.Tensor, mask: torch.Tensor, pool_factor: int, i
         padded[index, :len(document)] = document
         new_mask[index, :len(document)] = 1
     return padded, new_mask
-
-
-class PoolFactorSampler:
-    """Draws a pool factor uniformly from `factors`, from its own seeded generator."""
-
-    def __init__(self, factors: Sequence[int], seed: int) -> None:
-        self.factors = list(factors)
-        self.generator = np.random.default_rng(seed)
-
-    def draw(self) -> int:
-        return self.factors[int(self.generator.integers(len(self.factors)))]
-
-
-class PoolingDistillation(torch.nn.Module):
-    """pylate's distillation objective (KL between the student's and the teacher's score distributions over each
-    query's candidates) with the documents k-means pooled at a pool factor drawn once per batch."""
-
-    def __init__(self, model, sampler: PoolFactorSampler, iterations: int, protected: int) -> None:
-        super().__init__()
-        self.model, self.sampler, self.iterations, self.protected = model, sampler, iterations, protected
-        self.kl = torch.nn.KLDivLoss(reduction="batchmean", log_target=True)
-        self.last_pool_factor = 1
-
-    def forward(self, sentence_features, labels: torch.Tensor) -> torch.Tensor:
-        from pylate.losses.contrastive import extract_skiplist_mask
-        from pylate.scores import colbert_kd_scores
-
-        model = getattr(self.model, "module", self.model)
-        queries = torch.nn.functional.normalize(self.model(sentence_features[0])["token_embeddings"], p=2, dim=-1)
-        documents = torch.nn.functional.normalize(self.model(sentence_features[1])["token_embeddings"], p=2, dim=-1)
-        query_mask, document_mask = extract_skiplist_mask(sentence_features, model.skiplist)
-        self.last_pool_factor = self.sampler.draw()
-        documents, document_mask = pool_batch(documents, document_mask, self.last_pool_factor,
-                                              self.iterations, self.protected)
-        n_queries = queries.shape[0]
-        scores = colbert_kd_scores(
-            queries, documents.view(n_queries, -1, *documents.shape[1:]),
-            queries_mask=None if model.do_query_expansion else query_mask,
-            documents_mask=document_mask.view(n_queries, -1, document_mask.shape[-1]))
-        low, high = scores.min(dim=1, keepdim=True).values, scores.max(dim=1, keepdim=True).values
-        scores = (scores - low) / (high - low + 1e-8)
-        return self.kl(torch.log_softmax(scores, dim=-1), torch.log_softmax(labels, dim=-1))

@@ -1,0 +1,102 @@
+"""What the report stage reads from params.yaml (`report`): per family, which models to compare, on which metrics,
+and what the run must show. The resolve stage checks a family's entry against the models the family produces, so a
+misspelt label stops the run at its first stage instead of showing as "not in this run" at its end."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, PositiveInt, model_validator
+
+from retrieval_pipeline.core.errors import ParamsError
+from retrieval_pipeline.core.params import Section, read_params_file, validate_section
+
+
+class Better(Section):
+    """`candidate` beats `baseline` on `metric` in every row of their comparison (each group, e.g. each dim or
+    pool factor, optionally only those matching `where`), with a paired-test p-value below `alpha`."""
+
+    kind: Literal["better"]
+    candidate: str
+    baseline: str
+    metric: str
+    alpha: float = Field(gt=0, lt=1)
+    where: dict[str, str | int] = {}
+
+    def models(self) -> tuple[str, ...]:
+        return (self.baseline, self.candidate)
+
+    def describe(self) -> str:
+        scope = "".join(f", {column} {value}" for column, value in self.where.items())
+        return f"{self.candidate} beats {self.baseline} on {self.metric} in every row{scope} (p < {self.alpha})"
+
+
+class Drop(Section):
+    """`model`'s mean `metric` changes from `column` = `start` to `column` = `end` (e.g. pool factor 1 to 4) by a
+    drop of at most `at_most`, or at least `at_least`, in every group matching `where`."""
+
+    kind: Literal["drop"]
+    model: str
+    metric: str
+    column: str
+    start: int | str
+    end: int | str
+    at_most: float | None = None
+    at_least: float | None = None
+    where: dict[str, str | int] = {}
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Drop:
+        if (self.at_most is None) == (self.at_least is None):
+            raise ValueError("expected exactly one of at_most and at_least")
+        return self
+
+    def models(self) -> tuple[str, ...]:
+        return (self.model,)
+
+    def describe(self) -> str:
+        bound = f"at most {self.at_most:.3f}" if self.at_most is not None else f"at least {self.at_least:.3f}"
+        scope = "".join(f", {column} {value}" for column, value in self.where.items())
+        return f"{self.model}: {self.metric} drops by {bound} from {self.column} {self.start} to {self.end}{scope}"
+
+
+Expectation = Annotated[Better | Drop, Field(discriminator="kind")]
+
+
+class FamilyReport(Section):
+    metrics: list[str] = Field(min_length=1)  # per-query metric columns; the first is plotted
+    compare: list[tuple[str, str]] = Field(min_length=1)  # (baseline, candidate) model labels
+    expect: list[Expectation] = []  # what the default run must show; the report says whether it does
+    notes: str = ""  # what to read in the family's section, shown under its heading
+
+
+class ReportParams(Section):
+    families: dict[str, FamilyReport] = Field(min_length=1)
+    permutations: PositiveInt  # resamples of the paired randomization test
+    seed: int
+
+
+def load_report_params(path: Path) -> ReportParams:
+    section = read_params_file(path).get("report")
+    if not isinstance(section, dict):
+        raise ParamsError(f"{path}: no 'report' section; expected report.families, report.permutations, report.seed")
+    return validate_section(section, ReportParams, path, "report")
+
+
+def check_report_entry(document: dict[str, Any], path: Path, family: str, labels: Sequence[str]) -> None:
+    """`report.families.<family>` of params.yaml, if present, names only models the family produces."""
+    report = document.get("report")
+    entry = report.get("families", {}).get(family) if isinstance(report, dict) and \
+        isinstance(report.get("families"), dict) else None
+    if entry is None:
+        return  # the report stage names a missing entry
+    settings = validate_section(entry, FamilyReport, path, f"report.families.{family}")
+    named = [(f"compare[{index}]", label) for index, pair in enumerate(settings.compare) for label in pair]
+    named += [(f"expect[{index}]", label) for index, expectation in enumerate(settings.expect)
+              for label in expectation.models()]
+    for where, label in named:
+        if label not in labels:
+            raise ParamsError(f"{path}: report.families.{family}.{where}: {label!r} is not a model {family} "
+                              f"produces; expected one of {', '.join(labels)}")

@@ -1,0 +1,100 @@
+"""Scoring a ColBERT model on the test split and each NanoBEIR collection at every pool factor, with k-means and
+with hierarchical pooling of the stored document vectors: the baseline stage (the base model) and the train stage
+(each fine-tuned variant, for its card and the evaluate stage)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from retrieval_pipeline.core.beir import load_collection
+from retrieval_pipeline.core.family import Scores
+from retrieval_pipeline.core.metrics import evaluate_run
+from retrieval_pipeline.families.colbert import BASE, NANOBEIR, Colbert
+from retrieval_pipeline.families.colbert.model import base_colbert
+from retrieval_pipeline.families.colbert.pooling import hierarchical_pool, kmeans_pool
+from retrieval_pipeline.families.colbert.search import maxsim_search, plaid_search
+
+TEST = "test"  # the collection's own test split, first among the evaluation sets
+
+
+def test_set(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, int]]]:
+    """A prepared collection's test queries, its whole corpus and the test qrels."""
+    collection = load_collection(folder)
+    queries, qrels = collection.split(TEST)
+    return queries, collection.corpus, qrels
+
+
+def evaluation_sets(family: Colbert) -> dict[str, tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, int]]]]:
+    """The test split, then each NanoBEIR collection prepared beside it, in the recipe's order."""
+    nanobeir = family.paths.prepared / NANOBEIR
+    names = json.loads((nanobeir / "order.json").read_text(encoding="utf-8")) if nanobeir.is_dir() else []
+    return {TEST: test_set(family.paths.prepared), **{name: test_set(nanobeir / name) for name in names}}
+
+
+def pool(family: Colbert, token_vectors: list[torch.Tensor], method: str, pool_factor: int) -> list[torch.Tensor]:
+    if pool_factor == 1:
+        return token_vectors
+    pooling = family.params.model.pooling
+    if method == "hierarchical":
+        return [hierarchical_pool(vectors, pool_factor, pooling.protected_tokens) for vectors in token_vectors]
+    return [kmeans_pool(vectors, pool_factor, pooling.kmeans_iterations, pooling.protected_tokens)
+            for vectors in token_vectors]
+
+
+def search(family: Colbert, queries: list[torch.Tensor], documents: list[torch.Tensor]) -> np.ndarray:
+    """Each query's top_k document positions: exact MaxSim up to evaluate.index.above_documents documents, a
+    PLAID index above (padded with -1 where it returns fewer)."""
+    evaluate = family.params.evaluate
+    if len(documents) <= evaluate.index.above_documents:
+        return maxsim_search(queries, documents, evaluate.top_k)
+    return plaid_search(queries, documents, evaluate.top_k, evaluate.index, family.paths.scratch("index"),
+                        family.params.seed)
+
+
+def score_collection(family: Colbert, model, label: str, queries: pl.DataFrame, corpus: pl.DataFrame,
+                     qrels: dict[str, dict[str, int]], dataset: str) -> tuple[dict[str, dict], list[dict]]:
+    evaluate = family.params.evaluate
+    document_ids = corpus["document_id"].to_list()
+    query_vectors = [torch.as_tensor(v) for v in model.encode(
+        queries["text"].to_list(), is_query=True, batch_size=evaluate.batch_size, show_progress_bar=True)]
+    token_vectors = [torch.as_tensor(v) for v in model.encode(
+        corpus["text"].to_list(), is_query=False, batch_size=evaluate.batch_size, show_progress_bar=True)]
+    metrics: dict[str, dict] = {}
+    query_rows = []
+    for method in evaluate.methods:
+        for pool_factor in evaluate.pool_factors:
+            pooled = pool(family, token_vectors, method, pool_factor)
+            top = search(family, query_vectors, pooled)
+            run = {query: [document_ids[i] for i in row if i >= 0] for query, row in zip(queries["query_id"], top)}
+            means, per_query = evaluate_run(run, qrels, cutoffs=(10, 100))
+            vectors = [len(document) for document in pooled]
+            metrics.setdefault(method, {})[f"pf_{pool_factor}"] = {
+                "ndcg@10": means["ndcg@10"], "mrr@10": means["mrr@10"], "recall@100": means["recall@100"],
+                "vectors_per_document": float(np.mean(vectors)), "stored_vectors": int(np.sum(vectors))}
+            query_rows += [{"model": label, "dataset": dataset, "method": method, "pool_factor": pool_factor,
+                            "query_id": query, **values} for query, values in per_query.items()]
+    return metrics, query_rows
+
+
+def score(family: Colbert, model, label: str) -> Scores:
+    """One model on the test split and on each NanoBEIR collection: metrics per pooling method and pool factor
+    (`test`, `nanobeir`), the test query count, and per-query rows."""
+    metrics: dict = {"nanobeir": {}}
+    query_rows: list[dict] = []
+    for name, collection in evaluation_sets(family).items():
+        by_method, rows = score_collection(family, model, label, *collection, dataset=name)
+        if name == TEST:
+            metrics["test"], metrics["queries"] = by_method, collection[0].height
+        else:
+            metrics["nanobeir"][name] = by_method
+        query_rows += rows
+    return Scores(metrics, {"per_query": pl.DataFrame(query_rows)})
+
+
+def baseline(family: Colbert) -> dict[str, Scores]:
+    return {BASE: score(family, base_colbert(family), BASE)}

@@ -1,0 +1,69 @@
+"""Matryoshka's prepare stage: question/chunk pairs (synthetic, hub or a local file) or a BEIR folder, as one
+collection with train, dev and test queries over every chunk."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from retrieval_pipeline.core.beir import Collection, for_training, read_beir_folder, write_collection
+from retrieval_pipeline.core.io import atomic_directory
+from retrieval_pipeline.core.reading import (
+    map_columns,
+    read_source,
+    require_consistent,
+    require_evaluable,
+    require_ids,
+    require_text,
+    require_unique,
+)
+from retrieval_pipeline.core.splits import add_split_column
+from retrieval_pipeline.families.matryoshka import Matryoshka
+from retrieval_pipeline.families.matryoshka.synthetic import synthetic_rows
+
+
+def prepare(family: Matryoshka) -> None:
+    data = family.params.data
+    duplicates = 0
+    if data.is_collection():
+        names = data.local.splits
+        collection = for_training(read_beir_folder(data.local.path, {"train": names.train, "test": names.test},
+                                                   {"dev": names.dev}),
+                                  data.dev_size, family.params.seed, data.describe())
+        origin = f"BEIR folder {data.local.path}"
+    else:
+        collection, origin, duplicates = pair_collection(family)
+    with atomic_directory(family.paths.prepared) as out:
+        write_collection(collection, out)
+    dropped = f"; {duplicates} exact duplicate rows dropped" if duplicates else ""
+    print(f"prepare: {origin}: {collection.summary()}{dropped}")
+
+
+def pair_collection(family: Matryoshka) -> tuple[Collection, str, int]:
+    """Question/chunk rows, split 90/10 by question (and a dev share of the training questions); the corpus is
+    every chunk. Exact duplicate rows are dropped (and counted), and a question asked twice stays in one split."""
+    data = family.params.data
+    frame, origin = read_source(data, family.params.seed, synthetic_rows, family.key("data"))
+    columns = data.columns.model_dump(exclude_none=True)
+    frame = map_columns(frame, columns, origin, family.key("data.columns"))
+    require_ids(frame, {name: columns[name] for name in ("chunk_id", "query_id") if name in columns}, origin)
+    frame = require_text(frame, frame.columns, origin, columns)
+    rows = frame.height
+    frame = frame.unique(["anchor", "positive", "chunk_id"], keep="first", maintain_order=True)
+    duplicates = rows - frame.height
+    if "query_id" not in frame.columns:
+        frame = frame.with_row_index("row").with_columns(
+            query_id=pl.format("q{}", pl.col("row").cast(pl.String).str.zfill(7))).drop("row")
+    require_unique(frame, "query_id", origin)
+    require_consistent(frame, "chunk_id", "positive", origin)
+    questions = add_split_column(frame.select("anchor").unique(maintain_order=True), data.test_size,
+                                 data.dev_size, family.params.seed, origin,
+                                 f"{family.key('data.test_size')} / {family.key('data.dev_size')}")
+    frame = frame.join(questions, on="anchor", how="left", maintain_order="left")
+    corpus = frame.group_by("chunk_id").agg(text=pl.col("positive").first()).sort("chunk_id")
+    require_evaluable(frame.filter(pl.col("split") == "test").height, corpus.height, origin)
+    collection = Collection(
+        corpus=corpus.rename({"chunk_id": "document_id"}),
+        queries=frame.select("query_id", pl.col("anchor").alias("text")),
+        qrels=frame.select("query_id", pl.col("chunk_id").alias("document_id"), pl.lit(1).alias("relevance"),
+                           "split"))
+    return collection, origin, duplicates

@@ -1,0 +1,168 @@
+"""The reranker's train stage: per variant (feature tokens or plain), stage 1 on multi-hop pairs from a fresh
+one-logit head, then stage 2 (and its replay variant) from the stage-1 weights on factual pairs, each with binary
+cross-entropy in sentence-transformers' CrossEncoderTrainer; every checkpoint scored and saved with its card."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import torch
+from transformers import set_seed
+
+from retrieval_pipeline.core.cross_encoders import load_cross_encoder
+from retrieval_pipeline.core.family import Scores, write_scores
+from retrieval_pipeline.core.io import atomic_directory
+from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
+from retrieval_pipeline.core.models import check_length, device, loading, locate
+from retrieval_pipeline.core.training import log_training, shared_arguments
+from retrieval_pipeline.families.reranker import CURRICULUM, DATASETS, REPLAY, VARIANTS, Reranker
+from retrieval_pipeline.families.reranker.features import model_input, special_tokens
+from retrieval_pipeline.families.reranker.params import StageParams
+from retrieval_pipeline.families.reranker.scoring import score
+
+STAGE_TEXT = {"stage1": "stage 1 of the curriculum, trained on multi-hop data",
+              "stage2": "stage 2 of the curriculum, continued from the stage-1 checkpoint on factual data",
+              REPLAY: "the replay variant of stage 2, not in the recipe: continued from the stage-1 "
+                      "checkpoint on factual data with {replay:.0%} of the multi-hop pairs replayed"}
+CHECKPOINT_CONFIG = "reranker_config.json"
+
+
+def base_cross_encoder(base: str, max_length: int, feature_tokens: list[str] | None, seed: int, key: str,
+                       length_key: str):
+    """The base encoder with a freshly initialised one-logit head (seeded), and the feature tokens added. `key` and
+    `length_key` name the params keys of `base` and `max_length` in errors."""
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    source = locate(base, key)
+    set_seed(seed)
+    with loading(key, base):
+        model = CrossEncoder(source.location, revision=source.revision, num_labels=1, max_length=max_length,
+                             device=device(), model_kwargs={"use_safetensors": True})
+    check_length(model.model, max_length, length_key)
+    if feature_tokens:
+        model.tokenizer.add_special_tokens({"additional_special_tokens": feature_tokens})
+        model.model.resize_token_embeddings(len(model.tokenizer))
+    return model
+
+
+def pairs_dataset(pairs: pl.DataFrame, use_features: bool):
+    from datasets import Dataset
+
+    first = [model_input(query, tokens if use_features else None)
+             for query, tokens in pairs.select("query", "feature_tokens").iter_rows()]
+    return Dataset.from_dict({"query": first, "sentence": pairs["sentence"].to_list(),
+                              "label": pairs["label"].cast(pl.Float32).to_list()})
+
+
+def variants(family: Reranker) -> list[bool]:
+    train = family.params.train
+    return [train.use_features] + ([not train.use_features] if train.feature_ablation else [])
+
+
+def stages(family: Reranker, variant: str) -> list[str]:
+    """The checkpoints a variant trains: the published curriculum, then the replay variant where it is set."""
+    replay = family.params.train.stage2_replay
+    return [*CURRICULUM, *([REPLAY] if replay and variant in replay.variants else [])]
+
+
+def build_trainer(family: Reranker, model, stage: str, pairs, output_dir: Path):
+    """Binary cross-entropy with logits over the stage's (query, sentence, label) pairs, positives weighted by
+    train.pos_weight, at the stage's own learning rate and epochs."""
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+    train = family.params.train
+    schedule: StageParams = getattr(train, stage)
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(output_dir), num_train_epochs=schedule.epochs, learning_rate=schedule.learning_rate,
+        per_device_train_batch_size=train.batch_size, weight_decay=train.weight_decay, save_strategy="no",
+        logging_steps=train.logging_steps, **shared_arguments(family.params.seed, train.bf16, train.warmup_ratio))
+    loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(train.pos_weight))
+    return CrossEncoderTrainer(model=model, args=args, train_dataset=pairs, loss=loss)
+
+
+def training_pairs(family: Reranker, dataset: str) -> pl.DataFrame:
+    pool = pl.read_parquet(family.paths.mined / f"{dataset}.parquet")
+    return pool.filter((pl.col("split") == "train") & pl.col("train_pair"))
+
+
+def stage_pairs(family: Reranker, stage: str) -> pl.DataFrame:
+    """A stage's training pairs: multi-hop (stage 1), factual (stage 2), or factual with replayed multi-hop."""
+    if stage == "stage1":
+        return training_pairs(family, "multihop")
+    factual = training_pairs(family, "factual")
+    if stage == "stage2":
+        return factual
+    multihop = training_pairs(family, "multihop")
+    replayed = multihop.sample(fraction=family.params.train.stage2_replay.replay, seed=family.params.seed)
+    return pl.concat([factual, replayed]).sample(fraction=1.0, shuffle=True, seed=family.params.seed)
+
+
+def train(family: Reranker) -> None:
+    scratch = family.paths.scratch("trainer")
+    max_hop = family.params.mine.features.max_hop
+    scores: dict[str, Scores] = {}
+    with atomic_directory(family.paths.model) as out:
+        for use_features in variants(family):
+            variant = VARIANTS[use_features]
+            for stage in stages(family, variant):
+                if stage == "stage1":
+                    model = base_cross_encoder(family.params.model.base, family.params.model.max_length,
+                                               special_tokens(max_hop) if use_features else None, family.params.seed,
+                                               family.key("model.base"), family.key("model.max_length"))
+                else:  # stage 2 (and its replay variant) continues from the saved stage-1 checkpoint
+                    model = load_cross_encoder(str(out / variant / "stage1"), "the stage-1 checkpoint")
+                pairs = pairs_dataset(stage_pairs(family, stage), use_features)
+                trainer = build_trainer(family, model, stage, pairs, scratch)
+                log_training(trainer, family.paths.training_log / f"{variant}_{stage}", f"train {variant} {stage}")
+                print(f"train: {variant} {stage}: {len(pairs)} pairs")
+                trainer.train()
+                label = f"{variant}/{stage}"
+                scores[label] = score(family, model, use_features, label)
+                save(family, model, out / variant / stage, variant, stage, use_features, scores[label], len(pairs))
+    write_scores(family.paths.trained_scores, scores)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def save(family: Reranker, model, folder: Path, variant: str, stage: str, use_features: bool, scores: Scores,
+         training_pairs: int) -> None:
+    model.save_pretrained(str(folder))  # its own card is replaced by ours below
+    (folder / CHECKPOINT_CONFIG).write_text(json.dumps({"use_features": use_features}) + "\n", encoding="utf-8")
+    test_queries = scores.tables["per_query"].select("dataset", "query_id").unique().height
+    card(family, variant, stage, use_features, scores.metrics, test_queries, training_pairs).write(folder)
+
+
+def card(family: Reranker, variant: str, stage: str, use_features: bool, metrics: dict[str, dict],
+         test_queries: int, training_pairs: int) -> ModelCard:
+    train, data = family.params.train, family.params.data
+    schedule: StageParams = getattr(train, stage)
+    stage_text = STAGE_TEXT[stage].format(replay=getattr(schedule, "replay", 0))
+    trained_on = [("multihop",)] if stage == "stage1" else [("factual",)] if stage == "stage2" else \
+        [("factual",), ("multihop",)]
+    sources = " and ".join(f"{getattr(data, name).describe()} ({name})" for (name,) in trained_on)
+    input_format = ("`[HOP:h] [ROLE:r] [ENT:e1,e2] [CAUSAL] [REASONING] query [SEP] sentence`, the feature "
+                    "tokens being special tokens of this checkpoint's tokenizer (build them with "
+                    "`retrieval_pipeline.families.reranker.features.SentenceFeatures`, as the mine stage does)"
+                    if use_features else "`query [SEP] sentence`")
+    return ModelCard.of(
+        family,
+        title=f"Reranker ({variant}, {stage})",
+        summary=(f"A cross-encoder that scores (query, sentence) pairs with one logit (sigmoid = relevance): "
+                 f"{stage_text}, with binary cross-entropy (pos_weight {train.pos_weight}) at learning rate "
+                 f"{schedule.learning_rate}. Input: {input_format}. F1 is at each dataset's threshold "
+                 f"(`evaluate.threshold`: {family.params.evaluate.threshold})."),
+        base_model=family.params.model.base,
+        training_data=f"{sources}: {training_pairs} labelled pairs, positives with hard and easy negatives",
+        hub_datasets=[name for source in DATASETS for name in getattr(data, source).hub_datasets()],
+        metrics=CardMetrics(dataset=", ".join(dict.fromkeys(getattr(data, name).describe() for name in DATASETS)),
+                            queries=test_queries, task="reranking", baseline="the first-stage ranking",
+                            rows={f"{source} test candidates": metrics[source] for source in DATASETS},
+                            columns=["ndcg@10", "map", "mrr@10", "f1", "threshold", "auc"]),
+        usage=f"""from sentence_transformers.cross_encoder import CrossEncoder
+model = CrossEncoder("models/{family.name}/{variant}/{stage}")
+scores = model.predict([("Who runs the Kestrel plant?", "Kestrel is run by Sable.")])""",
+        library_name="sentence-transformers", pipeline_tag="text-ranking",
+        tags=["cross-encoder", "reranker", variant, stage])

@@ -1,0 +1,126 @@
+"""The project files each DVC stage imports, found by walking the code's import statements from the stage script
+and the family modules the stage runner loads (core/stage.py: the family's package and its stage module).
+
+`python tests/stage_imports.py` prints, per stage, the deps dvc.yaml should list: the stage script, the core
+modules any family's stage reaches, and the family package (one folder for whichever family runs).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCE = REPO / "src"
+PACKAGE = "retrieval_pipeline"
+FAMILIES = SOURCE / PACKAGE / "families"
+FAMILY_FOLDER = "src/retrieval_pipeline/families/${item}"
+
+
+def module_file(name: str) -> Path | None:
+    """The file of a project module (a package's __init__.py), or None outside the project."""
+    if name != PACKAGE and not name.startswith(f"{PACKAGE}."):
+        return None
+    path = SOURCE.joinpath(*name.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py") if path.with_suffix(".py").is_file() \
+        else None
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SOURCE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported(path: Path) -> set[Path]:
+    """The project files `path` imports anywhere in it (top level or inside a function), with the packages that
+    hold them."""
+    found: set[Path] = set()
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0] \
+        if path.is_relative_to(SOURCE) else ""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+        for name in names:
+            parts = name.split(".")
+            for end in range(1, len(parts) + 1):  # a module imports the packages that hold it
+                file = module_file(".".join(parts[:end]))
+                if file is not None:
+                    found.add(file)
+    return found
+
+
+def closure(roots: list[Path]) -> set[Path]:
+    seen: set[Path] = set()
+    pending = list(roots)
+    while pending:
+        path = pending.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        pending += imported(path) - seen
+    return seen
+
+
+def is_marker(path: Path) -> bool:
+    """A package __init__.py with nothing but a docstring: importing it runs no code a stage depends on."""
+    body = ast.parse(path.read_text(encoding="utf-8")).body
+    return path.name == "__init__.py" and all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+                                              for node in body)
+
+
+def family_stage_modules(family: str, stage: str) -> list[Path]:
+    """What the stage runner imports for `family` besides its own imports: the package, and its stage module."""
+    sys.path.insert(0, str(SOURCE))
+    family_class = importlib.import_module(f"{PACKAGE}.families.{family}").FAMILY
+    package = FAMILIES / family / "__init__.py"
+    return [package] if stage == "resolve" else [package, FAMILIES / family / f"{family_class.stages[stage]}.py"]
+
+
+def stage_files(stage: str, family: str | None) -> set[Path]:
+    """Every project file `stage` imports when it runs for `family` (None: the report stage)."""
+    roots = [REPO / "stages" / f"{stage}.py"]
+    if family is not None:
+        roots += family_stage_modules(family, stage)
+    return {path for path in closure(roots) if not is_marker(path)}
+
+
+def as_deps(files: set[Path], family: str | None) -> set[str]:
+    """Files as dvc.yaml names them: a family's own files as its package folder."""
+    deps = set()
+    for path in files:
+        if family is not None and path.is_relative_to(FAMILIES / family):
+            deps.add(FAMILY_FOLDER)
+        else:
+            deps.add(path.relative_to(REPO).as_posix())
+    return deps
+
+
+def expected_deps(stage: str, families: list[str]) -> list[str]:
+    """A per-family stage's code deps: what it imports for any family of the DAG (one template serves them all),
+    the stage script first, the family package last."""
+    deps = set().union(*(as_deps(stage_files(stage, family), family) for family in families))
+    script = f"stages/{stage}.py"
+    return [script, *sorted(deps - {script, FAMILY_FOLDER}), FAMILY_FOLDER]
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO / "tests"))
+    sys.path.insert(0, str(SOURCE))
+    from retrieval_pipeline.core.dag import dag_families
+
+    for stage in ("resolve", "prepare", "mine", "baseline", "train", "evaluate"):
+        print(f"{stage}:")
+        for dep in expected_deps(stage, dag_families(REPO)):
+            print(f"  - {dep}")
+    print("report:")
+    for dep in sorted(as_deps(stage_files("report", None), None)):
+        print(f"  - {dep}")
