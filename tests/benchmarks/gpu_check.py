@@ -17,26 +17,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(TESTS))
-
-STAGE_LINE = re.compile(r"Running stage '([^']+)'")
-
+sys.path[:0] = [str(TESTS), str(TESTS / "benchmarks")]
 
 def run_seed_profile(work: Path, families: list[str]) -> tuple[Path, dict[str, float]]:
     """The repository copied under `work` with the seed profile at reduced sizes, `dvc repro` of `families` (and the
     report) run there on the twins; returns the copy and each stage's seconds."""
-    import subprocess
-
     import yaml
     from helpers import SEED_SIZES, copy_repo
+    from stage_times import timed_stages
     from twins import build_hub_cache
 
     from retrieval_pipeline.core.params import deep_merge
@@ -52,23 +46,7 @@ def run_seed_profile(work: Path, families: list[str]) -> tuple[Path, dict[str, f
     document["report"]["families"] = {name: document["report"]["families"][name] for name in families}
     (repo / "params.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
     env = {**os.environ, **environment, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    times: dict[str, float] = {}
-    current, started = None, time.perf_counter()
-    process = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
-    output = []
-    for line in process.stdout:
-        output.append(line)
-        match = STAGE_LINE.search(line)
-        if match:
-            now = time.perf_counter()
-            if current:
-                times[current] = now - started
-            current, started = match.group(1), now
-    if current:
-        times[current] = time.perf_counter() - started
-    if process.wait():
-        raise SystemExit("gpu-check: dvc repro failed:\n" + "".join(output[-40:]))
+    _, times = timed_stages(["dvc", "repro"], cwd=repo, env=env)
     return repo, times
 
 
