@@ -49,8 +49,10 @@ def _model(requirement: Requirement) -> dict:
         distribution = importlib.metadata.packages_distributions().get(module, [module])[0]
         return {**entry, "package": distribution, "version": importlib.metadata.version(distribution)}
     if not hub_reference(reference):
-        folder = Path(reference)
-        return {**entry, "folder": folder.name, "files": _local_files(folder)}  # the name only: no machine path
+        folder = Path(reference)  # recorded by name only: no machine path
+        if not folder.exists():  # the stage that loads it says what is wrong
+            return {**entry, "folder": folder.name, "found": "no such folder"}
+        return {**entry, "folder": folder.name, "files": _local_files(folder)}
     repo, revision = split_revision(reference)
     return {**entry, "repo": repo, "revision": revision, **_hub_model(repo, revision)}
 
