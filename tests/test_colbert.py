@@ -24,7 +24,6 @@ from retrieval_pipeline.families.colbert.teachers import (
     CrossEncoderTeacher,
     YesLogitTeacher,
     false_negatives,
-    relevance,
     teacher_warning,
 )
 
@@ -168,14 +167,17 @@ def test_a_teacher_that_ranks_positives_no_better_than_the_miner_is_reported(tmp
         assert "Check colbert.embedded.mine.teacher" in message
 
 
-def test_false_negative_filter_drops_candidates_scored_almost_like_the_positive():
-    logits = np.array([2.0, 2.5, 1.9, 1.2, -3.0])  # sigmoid 0.881, 0.924, 0.870, 0.769, 0.047
-    relevant = relevance(logits, "cross_encoder", 20.0)
-    assert false_negatives(relevant[0], relevant[1:], 0.05).tolist() == [True, True, False, False]
-    assert false_negatives(relevant[0], relevant[1:], 0.0).tolist() == [True, False, False, False]
-    cosines = relevance(np.array([16.0, 15.5, 14.0]), "bi_encoder", 20.0)  # a bi-encoder's 20 x cosine
-    assert cosines.tolist() == pytest.approx([0.8, 0.775, 0.7])
-    assert false_negatives(cosines[0], cosines[1:], 0.05).tolist() == [True, False]
+def test_false_negative_filter_drops_what_the_distillation_target_weights_almost_like_the_positive():
+    scores = np.array([2.0, 2.5, 1.96, 1.9, -3.0])  # the positive first, then the candidates
+    assert false_negatives(scores[0], scores[1:], 0.05).tolist() == [True, True, False, False]
+    assert false_negatives(scores[0], scores[1:], 0.0).tolist() == [True, False, False, False]
+    # "within 5%" is the candidate's weight in pylate's target, softmax over the list, against the positive's
+    weights = torch.softmax(torch.tensor(scores), dim=0)
+    assert (weights[1:] >= 0.95 * weights[0]).tolist() == false_negatives(scores[0], scores[1:], 0.05).tolist()
+    # the same whatever the teacher's offset: a saturating sigmoid would drop a logit-4 candidate next to a logit-5
+    # positive (0.982 against 0.95 x 0.993), which the target weights at a third of the positive's
+    for shift in (0.0, 3.0, -10.0):
+        assert false_negatives(5.0 + shift, np.array([4.0, 4.99]) + shift, 0.05).tolist() == [False, True]
 
 
 def test_cross_encoder_teacher_returns_raw_logits(tmp_path):

@@ -27,7 +27,6 @@ from retrieval_pipeline.families.colbert.teachers import (
     CrossEncoderTeacher,
     YesLogitTeacher,
     false_negatives,
-    relevance,
     teacher_warning,
 )
 
@@ -111,8 +110,7 @@ def mine(family: Colbert) -> None:
     examples, filtered, short = [], [], 0
     for candidates, list_scores in zip(lists, scores):
         documents = candidates.documents
-        relevant = relevance(list_scores, mine.teacher.kind, mine.teacher.scale)
-        dropped = false_negatives(relevant[0], relevant[1:], mine.relative_margin)
+        dropped = false_negatives(list_scores[0], list_scores[1:], mine.relative_margin)
         filtered += [{"query_id": candidates.query_id, "document_id": document, "teacher_score": float(score),
                       "positive_score": float(list_scores[0])}
                      for document, score, drop in zip(documents[1:], list_scores[1:], dropped) if drop]
