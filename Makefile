@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: repro preflight test bench time-repro sshd
+.PHONY: repro preflight test bench time-repro gpu-check sshd
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,3 +38,8 @@ bench: $(STAMP)
 # Every stage of a full `dvc repro --force`, timed, into docs/timings.md (about as long as `make repro`).
 time-repro: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python tests/benchmarks/stage_times.py --label "full repro" -- dvc repro --force
+
+# The seed profile's GPU path on the hub twins at reduced sizes, in minutes: what ran, peak GPU memory against the
+# preflight's estimate, the tolerance table (tests/benchmarks/gpu_check.py; on a CPU the same runs without bf16).
+gpu-check: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python tests/benchmarks/gpu_check.py

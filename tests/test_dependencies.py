@@ -10,7 +10,8 @@ from importlib.metadata import packages_distributions
 
 from helpers import REPO
 
-LOCAL = {"retrieval_pipeline", "helpers", "twins", "sshd", "conftest", "stage_imports"}
+LOCAL = {"retrieval_pipeline", "helpers", "twins", "sshd", "conftest", "stage_imports", "benchmarks",
+         "stage_times"}
 
 
 def normalise(name: str) -> str:

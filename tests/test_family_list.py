@@ -51,7 +51,7 @@ def test_every_family_package_exports_its_family_its_labels_and_a_module_per_sta
 
 
 # What each per-family stage writes, as core/paths.py names it for the stages' code.
-STAGE_OUTPUTS = {"resolve": ["resolved_params"], "prepare": ["prepared"], "mine": ["mined"],
+STAGE_OUTPUTS = {"resolve": ["resolved_params", "resolved_inputs"], "prepare": ["prepared"], "mine": ["mined"],
                  "baseline": ["baseline_scores"], "train": ["model", "training_log", "trained_scores"],
                  "evaluate": ["evaluation"]}
 DATA_INPUTS = ["prepared", "mined", "baseline_scores", "trained_scores"]

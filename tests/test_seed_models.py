@@ -176,6 +176,44 @@ def test_preflight_stops_on_a_model_that_is_nowhere(twin_cache, tmp_path, capsys
     monkeypatch.chdir(tmp_path)
     assert run_preflight(["--params", str(params), "matryoshka"]) == 2
     out = capsys.readouterr().out
-    assert "MISSING model   nobody/nothing @main  [matryoshka.embedded.model.base; mine, train, evaluate]: not in " \
+    assert "MISSING model   nobody/nothing @main (unpinned)  [matryoshka.embedded.model.base; mine, train, evaluate]: not in " \
         "the Hugging Face cache and the hub is offline" in out
     assert "preflight: 1 missing (the MISSING lines above; params keys matryoshka.embedded.model.base)" in out
+
+
+# Pinned hub inputs ---------------------------------------------------------------------------------------------------
+
+
+def test_a_pinned_input_loads_at_its_commit_is_recorded_and_the_unpinned_ones_warn(twin_cache, tmp_path, capsys):
+    """A revision that is a commit pins a hub input: the resolve stage records the commit and files it resolves
+    to (data/<family>/inputs.yaml), says nothing of it, and names every unpinned input in one warning each."""
+    import yaml
+    from twins import commit_of
+
+    from retrieval_pipeline.families.colbert.model import base_colbert
+
+    base, corpus = commit_of("mixedbread-ai/mxbai-edge-colbert-v0-32m"), commit_of("BeIR/scifact")
+    family = seed_family(tmp_path, "colbert", {"colbert": {
+        "model": {"base": {"revision": base}},
+        "data": {"nanobeir": [], "hf": {"corpus": {"revision": corpus}, "queries": {"revision": corpus}}}}})
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("WARNING")]
+    assert not any("colbert.model.base" in line or "BeIR/scifact " in line for line in warnings)
+    assert any("colbert.data.hf.qrels: BeIR/scifact-qrels is not pinned (revision main)" in line for line in warnings)
+    assert any("colbert.mine.hub: stefan-jo/scifact-train-mined-reranker-scores is not pinned" in line
+               and "list_repo_refs" in line for line in warnings)
+    inputs = {entry["key"]: entry for entry in yaml.safe_load(family.paths.resolved_inputs.read_text())}
+    model = inputs["colbert.model.base"]
+    assert model["revision"] == base and model["commit"] == base and model["found"] == "Hugging Face cache"
+    assert {"model.safetensors", "config.json"} <= {file["name"] for file in model["files"]}
+    assert family.params.model.base == f"mixedbread-ai/mxbai-edge-colbert-v0-32m@{base}"
+    family.prepare()  # the corpus and queries at their pinned commit, from the hub cache
+    assert base_colbert(family.stage("train"))[0].auto_model.config.hidden_size == 128
+
+
+def test_a_revision_that_is_not_in_the_cache_offline_is_refused_naming_the_key(twin_cache, tmp_path):
+    family = seed_family(tmp_path, "colbert", {"colbert": {"model": {"base": {"revision": "0" * 40}}}})
+    from retrieval_pipeline.families.colbert.model import base_colbert
+
+    with pytest.raises(ModelError, match=rf"colbert.model.base: mixedbread-ai/mxbai-edge-colbert-v0-32m@{'0' * 40} is "
+                                         "neither a local folder nor in the Hugging Face cache"):
+        base_colbert(family.stage("train"))

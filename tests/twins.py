@@ -1,9 +1,12 @@
 """Tiny randomly initialised twins of every hub model and dataset the seed profile loads, in a Hugging Face cache.
 
 The seed profile names real hub repositories. Offline, the tests serve each one the way a user's warm cache
-would: under its real repo id, with its real architecture class, tokenizer type and file layout, but with tiny
-random weights and tokenizers trained on the synthetic world's text; each hub dataset is prepared into the
-`datasets` cache from its schema fixture in tests/fixtures/hub, as an earlier online `load_dataset` leaves it.
+would: under its real repo id, with its real architecture class, tokenizer type, file layout and the config values
+that code paths branch on (ColBERT query expansion, ModernBERT's attention pattern, DeBERTa's relative attention,
+the NER labels), but with tiny random weights and tokenizers trained on the synthetic world's text. Each hub dataset
+`datasets` loads is prepared into the `datasets` cache from its schema fixture in tests/fixtures/hub, as an earlier
+online `load_dataset` leaves it; BEIR's repositories, which `datasets` cannot load, are laid out as files in the
+hub cache, as a download of the repository leaves them.
 The loading code is the project's own, unmodified: it finds them with HF_HUB_OFFLINE=1 and HF_HOME pointing here.
 
 A twin is a test device, never a reported result. Every build is deterministic (seeded weights, fixed text).
@@ -37,9 +40,6 @@ DATASETS = [
     ("pietrolesci/nli_fever", None, "nli_fever"),
     ("TIGER-Lab/LongRAG", "hotpot_qa", "LongRAG"),
     ("TIGER-Lab/LongRAG", "nq", "LongRAG"),
-    ("BeIR/scifact", "corpus", "scifact"),
-    ("BeIR/scifact", "queries", "scifact"),
-    ("BeIR/scifact-qrels", None, "scifact-qrels"),
     ("stefan-jo/scifact-train-mined-reranker-scores", None, "scifact-train-mined-reranker-scores"),
     *[(f"zeta-alpha-ai/Nano{name}", config, "nanobeir")
       for name in ("SciFact", "FiQA2018", "NFCorpus", "SCIDOCS", "Touche2020")
@@ -71,21 +71,26 @@ def training_text() -> list[str]:
 
 @dataclass
 class Snapshot:
-    """One revision of one repository in the hub cache (models--org--name/snapshots/<commit>)."""
+    """One revision of one repository in the hub cache (models--org--name/snapshots/<commit>, or datasets--...)."""
 
     root: Path
     repo: str
     revision: str = "main"
+    repo_type: str = "model"
+
+    @property
+    def storage(self) -> Path:
+        return self.root / "hub" / f"{self.repo_type}s--{self.repo.replace('/', '--')}"
 
     @property
     def folder(self) -> Path:
-        return self.root / "hub" / f"models--{self.repo.replace('/', '--')}" / "snapshots" / commit_of(self.repo,
-                                                                                                          self.revision)
+        return self.storage / "snapshots" / commit_of(self.repo, self.revision)
 
     def publish(self) -> Path:
-        ref = self.root / "hub" / f"models--{self.repo.replace('/', '--')}" / "refs" / self.revision
+        ref = self.storage / "refs" / self.revision
         ref.parent.mkdir(parents=True, exist_ok=True)
         ref.write_text(commit_of(self.repo, self.revision))
+        self.folder.mkdir(parents=True, exist_ok=True)
         return self.folder
 
 
@@ -188,12 +193,13 @@ def _scratch_dir() -> str:
 
 
 def modernbert(folder: Path, repo: str, tokenizer, hidden: int, head: str) -> None:
-    """A ModernBERT twin (the real ModernBertConfig, two layers) with its tokenizer."""
+    """A ModernBERT twin (the real ModernBertConfig, two layers) with its tokenizer. The attention pattern is the
+    real one (a global layer every third, a 128-token window in the others), so both attention paths run."""
     import transformers
 
     config = transformers.ModernBertConfig(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-        num_attention_heads=max(1, hidden // 64), global_attn_every_n_layers=2, local_attention=64,
+        num_attention_heads=max(1, hidden // 64), global_attn_every_n_layers=3, local_attention=128,
         pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
         sep_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id,
         eos_token_id=tokenizer.sep_token_id)
@@ -227,13 +233,15 @@ def build_models(root: Path, texts: list[str]) -> None:
     modernbert(folder, "nomic-ai/modernbert-embed-base", modern_tokenizer, 768, "ModernBertModel")
     sentence_transformer(folder, "mean")
 
-    # mixedbread-ai/mxbai-edge-colbert-v0-32m (colbert): a pylate ColBERT on a small ModernBERT, 64-dim tokens.
+    # mixedbread-ai/mxbai-edge-colbert-v0-32m (colbert): a pylate ColBERT on a small ModernBERT, 64-dim tokens,
+    # with query expansion off as the real repository's config has it (pylate and the loss branch on it).
     from pylate.models import ColBERT
 
     backbone = Path(_scratch_dir()) / "edge-backbone"
     modernbert(backbone, "mixedbread-ai/mxbai-edge-colbert-v0-32m", modern_tokenizer, 128, "ModernBertModel")
     _seed("mixedbread-ai/mxbai-edge-colbert-v0-32m/projection")
-    colbert = ColBERT(str(backbone), embedding_size=64, query_length=48, document_length=300, device="cpu")
+    colbert = ColBERT(str(backbone), embedding_size=64, query_length=48, document_length=300, device="cpu",
+                      do_query_expansion=False)
     colbert.save_pretrained(str(Snapshot(root, "mixedbread-ai/mxbai-edge-colbert-v0-32m").publish()))
 
     # BAAI/bge-small-en-v1.5 (colbert's miner): BERT with CLS pooling and normalisation.
@@ -318,6 +326,21 @@ def build_datasets(root: Path) -> None:
         shutil.rmtree(staging)
 
 
+def build_beir_repositories(root: Path) -> None:
+    """BEIR's hub repositories as they are laid out: BeIR/scifact holds its corpus and queries as gzipped JSON Lines
+    beside a loading script (which `datasets` 5 refuses to run), BeIR/scifact-qrels a TSV per split."""
+    import gzip
+
+    corpus = Snapshot(root, "BeIR/scifact", repo_type="dataset").publish()
+    for name in ("corpus", "queries"):
+        (corpus / f"{name}.jsonl.gz").write_bytes(
+            gzip.compress((HUB_FIXTURES / "scifact" / f"{name}.jsonl").read_bytes(), mtime=0))
+    (corpus / "scifact.py").write_text("# The repository's loading script, which `datasets` no longer runs.\n")
+    qrels = Snapshot(root, "BeIR/scifact-qrels", repo_type="dataset").publish()
+    for split in ("train", "test"):
+        shutil.copy(HUB_FIXTURES / "scifact-qrels" / f"{split}.tsv", qrels / f"{split}.tsv")
+
+
 def build_hub_cache(root: Path) -> dict[str, str]:
     """Build every twin under `root` (HF_HOME) and return the environment that serves them offline."""
     import datasets
@@ -327,6 +350,7 @@ def build_hub_cache(root: Path) -> dict[str, str]:
     texts = training_text()
     build_models(root, texts)
     build_datasets(root)
+    build_beir_repositories(root)
     shutil.rmtree(_scratch_dir(), ignore_errors=True)
     _SCRATCH.clear()
     return {"HF_HOME": str(root), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}

@@ -10,6 +10,7 @@ p-value of a paired randomization test over the per-query scores.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,16 @@ from retrieval_pipeline.core.errors import DataError, ParamsError
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_text
 from retrieval_pipeline.core.params import read_params_file
 from retrieval_pipeline.core.paths import FamilyPaths
-from retrieval_pipeline.core.report_params import Better, Drop, FamilyReport, ReportParams, load_report_params
+from retrieval_pipeline.core.report_params import (
+    Better,
+    Drop,
+    Expectation,
+    FamilyReport,
+    NotComparable,
+    Published,
+    ReportParams,
+    load_report_params,
+)
 
 
 @dataclass(frozen=True)
@@ -95,10 +105,13 @@ def markdown_table(rows: list[Row], groups: list[str], baseline: str, candidate:
     return "\n".join(lines)
 
 
+MET = {True: "yes", False: "**no**", None: "not judged"}
+
+
 @dataclass(frozen=True)
 class Verdict:
     expectation: str
-    met: bool
+    met: bool | None  # None: not judged (a published number this run cannot be compared with)
     detail: str
 
 
@@ -110,21 +123,53 @@ def _matching(frame: pl.DataFrame, where: dict, origin: str) -> pl.DataFrame:
     return frame
 
 
-def judge(per_query: pl.DataFrame, expectation: Better | Drop, permutations: int, seed: int,
-          origin: str) -> Verdict:
+def judge_published(per_query: pl.DataFrame, expectation: Published, paths: FamilyPaths, origin: str) -> Verdict:
+    """This run's number beside the seed's: a held-out metric's mean over the matching queries, or the last value
+    a training run logged."""
+    if expectation.summary is not None:
+        summary = paths.published_training(expectation.summary)
+        logged = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else {}
+        if expectation.metric not in logged:
+            raise DataError(f"{summary}: no {expectation.metric!r}; expected the training run's logged values")
+        value, where = float(logged[expectation.metric]), f"last logged in {expectation.summary}"
+    else:
+        rows = _matching(per_query.filter(pl.col("model") == expectation.model), expectation.where, origin)
+        if rows.is_empty() or expectation.metric not in rows.columns:
+            raise DataError(f"{origin}: no {expectation.metric} rows for {expectation.model!r} where "
+                            f"{expectation.where}")
+        value, where = float(rows[expectation.metric].mean()), f"{rows.height} queries"
+    met = abs(value - expectation.value) <= expectation.tolerance
+    return Verdict(expectation.describe(), met, f"seed {expectation.value:g}, this run {value:.4f} "
+                                                f"({value - expectation.value:+.4f}; {where})")
+
+
+def judge(per_query: pl.DataFrame, expectation: Expectation, permutations: int, seed: int, origin: str,
+          paths: FamilyPaths) -> Verdict:
     """Whether the per-query scores show what `expectation` says, with the numbers that decide it."""
+    if isinstance(expectation, NotComparable):
+        return Verdict(expectation.describe(), None, f"not judged: {expectation.why}")
+    if isinstance(expectation, Published):
+        return judge_published(per_query, expectation, paths, origin)
     per_query = _matching(per_query, expectation.where, origin)
     if isinstance(expectation, Better):
-        rows, groups = compare(per_query, expectation.baseline, expectation.candidate, [expectation.metric],
-                               permutations, seed, origin)
-        failing = [row for row in rows if not (row.change > 0 and row.p_value < expectation.alpha)]
-        worst = max(rows, key=lambda row: (row.p_value, -row.change))
-        detail = (f"{len(rows) - len(failing)} of {len(rows)} rows; smallest gain {min(r.change for r in rows):+.4f}, "
-                  f"largest p {max(r.p_value for r in rows):.4f}")
-        if failing:
-            where = ", ".join(f"{g} {v}" for g, v in zip(groups, worst.group))
-            detail += f"; e.g. {where}: {worst.baseline:.4f} -> {worst.candidate:.4f}, p {worst.p_value:.4f}"
-        return Verdict(expectation.describe(), not failing, detail)
+        return judge_better(per_query, expectation, permutations, seed, origin)
+    return judge_drop(per_query, expectation, origin)
+
+
+def judge_better(per_query: pl.DataFrame, expectation: Better, permutations: int, seed: int, origin: str) -> Verdict:
+    rows, groups = compare(per_query, expectation.baseline, expectation.candidate, [expectation.metric],
+                           permutations, seed, origin)
+    failing = [row for row in rows if not (row.change > 0 and row.p_value < expectation.alpha)]
+    worst = max(rows, key=lambda row: (row.p_value, -row.change))
+    detail = (f"{len(rows) - len(failing)} of {len(rows)} rows; smallest gain {min(r.change for r in rows):+.4f}, "
+              f"largest p {max(r.p_value for r in rows):.4f}")
+    if failing:
+        where = ", ".join(f"{g} {v}" for g, v in zip(groups, worst.group))
+        detail += f"; e.g. {where}: {worst.baseline:.4f} -> {worst.candidate:.4f}, p {worst.p_value:.4f}"
+    return Verdict(expectation.describe(), not failing, detail)
+
+
+def judge_drop(per_query: pl.DataFrame, expectation: Drop, origin: str) -> Verdict:
     model = per_query.filter(pl.col("model") == expectation.model)
     if model.is_empty():
         raise DataError(f"{origin}: no rows for model {expectation.model!r}")
@@ -180,9 +225,10 @@ def plot(per_query: pl.DataFrame, family: str, metric: str, path: Path) -> None:
     plt.close(figure)
 
 
-def family_section(root: Path, family: str, report: FamilyReport, params: ReportParams,
+def family_section(root: Path, family: str, report: FamilyReport, params: ReportParams, profile: str,
                    figures: Path) -> tuple[str, list[Verdict]]:
-    origin = FamilyPaths(root, family).evaluation / "per_query.parquet"
+    paths = FamilyPaths(root, family)
+    origin = paths.evaluation / "per_query.parquet"
     if not origin.is_file():
         raise DataError(f"{origin}: missing; run `dvc repro evaluate@{family}` first")
     per_query = pl.read_parquet(origin)
@@ -191,11 +237,12 @@ def family_section(root: Path, family: str, report: FamilyReport, params: Report
     evaluated = set(per_query["model"])
     # A profile need not train every model the report names (the seed profile has no replay variant): such
     # comparisons are listed as not run, never silently dropped.
+    profile_expectations = report.expect.get(profile, [])
     named = {label for pair in report.compare for label in pair} | {
-        label for expectation in report.expect for label in expectation.models()}
+        label for expectation in profile_expectations for label in expectation.models()}
     absent = sorted(named - evaluated)
-    expectations = [e for e in report.expect if set(e.models()) <= evaluated]
-    verdicts = [judge(per_query, expectation, params.permutations, params.seed, str(origin))
+    expectations = [e for e in profile_expectations if set(e.models()) <= evaluated]
+    verdicts = [judge(per_query, expectation, params.permutations, params.seed, str(origin), paths)
                 for expectation in expectations]
     if absent:
         parts += [f"Not in this run (named in report.families.{family}, not evaluated by this profile): "
@@ -203,8 +250,7 @@ def family_section(root: Path, family: str, report: FamilyReport, params: Report
                   + ", ".join(f"`{label}`" for label in sorted(evaluated)) + ".", ""]
     if verdicts:
         parts += ["### Expectations", "", "| expectation | met | detail |", "|---|---|---|"]
-        parts += [f"| {verdict.expectation} | {'yes' if verdict.met else '**no**'} | {verdict.detail} |"
-                  for verdict in verdicts]
+        parts += [f"| {verdict.expectation} | {MET[verdict.met]} | {verdict.detail} |" for verdict in verdicts]
         parts.append("")
     for baseline, candidate in report.compare:
         if not {baseline, candidate} <= evaluated:
@@ -253,17 +299,20 @@ def write_report(params_file: Path, root: Path) -> None:
     for family in entries:
         publish(FamilyPaths(root, family))
     with atomic_directory(root / "metrics" / "report") as figures:
-        sections = [family_section(root, family, settings, params, figures) for family, settings in entries.items()]
-    verdicts = [verdict for _, family_verdicts in sections for verdict in family_verdicts]
-    met = sum(verdict.met for verdict in verdicts)
+        sections = [family_section(root, family, settings, params, profile, figures)
+                    for family, settings in entries.items()]
+    verdicts = [verdict for _, family_verdicts in sections for verdict in family_verdicts
+                if verdict.met is not None]
+    met = sum(bool(verdict.met) for verdict in verdicts)
     header = ["# Fine-tuning report", "",
               f"Profile `{profile}`. Each table compares two models on the same held-out queries; the p-value "
               "is a two-sided paired randomization test over per-query scores "
               f"({params.permutations} resamples). Written by the `report` stage from eval/<family>/per_query.parquet.",
               ""]
     if verdicts:
-        header += [f"Expectations met: {met} of {len(verdicts)} (each family's `report.families.<family>.expect` "
-                   "in params.yaml, judged under its section).", ""]
+        header += [f"Expectations met: {met} of {len(verdicts)} (each family's "
+                   f"`report.families.<family>.expect.{profile}` in params.yaml, judged under its section; under "
+                   "`seed`, the numbers the recipes' seeds publish).", ""]
     atomic_write_text(report, "\n".join(header + [text for text, _ in sections]) + "\n")
     print(f"report: {report} ({', '.join(entries)}); expectations met: {met} of {len(verdicts)}")
 

@@ -29,11 +29,14 @@ STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 EXPERIMENT_STAGES = ("resolve@{family}", "train@{family}", "evaluate@{family}", "report")
 
 
-def timed_stages(command: list[str]) -> tuple[float, dict[str, float]]:
+def timed_stages(command: list[str], cwd: Path | None = None,
+                 env: dict[str, str] | None = None) -> tuple[float, dict[str, float]]:
+    """Run `command` (its output passed through) and return its wall time and each DVC stage's seconds."""
     started = time.perf_counter()
     stages: dict[str, float] = {}
     current, current_start = None, started
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                               cwd=cwd, env=env)
     for line in process.stdout:
         sys.stdout.write(line)
         match = STAGE_LINE.search(line)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from retrieval_pipeline.core.errors import DataError
 from retrieval_pipeline.core.reading import require_evaluable
+from retrieval_pipeline.core.sources import HubSource
 
 BLOCK_LINES = 50_000
 QRELS_COLUMNS = ("query-id", "corpus-id", "score")
@@ -237,16 +238,53 @@ def read_beir_folder(folder: Path, splits: Mapping[str, str], optional: Mapping[
             raise DataError(f"{folder / file}: missing; {expected}")
         if found is not None:
             paths[name] = found
-    corpus = read_texts(paths["corpus"], "document_id", "documents", title=True)
-    queries = read_texts(paths["queries"], "query_id", "queries", title=False)
+    return collection_from_files(paths["corpus"], paths["queries"],
+                                 {split: paths[split] for split in names if split in paths})
+
+
+def collection_from_files(corpus: Path, queries: Path, qrels: Mapping[str, Path]) -> Collection:
+    """A collection from BEIR's files: corpus and queries JSON Lines, a qrels TSV per split."""
+    documents = read_texts(corpus, "document_id", "documents", title=True)
+    questions = read_texts(queries, "query_id", "queries", title=False)
     judged = []
-    for split in names:
-        if split not in paths:
+    for split, path in qrels.items():
+        rows = read_qrels(path)
+        check_qrels(rows, documents, questions, str(path), first_line=2)
+        judged.append(rows.with_columns(split=pl.lit(split)))
+    return Collection(documents, questions, canonical_order(pl.concat(judged)))
+
+
+HUB_FILES = {"corpus": ("corpus.jsonl", "corpus.jsonl.gz"), "queries": ("queries.jsonl", "queries.jsonl.gz")}
+
+
+def hub_file(repo: str, revision: str | None, names: Sequence[str]) -> Path | None:
+    """The first of `names` that the hub dataset repository holds at `revision`, from the Hugging Face cache or
+    downloaded; None when it holds none of them (or cannot be reached)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    for name in names:
+        try:
+            return Path(hf_hub_download(repo, name, repo_type="dataset", revision=revision))
+        except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError):
             continue
-        qrels = read_qrels(paths[split])
-        check_qrels(qrels, corpus, queries, str(paths[split]), first_line=2)
-        judged.append(qrels.with_columns(split=pl.lit(split)))
-    return Collection(corpus, queries, canonical_order(pl.concat(judged)))
+    return None
+
+
+def read_beir_hub(corpus: HubSource, queries: HubSource, qrels: HubSource, splits: Mapping[str, str]) -> Collection:
+    """A BEIR collection from the hub repositories' own files (corpus.jsonl[.gz], queries.jsonl[.gz] and a
+    <split>.tsv per qrels split), read like a BEIR folder: BEIR's repositories ship these files beside a loading
+    script that `datasets` no longer runs. None of them found: DataError (the caller may try `datasets`)."""
+    found = {kind: hub_file(source.path, source.revision, HUB_FILES[kind])
+             for kind, source in (("corpus", corpus), ("queries", queries))}
+    judged = {split: hub_file(qrels.path, qrels.revision, (f"{name}.tsv", f"qrels/{name}.tsv"))
+              for split, name in splits.items()}
+    missing = [f"{source.path}: {' or '.join(HUB_FILES[kind])}" for kind, source in
+               (("corpus", corpus), ("queries", queries)) if found[kind] is None]
+    missing += [f"{qrels.path}: {name}.tsv" for split, name in splits.items() if judged[split] is None]
+    if missing:
+        raise DataError(f"no BEIR files in the hub repositories ({'; '.join(missing)})")
+    return collection_from_files(found["corpus"], found["queries"], judged)
 
 
 def canonical_order(qrels: pl.DataFrame) -> pl.DataFrame:

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from retrieval_pipeline.core.io import atomic_write_text
-from retrieval_pipeline.core.models import PACKAGE_PREFIX, split_revision
+from retrieval_pipeline.core.sources import PACKAGE_PREFIX, split_revision
 
 METRIC_NAMES = {"ndcg": "NDCG", "mrr": "MRR", "map": "MAP", "recall": "Recall", "precision": "Precision",
                 "accuracy": "Accuracy", "f1": "F1", "auc": "AUC", "vectors_per_document": "vectors per document",

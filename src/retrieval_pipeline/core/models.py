@@ -13,7 +13,6 @@ Every checkpoint loads from safetensors. A folder or hub revision that holds onl
 from __future__ import annotations
 
 import importlib
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,9 +21,8 @@ from pathlib import Path
 import torch
 
 from retrieval_pipeline.core.errors import ModelError
+from retrieval_pipeline.core.sources import HUB_ID, PACKAGE_PREFIX, split_revision
 
-PACKAGE_PREFIX = "package:"
-HUB_ID = re.compile(r"^(?![.~/])[\w.-]+(/[\w.-]+)?$")  # "name" or "organisation/name", as the hub spells them
 SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
 PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -41,17 +39,12 @@ class ModelSource:
         return not Path(self.location).exists()
 
 
-def split_revision(reference: str) -> tuple[str, str | None]:
-    """`repo@revision` -> (repo, revision); a hub id cannot contain '@', so the split is unambiguous."""
-    repo, at, revision = reference.partition("@")
-    return (repo, revision or None) if at and not Path(reference).exists() else (reference, None)
-
-
-def cached_snapshot(repo: str, revision: str | None) -> Path | None:
-    """The folder of `repo` at `revision` in the Hugging Face cache, or None when it was never downloaded."""
+def cached_snapshot(repo: str, revision: str | None, repo_type: str = "model") -> Path | None:
+    """The folder of `repo` (a model or dataset repository) at `revision` in the Hugging Face cache, or None when it
+    was never downloaded."""
     from huggingface_hub.constants import HF_HUB_CACHE
 
-    storage = Path(HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
+    storage = Path(HF_HUB_CACHE) / f"{repo_type}s--{repo.replace('/', '--')}"
     revision = revision or "main"
     ref = storage / "refs" / revision
     commit = ref.read_text().strip() if ref.is_file() else revision
@@ -118,10 +111,10 @@ def locate(reference: str, key: str) -> ModelSource:
         if _pickle_only(snapshot):
             conversions = [found for found in _cached_conversions(repo) if found != (revision or "main")]
             remedy = (f"the cache holds a safetensors revision: set {key}: {repo}@{conversions[0]}" if conversions else
-                      "online, transformers loads the hub's safetensors conversion (the pull request 'Adding "
-                      "`safetensors` variant of this model', refs/pr/<n>) by itself; to run offline, download "
-                      f"that revision once (`hf download {repo} --revision refs/pr/<n>`) and set "
-                      f"{key}: {repo}@refs/pr/<n>")
+                      "find the revision that holds model.safetensors (the hub's conversion is a pull request: "
+                      f"`huggingface_hub.list_repo_refs('{repo}', include_pull_requests=True)` lists them with their "
+                      f"commits), download it once online (`hf download {repo} --revision <commit>`) and pin it in "
+                      f"{key}")
             raise ModelError(f"{key}: {shown} publishes only pickle weights (pytorch_model.bin) and this pipeline "
                              f"never unpickles; {remedy}")
     return ModelSource(repo, revision)

@@ -45,6 +45,11 @@ class FamilyPaths:
         return self.root / "data" / self.family / "params.yaml"
 
     @property
+    def resolved_inputs(self) -> Path:
+        """What the family loads from outside the repository, with revisions, commits and files."""
+        return self.root / "data" / self.family / "inputs.yaml"
+
+    @property
     def metrics(self) -> Path:
         return self.evaluation / "metrics.json"
 

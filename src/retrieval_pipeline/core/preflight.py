@@ -26,9 +26,10 @@ from pathlib import Path
 from retrieval_pipeline.core.dag import dag_families
 from retrieval_pipeline.core.errors import DataError, ModelError, ParamsError
 from retrieval_pipeline.core.family import Requirement, TrainingRun
-from retrieval_pipeline.core.models import PACKAGE_PREFIX, cached_snapshot, locate, split_revision
+from retrieval_pipeline.core.inputs import unpinned_warnings
+from retrieval_pipeline.core.models import PICKLES, SAFETENSORS, cached_snapshot, locate
 from retrieval_pipeline.core.resolve import load_family
-from retrieval_pipeline.core.sources import HubSource
+from retrieval_pipeline.core.sources import PACKAGE_PREFIX, HubSource, split_revision
 
 GIB = 1024 ** 3
 
@@ -50,14 +51,28 @@ class Estimate:
 
 
 def hub_available(repo: str, revision: str | None, repo_type: str) -> tuple[bool, str]:
+    """Whether the hub serves `repo` at `revision`; for a model, whether that revision holds safetensors weights
+    (the stages never unpickle), naming the pull requests to look in when it does not."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
+    api = HfApi()
     try:
-        info = (HfApi().model_info if repo_type == "model" else HfApi().dataset_info)(repo, revision=revision)
+        info = (api.model_info if repo_type == "model" else api.dataset_info)(repo, revision=revision)
     except (HfHubHTTPError, OSError, ValueError) as error:
         return False, f"not reachable on the hub ({type(error).__name__})"
-    return True, f"hub, commit {info.sha[:12]}" if info.sha else "hub"
+    found = f"hub, commit {info.sha[:12]}" if info.sha else "hub"
+    files = {file.rfilename for file in info.siblings or []}
+    if repo_type == "model" and not files & set(SAFETENSORS) and files & set(PICKLES):
+        try:
+            requests = [f"{ref.ref} ({ref.target_commit[:12]})"
+                        for ref in api.list_repo_refs(repo, include_pull_requests=True).pull_requests or []]
+        except (HfHubHTTPError, OSError, ValueError):
+            requests = []
+        return False, (f"{found}: only pickle weights at {revision or 'main'}; pin the revision that holds "
+                       "model.safetensors (the hub's conversion is a pull request"
+                       + (f"; this repository's: {', '.join(requests)})" if requests else ")"))
+    return True, found
 
 
 def check_model(requirement: Requirement) -> Check:
@@ -102,6 +117,9 @@ def check_dataset(requirement: Requirement) -> Check:
         return Check(requirement, f"local folder {hub.path}", True)
     if datasets_cache_has(hub):
         return Check(requirement, "datasets cache", True)
+    snapshot = cached_snapshot(hub.path, hub.revision, "dataset")
+    if snapshot is not None:  # the repository's files, as a BEIR repository is read
+        return Check(requirement, f"Hugging Face cache (files), commit {snapshot.name[:12]}", True)
     if is_offline_mode():
         return Check(requirement, "not in the datasets cache and the hub is offline", False)
     ok, found = hub_available(hub.path, hub.revision, "dataset")
@@ -163,8 +181,9 @@ def report(profile: str, family_requirements: dict[str, tuple[Sequence[Requireme
     from huggingface_hub import is_offline_mode
 
     hub = "offline (HF_HUB_OFFLINE=1)" if is_offline_mode() else "online"
-    lines, failed = [f"preflight: profile '{profile}', Hugging Face hub {hub}"], []
+    lines, failed, unpinned = [f"preflight: profile '{profile}', Hugging Face hub {hub}"], [], []
     for family, (requirements, runs) in family_requirements.items():
+        unpinned += [line.partition(":")[0] for line in unpinned_warnings(requirements)]
         lines.append(f"{family}:")
         for requirement in requirements:
             check = check_model(requirement) if requirement.kind == "model" else check_dataset(requirement)
@@ -172,6 +191,7 @@ def report(profile: str, family_requirements: dict[str, tuple[Sequence[Requireme
             repo, revision = split_revision(name) if requirement.kind == "model" else (name, None)
             revision = revision or (requirement.dataset.revision if requirement.dataset else None)
             shown = f"{repo} @{revision or 'main'}" if not name.startswith(PACKAGE_PREFIX) else name
+            shown += " (unpinned)" if unpinned_warnings([requirement]) else ""
             lines.append(f"  {'ok ' if check.ok else 'MISSING'} {requirement.kind:7s} {shown}  "
                          f"[{requirement.key}; {requirement.stages}]: {check.found}")
             if not check.ok:
@@ -192,6 +212,9 @@ def report(profile: str, family_requirements: dict[str, tuple[Sequence[Requireme
                      "`dvc repro` would stop at the first stage that loads one")
     else:
         lines.append("preflight: everything the DAG loads is available")
+    if unpinned:
+        lines.append(f"preflight: {len(unpinned)} hub input(s) not pinned to a commit (a rerun may load other files): "
+                     f"{', '.join(dict.fromkeys(unpinned))}")
     return lines, failed
 
 

@@ -35,8 +35,9 @@ def read_hub(hub: HubSource) -> tuple[pl.DataFrame, str]:
     origin = hub.describe()
     try:
         dataset = load_dataset(hub.path, hub.name, split=hub.split, revision=hub.revision)
-    except (FileNotFoundError, ValueError, ConnectionError) as error:
-        raise DataError(f"{origin}: cannot load the dataset: {error}") from error
+    except (FileNotFoundError, ValueError, ConnectionError, RuntimeError) as error:  # RuntimeError: a script dataset
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataError(f"{origin}: cannot load the dataset: {reason}") from error
     return dataset.to_polars(), origin
 
 

@@ -62,13 +62,58 @@ class Drop(Section):
         return f"{self.model}: {self.metric} drops by {bound} from {self.column} {self.start} to {self.end}{scope}"
 
 
-Expectation = Annotated[Better | Drop, Field(discriminator="kind")]
+class Published(Section):
+    """A number the recipe's seed publishes, and this run's beside it: `model`'s mean `metric` over the held-out
+    queries in the rows matching `where` (or, with `summary`, the last value a training run logged) within
+    `tolerance` of `value`."""
+
+    kind: Literal["published"]
+    metric: str
+    value: float
+    tolerance: float = Field(gt=0)
+    source: str  # where the seed publishes the number
+    model: str | None = None  # a model label, for a held-out metric
+    where: dict[str, str | int] = {}
+    summary: str | None = None  # a training run's summary (metrics/training/<family>/<summary>.json), instead
+
+    @model_validator(mode="after")
+    def _one_place(self) -> Published:
+        if (self.model is None) == (self.summary is None):
+            raise ValueError("expected exactly one of model (a held-out metric) and summary (a training run's log)")
+        return self
+
+    def models(self) -> tuple[str, ...]:
+        return (self.model,) if self.model else ()
+
+    def describe(self) -> str:
+        scope = "".join(f", {column} {value}" for column, value in self.where.items())
+        what = f"{self.model} {self.metric}{scope}" if self.model else f"training run {self.summary}: {self.metric}"
+        return f"{what} as published: {self.value:g} ± {self.tolerance:g} ({self.source})"
+
+
+class NotComparable(Section):
+    """A number the seed publishes that this run cannot be judged by, and why (another split, another population)."""
+
+    kind: Literal["not_comparable"]
+    seed: str  # the number, as the seed states it
+    why: str
+
+    def models(self) -> tuple[str, ...]:
+        return ()
+
+    def describe(self) -> str:
+        return f"seed: {self.seed}"
+
+
+Expectation = Annotated[Better | Drop | Published | NotComparable, Field(discriminator="kind")]
 
 
 class FamilyReport(Section):
     metrics: list[str] = Field(min_length=1)  # per-query metric columns; the first is plotted
     compare: list[tuple[str, str]] = Field(min_length=1)  # (baseline, candidate) model labels
-    expect: list[Expectation] = []  # what the default run must show; the report says whether it does
+    # what a run of each profile must show, judged in the report: the embedded profile by what the recipe claims
+    # at its scale, the seed profile by the seed's own published numbers
+    expect: dict[Literal["embedded", "seed"], list[Expectation]] = {}
     notes: str = ""  # what to read in the family's section, shown under its heading
 
 
@@ -94,8 +139,8 @@ def check_report_entry(document: dict[str, Any], path: Path, family: str, labels
         return  # the report stage names a missing entry
     settings = validate_section(entry, FamilyReport, path, f"report.families.{family}")
     named = [(f"compare[{index}]", label) for index, pair in enumerate(settings.compare) for label in pair]
-    named += [(f"expect[{index}]", label) for index, expectation in enumerate(settings.expect)
-              for label in expectation.models()]
+    named += [(f"expect.{profile}[{index}]", label) for profile, expectations in settings.expect.items()
+              for index, expectation in enumerate(expectations) for label in expectation.models()]
     for where, label in named:
         if label not in labels:
             raise ParamsError(f"{path}: report.families.{family}.{where}: {label!r} is not a model {family} "

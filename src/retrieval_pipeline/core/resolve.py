@@ -1,6 +1,7 @@
 """The resolve stage: a family's section of params.yaml validated under the active profile and written to
-data/<family>/params.yaml, the file every other stage of the family reads and DVC tracks. It also checks the
-family's report entry, and warns about a changed key the active profile does not read."""
+data/<family>/params.yaml, the file every other stage of the family reads and DVC tracks, with what the family
+loads from outside the repository recorded in data/<family>/inputs.yaml. It also checks the family's report
+entry, and warns about a changed key the active profile does not read and about each unpinned hub input."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from retrieval_pipeline.core.family import Family
+from retrieval_pipeline.core.inputs import record, unpinned_warnings
 from retrieval_pipeline.core.io import atomic_write_text
 from retrieval_pipeline.core.params import ignored_changes, load_params, read_params_file
 from retrieval_pipeline.core.report_params import check_report_entry
@@ -37,8 +39,13 @@ def write_resolved_params(family: Family, params_file: Path) -> None:
     check_report_entry(read_params_file(params_file), params_file, family.name, family.labels)
     resolved = {RESOLVED_PROFILE: family.profile, **family.params.model_dump(mode="json"),
                 RESOLVED_OVERRIDDEN: list(family.overridden)}
+    requirements = family.requirements()
     atomic_write_text(family.paths.resolved_params, yaml.safe_dump(resolved, sort_keys=False))
-    print(f"resolve: {family.paths.resolved_params.relative_to(family.paths.root)} (profile {family.profile})")
+    atomic_write_text(family.paths.resolved_inputs, yaml.safe_dump(record(requirements), sort_keys=False))
+    print(f"resolve: {family.paths.resolved_params.relative_to(family.paths.root)} (profile {family.profile}), "
+          f"inputs in {family.paths.resolved_inputs.relative_to(family.paths.root)}")
+    for line in unpinned_warnings(requirements):
+        print(f"WARNING: {params_file}: {line}", file=sys.stderr)
     committed = committed_params(params_file)
     if committed is not None:
         for message in ignored_changes(read_params_file(params_file), committed, family.name):

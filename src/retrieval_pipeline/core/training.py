@@ -27,10 +27,21 @@ def log_training(trainer, directory: Path, label: str) -> None:
     from transformers.integrations import DVCLiveCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+    if torch.cuda.is_available():
+        trainer.add_callback(PeakMemory())
     trainer.add_callback(DVCLiveCallback(live=Live(dir=str(directory), dvcyaml=None, save_dvc_exp=False)))
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(EpochLines(label))
+
+
+class PeakMemory(TrainerCallback):
+    """Adds the GPU memory peak so far (GiB, what PyTorch allocated) to every training log, before DVCLive records
+    it: the run's summary then holds its peak, to set beside the preflight's estimate."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None:
+            logs["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
 
 
 class EpochLines(TrainerCallback):

@@ -14,7 +14,7 @@ model (the base ColBERT), pooling (token pooling), losses (pylate's distillation
 from __future__ import annotations
 
 from retrieval_pipeline.core.family import Family, Requirement, TrainingRun
-from retrieval_pipeline.core.sources import HubSource
+from retrieval_pipeline.core.sources import HubSource, split_revision
 from retrieval_pipeline.families.colbert.params import ColbertParams
 
 BASE, WITHOUT_POOLING, POOLING_AWARE = "base", "without_pooling", "pooling_aware"
@@ -40,8 +40,8 @@ class Colbert(Family):
                                     dataset=hub.qrels.model_copy(update={"split": split}))
                         for split in (data.train_split, data.test_split)]]
         needs += [Requirement("dataset", self.key("data.nanobeir"), "prepare",
-                              dataset=HubSource(path=repo, name=config, split="train"))
-                  for repo in data.nanobeir for config in ("corpus", "queries", "qrels")]
+                              dataset=HubSource(path=repo, name=config, split="train", revision=revision))
+                  for repo, revision in map(split_revision, data.nanobeir) for config in ("corpus", "queries", "qrels")]
         if mine.source == "hub":
             needs.append(Requirement("dataset", self.key("mine.hub"), "mine", dataset=mine.hub))
         else:

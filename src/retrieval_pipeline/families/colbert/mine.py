@@ -27,7 +27,6 @@ from retrieval_pipeline.families.colbert.teachers import (
     CrossEncoderTeacher,
     YesLogitTeacher,
     false_negatives,
-    relevance,
     teacher_warning,
 )
 
@@ -111,8 +110,7 @@ def mine(family: Colbert) -> None:
     examples, filtered, short = [], [], 0
     for candidates, list_scores in zip(lists, scores):
         documents = candidates.documents
-        relevant = relevance(list_scores, mine.teacher.kind, mine.teacher.scale)
-        dropped = false_negatives(relevant[0], relevant[1:], mine.relative_margin)
+        dropped = false_negatives(list_scores[0], list_scores[1:], mine.relative_margin)
         filtered += [{"query_id": candidates.query_id, "document_id": document, "teacher_score": float(score),
                       "positive_score": float(list_scores[0])}
                      for document, score, drop in zip(documents[1:], list_scores[1:], dropped) if drop]
@@ -130,16 +128,21 @@ def mine(family: Colbert) -> None:
                         f"{family.key('mine.candidates')}")
     # Is the teacher worth distilling? How high it and the dense miner rank each training query's positive.
     teacher_mrr = float(np.mean([1 / (int((row[1:] > row[0]).sum()) + 1) for row in scores]))
+    negatives = sum(len(candidates.documents) - 1 for candidates in lists)
     report = {"source": "mined", "training_queries": len(examples), "skipped_queries": short,
-              "false_negatives_dropped": len(filtered), "teacher_positive_mrr": teacher_mrr,
+              "skipped_share": short / len(lists), "false_negatives_dropped": len(filtered),
+              "false_negatives_dropped_share": len(filtered) / negatives if negatives else 0.0,
+              "teacher_positive_mrr": teacher_mrr,
               "miner_positive_mrr": float(np.mean([1 / rank for rank in miner_ranks]))}
     write_mined(family, examples, queries, corpus, filtered, report)
     print(f"mine: {len(examples)} training queries x {mine.n_ways} teacher-scored documents; "
-          f"{len(filtered)} likely false negatives dropped; {short} queries with too few candidates skipped")
-    warning = teacher_warning(teacher_mrr, report["miner_positive_mrr"], family.paths.mined / "mining_report.json",
-                              family.key("mine.teacher"))
-    if warning:
-        print(warning, file=sys.stderr)
+          f"{len(filtered)} likely false negatives dropped ({report['false_negatives_dropped_share']:.0%} of the "
+          f"candidates); {short} queries with too few candidates skipped")
+    report_path = family.paths.mined / "mining_report.json"
+    for warning in (teacher_warning(teacher_mrr, report["miner_positive_mrr"], report_path, family.key("mine.teacher")),
+                    skipped_warning(short, len(lists), report_path, family)):
+        if warning:
+            print(warning, file=sys.stderr)
 
 
 def teacher_scores(family: Colbert, lists: list[CandidateList], text_of: dict[str, str]) -> list[np.ndarray]:
@@ -228,10 +231,26 @@ def read_published_mined_set(family: Colbert) -> None:
     teacher_mrr = float(np.mean([1 / (sum(score > example["scores"][0] for score in example["scores"][1:]) + 1)
                                  for example in examples]))
     report = {"source": origin, "training_queries": len(examples), "skipped_queries": short,
-              "false_negatives_dropped": 0, "teacher_positive_mrr": teacher_mrr, "miner_positive_mrr": None}
+              "skipped_share": short / frame.height, "false_negatives_dropped": 0,
+              "false_negatives_dropped_share": 0.0, "teacher_positive_mrr": teacher_mrr, "miner_positive_mrr": None}
     write_mined(family, examples, queries, corpus, [], report)
     print(f"mine: {origin}: {len(examples)} training queries x {mine.n_ways} teacher-scored documents; "
           f"{short} rows with fewer documents skipped")
+    warning = skipped_warning(short, frame.height, family.paths.mined / "mining_report.json", family)
+    if warning:
+        print(warning, file=sys.stderr)
+
+
+SKIPPED_WARNING_SHARE = 0.05  # above this share of skipped training queries, the mining says so
+
+
+def skipped_warning(skipped: int, queries: int, report: Path, family: Colbert) -> str | None:
+    """Training queries skipped for too few candidates are training data lost: past a few percent, say so."""
+    if not queries or skipped / queries <= SKIPPED_WARNING_SHARE:
+        return None
+    return (f"warning: {report}: {skipped} of {queries} training queries ({skipped / queries:.0%}) kept fewer than "
+            f"{family.params.mine.n_ways} candidates and were skipped; raise {family.key('mine.candidates')}, lower "
+            f"{family.key('mine.n_ways')} or {family.key('mine.relative_margin')}")
 
 
 def write_mined(family: Colbert, examples: list[dict], queries: pl.DataFrame, corpus: pl.DataFrame,

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from retrieval_pipeline.core.params import FamilyParams, Section, TrainingSection
-from retrieval_pipeline.core.sources import HubSource
+from retrieval_pipeline.core.sources import HubSource, Reference
 
 
 class BeirHub(Section):
@@ -36,7 +36,7 @@ class DataParams(Section):
     synthetic: SyntheticClaims = SyntheticClaims()
     train_split: str = "train"
     test_split: str = "test"
-    nanobeir: list[str] = []  # hub ids of NanoBEIR collections evaluated beside the test split
+    nanobeir: list[Reference] = []  # NanoBEIR collections (hub ids) evaluated beside the test split
 
     @model_validator(mode="after")
     def _selected_source_is_configured(self) -> DataParams:
@@ -63,7 +63,7 @@ class PoolingParams(Section):
 
 
 class ModelParams(Section):
-    base: str = Field(min_length=1)
+    base: Reference
     query_length: PositiveInt
     document_length: PositiveInt
     embedding_size: PositiveInt
@@ -85,7 +85,7 @@ class TeacherTraining(Section):
 
 class TeacherParams(Section):
     kind: Literal["cross_encoder", "yes_logit", "bi_encoder"]
-    model: str = Field(min_length=1)
+    model: Reference
     prompt: str = ""  # yes_logit only
     scale: PositiveFloat = 20.0  # bi_encoder only: score = scale x cosine
     max_length: PositiveInt
@@ -102,7 +102,7 @@ class TeacherParams(Section):
 class MineParams(Section):
     source: Literal["mine", "hub"]  # mine: dense candidates scored by the teacher; hub: a published mined set
     hub: HubSource | None = None  # the published set (query_id, document_ids, scores, labels), ids of the collection
-    miner_model: str = Field(min_length=1)
+    miner_model: Reference
     candidates: PositiveInt  # dense top-k per training query
     n_ways: int = Field(ge=2)  # documents per query in a training example: the positive and n_ways - 1 others
     relative_margin: float = Field(ge=0, lt=1)

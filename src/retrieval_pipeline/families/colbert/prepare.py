@@ -5,26 +5,42 @@ from __future__ import annotations
 
 import polars as pl
 
-from retrieval_pipeline.core.beir import Collection, collection_from_frames, read_beir_folder, write_collection
+from retrieval_pipeline.core.beir import (
+    Collection,
+    collection_from_frames,
+    read_beir_folder,
+    read_beir_hub,
+    write_collection,
+)
+from retrieval_pipeline.core.errors import DataError
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
 from retrieval_pipeline.core.reading import read_hub
-from retrieval_pipeline.core.sources import HubSource
+from retrieval_pipeline.core.sources import HubSource, split_revision
 from retrieval_pipeline.core.splits import add_split_column
 from retrieval_pipeline.core.world import build_world
 from retrieval_pipeline.families.colbert import NANOBEIR, Colbert
+from retrieval_pipeline.families.colbert.params import BeirHub
 from retrieval_pipeline.families.colbert.synthetic import claim_collection
 
 
-def collection_name(repo: str) -> str:
-    return repo.rstrip("/").split("/")[-1]
+def collection_name(reference: str) -> str:
+    return split_revision(reference)[0].rstrip("/").split("/")[-1]
 
 
-def read_nanobeir(repo: str) -> Collection:
-    """A NanoBEIR collection from the hub: configs corpus, queries and qrels, each in split `train` (evaluated as
-    a test split); its qrels list only relevant pairs (no score column), so each counts as relevance 1."""
+def nanobeir_sources(reference: str) -> list[HubSource]:
+    """A NanoBEIR collection's three hub configs (corpus, queries, qrels), each in split `train`, at the reference's
+    revision."""
+    repo, revision = split_revision(reference)
+    return [HubSource(path=repo, name=config, split="train", revision=revision)
+            for config in ("corpus", "queries", "qrels")]
+
+
+def read_nanobeir(reference: str) -> Collection:
+    """A NanoBEIR collection from the hub (evaluated as a test split); its qrels list only relevant pairs (no score
+    column), so each counts as relevance 1."""
     frames, origins = {}, {}
-    for config in ("corpus", "queries", "qrels"):
-        frames[config], origins[config] = read_hub(HubSource(path=repo, name=config, split="train"))
+    for source in nanobeir_sources(reference):
+        frames[source.name], origins[source.name] = read_hub(source)
     qrels = frames["qrels"]
     if "score" not in qrels.columns:
         qrels = qrels.with_columns(score=pl.lit(1))
@@ -51,10 +67,26 @@ def read_collection(family: Colbert) -> Collection:
             name: qrels.filter(pl.col("split") == name).drop("split") for name in splits}, origins)
     if data.source == "local":
         return read_beir_folder(data.local.path, splits)
-    hub = data.hf
-    corpus, corpus_origin = read_hub(hub.corpus)
-    queries, queries_origin = read_hub(hub.queries)
-    loaded = {split: read_hub(hub.qrels.model_copy(update={"split": name})) for split, name in splits.items()}
+    return read_hub_collection(data.hf, splits)
+
+
+def read_hub_collection(hub: BeirHub, splits: dict[str, str]) -> Collection:
+    """A BEIR collection on the hub: the repositories' own BEIR files (BEIR's repositories hold them beside a
+    loading script, which `datasets` no longer runs), else the datasets as `datasets` loads them (parquet, or the
+    hub's parquet conversion when the revision names it); one error naming both attempts when neither works."""
+    try:
+        return read_beir_hub(hub.corpus, hub.queries, hub.qrels, splits)
+    except DataError as files_error:
+        try:
+            corpus, corpus_origin = read_hub(hub.corpus)
+            queries, queries_origin = read_hub(hub.queries)
+            loaded = {split: read_hub(hub.qrels.model_copy(update={"split": name})) for split, name in splits.items()}
+        except DataError as datasets_error:
+            raise DataError(f"{hub.corpus.path}: cannot read the BEIR collection: tried its files ({files_error}) and "
+                            f"`datasets` ({datasets_error}); expected corpus.jsonl[.gz], queries.jsonl[.gz] and "
+                            f"<split>.tsv qrels in the repositories, or datasets `datasets` can load (pin a revision "
+                            "such as refs/convert/parquet in data.hf.*.revision for the hub's parquet conversion)"
+                            ) from datasets_error
     origins = {"corpus": corpus_origin, "queries": queries_origin,
                **{split: origin for split, (_, origin) in loaded.items()}}
     return collection_from_frames(corpus, queries, {split: frame for split, (frame, _) in loaded.items()}, origins)

@@ -104,13 +104,10 @@ def teacher_warning(teacher_positive_mrr: float, miner_positive_mrr: float, repo
             f"leave the fine-tuned model worse than its base. Check {key} before trusting this run.")
 
 
-def relevance(scores: np.ndarray, kind: str, scale: float) -> np.ndarray:
-    """A teacher's scores on a 0..1 relevance scale: a logit's sigmoid, or a bi-encoder's cosine."""
-    scores = np.asarray(scores, dtype=np.float64)
-    return scores / scale if kind == "bi_encoder" else 1 / (1 + np.exp(-scores))
-
-
 def false_negatives(positive: float, candidates: np.ndarray, relative_margin: float) -> np.ndarray:
-    """Candidates the teacher finds almost as relevant as the positive: relevance at least (1 - relative_margin)
-    times the positive's, the recipe's filter against unlabelled positives."""
-    return candidates >= (1 - relative_margin) * positive
+    """Candidates the teacher finds almost as relevant as the positive, judged where distillation reads the scores:
+    pylate's Distillation trains towards the softmax of the teacher's scores over each query's list, so a candidate
+    whose weight there is at least (1 - relative_margin) of the positive's is dropped as a likely unlabelled
+    positive: a score at least the positive's + log(1 - relative_margin). One meaning for every teacher kind, where
+    a relative margin on a logit's sigmoid was none (it saturates: 95% of a logit 5's sigmoid is 2.2 logits lower)."""
+    return np.asarray(candidates, dtype=np.float64) >= positive + np.log1p(-relative_margin)

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from retrieval_pipeline.core.params import FamilyParams, Section, TrainingSection
-from retrieval_pipeline.core.sources import SourceParams
+from retrieval_pipeline.core.sources import Reference, SourceParams
 
 
 class Columns(Section):
@@ -23,7 +23,7 @@ class DataParams(SourceParams):
 
 
 class ModelParams(Section):
-    base: str = Field(min_length=1)
+    base: Reference
     max_seq_length: PositiveInt | None = None
 
 

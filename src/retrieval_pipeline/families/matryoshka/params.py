@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from retrieval_pipeline.core.params import FamilyParams, Section, TrainingSection
-from retrieval_pipeline.core.sources import SourceParams
+from retrieval_pipeline.core.sources import Reference, SourceParams
 
 
 class Columns(Section):
@@ -26,7 +26,7 @@ class DataParams(SourceParams):
 
 
 class ModelParams(Section):
-    base: str = Field(min_length=1)
+    base: Reference
     dims: list[PositiveInt] = Field(min_length=1)
     max_seq_length: PositiveInt | None = None
     trust_remote_code: bool = False

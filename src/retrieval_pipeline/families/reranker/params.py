@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from retrieval_pipeline.core.params import FamilyParams, Section, TrainingSection
-from retrieval_pipeline.core.sources import SourceParams, SyntheticSource
+from retrieval_pipeline.core.sources import Reference, SourceParams, SyntheticSource
 
 
 class MultihopColumns(Section):
@@ -50,20 +50,20 @@ class DataParams(Section):
 
 
 class ModelParams(Section):
-    base: str = Field(min_length=1)
+    base: Reference
     max_length: PositiveInt
 
 
 class FeatureParams(Section):
     entities: Literal["ner", "rules"]  # ner: a token-classification model; rules: no download
-    ner_model: str = Field(min_length=1)
+    ner_model: Reference
     max_hop: PositiveInt
     max_entities: PositiveInt
     reasoning_entity_density: float = Field(gt=0, le=1)
 
 
 class MineParams(Section):
-    first_stage_model: str = Field(min_length=1)
+    first_stage_model: Reference
     candidates: PositiveInt  # first-stage top-k per query: the list the reranker reorders
     hard_negatives: int = Field(ge=0)  # per positive, from the top of the first-stage ranking
     easy_negatives: int = Field(ge=0)  # per positive, random
