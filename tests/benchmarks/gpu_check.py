@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -25,9 +26,10 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TESTS), str(TESTS / "benchmarks")]
 
-def run_seed_profile(work: Path, families: list[str]) -> tuple[Path, dict[str, float]]:
-    """The repository copied under `work` with the seed profile at reduced sizes, `dvc repro` of `families` (and the
-    report) run there on the twins; returns the copy and each stage's seconds."""
+def run_seed_profile(work: Path, families: list[str]) -> tuple[Path, dict[str, float], str]:
+    """The repository copied under `work` with the seed profile at reduced sizes, the preflight and `dvc repro` of
+    `families` (and the report) run there on the twins; returns the copy, each stage's seconds and the preflight's
+    output."""
     import yaml
     from helpers import SEED_SIZES, copy_repo
     from stage_times import timed_stages
@@ -46,29 +48,34 @@ def run_seed_profile(work: Path, families: list[str]) -> tuple[Path, dict[str, f
     document["report"]["families"] = {name: document["report"]["families"][name] for name in families}
     (repo / "params.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
     env = {**os.environ, **environment, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    # as `make repro` does, the preflight first: its memory lines are the estimates the peaks are set against
+    preflight = subprocess.run([sys.executable, "stages/preflight.py", *families], cwd=repo, env=env,
+                               capture_output=True, text=True)
+    if preflight.returncode:
+        sys.exit(f"{preflight.stdout}{preflight.stderr}gpu-check: the preflight stopped the run")
     _, times = timed_stages(["dvc", "repro"], cwd=repo, env=env)
-    return repo, times
+    return repo, times, preflight.stdout
 
 
-def memory_lines(repo: Path, families: list[str]) -> list[str]:
-    """Each training run's peak GPU memory (its DVCLive summary) beside the preflight's estimate."""
+def memory_lines(repo: Path, families: list[str], preflight: str) -> list[str]:
+    """Each training run's peak GPU memory (its DVCLive summary) beside the preflight's estimates for its family."""
     import torch
 
-    from retrieval_pipeline.core.preflight import estimate
-    from retrieval_pipeline.core.resolve import load_family
-
+    estimates, family = {}, None
+    for line in preflight.splitlines():
+        if line.endswith(":") and line[:-1] in families:
+            family = line[:-1]
+        elif family and line.strip().startswith("memory "):
+            estimates.setdefault(family, []).append(line.strip().removeprefix("memory").strip())
     lines = []
     for name in families:
-        family = load_family(name, repo / "params.yaml", repo)
-        estimates = [f"{run.stage}: ~{result.gib:.2f} GiB" if (result := estimate(run)).gib is not None
-                     else f"{run.stage}: {result.note}" for run in family.training_runs()]
         for summary in sorted((repo / "dvclive" / name).rglob("metrics.json")):
             logged = json.loads(summary.read_text())
             run = summary.parent.relative_to(repo / "dvclive" / name).as_posix()
             run = "train" if run == "." else run
             peak = (f"{logged['peak_gpu_memory_gib']:.2f} GiB" if "peak_gpu_memory_gib" in logged
                     else "n/a (no GPU)" if not torch.cuda.is_available() else "not logged")
-            lines.append(f"  {name}/{run}: peak {peak}; preflight estimate {'; '.join(estimates)}")
+            lines.append(f"  {name}/{run}: peak {peak}; preflight estimate {'; '.join(estimates.get(name, ['none']))}")
     return lines
 
 
@@ -88,13 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     try:
-        repo, times = run_seed_profile(work, arguments.families)
+        repo, times, preflight = run_seed_profile(work, arguments.families)
         device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU (no GPU: bf16, tf32 off)"
         print(f"gpu-check: seed profile on the hub twins, {device}")
         print("ran:")
         print("\n".join(f"  {stage}: {seconds:.1f} s" for stage, seconds in times.items()))
         print("peak GPU memory against the preflight's estimate:")
-        print("\n".join(memory_lines(repo, arguments.families)))
+        print("\n".join(memory_lines(repo, arguments.families, preflight)))
         print("tolerance table (the twins' numbers are not the seeds': a check of the path, not a result):")
         print("\n".join(tolerance_table(repo)))
         if arguments.keep:
