@@ -176,8 +176,8 @@ def test_preflight_stops_on_a_model_that_is_nowhere(twin_cache, tmp_path, capsys
     monkeypatch.chdir(tmp_path)
     assert run_preflight(["--params", str(params), "matryoshka"]) == 2
     out = capsys.readouterr().out
-    assert "MISSING model   nobody/nothing @main (unpinned)  [matryoshka.embedded.model.base; mine, train, evaluate]: not in " \
-        "the Hugging Face cache and the hub is offline" in out
+    assert "MISSING model   nobody/nothing @main (unpinned)  [matryoshka.embedded.model.base; mine, train, " \
+        "evaluate]: not in the Hugging Face cache and the hub is offline" in out
     assert "preflight: 1 missing (the MISSING lines above; params keys matryoshka.embedded.model.base)" in out
 
 
