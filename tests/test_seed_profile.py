@@ -11,22 +11,18 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO, SEED_SIZES, copy_repo, run
+from helpers import REPO, SEED_RUN, copy_repo, run
 
 from retrieval_pipeline.core.dag import dag_families
-from retrieval_pipeline.core.params import deep_merge
 
 pytestmark = pytest.mark.slow
 FAMILIES = dag_families(REPO)
 STAGES = ("prepare", "mine", "baseline", "train", "evaluate")
-# Offline, transformers cannot reach the hub's safetensors conversion of deberta-v3-base (main has only
-# pytorch_model.bin), so the revision is named, as the loading error tells a user to (test_models.py shows it).
-SEED = deep_merge(SEED_SIZES, {"reranker": {"model": {"base": "microsoft/deberta-v3-base@refs/pr/1"}}})
 
 
 @pytest.fixture(scope="module")
 def seed_repo(tmp_path_factory, hub_twins) -> tuple[Path, str]:
-    repo = copy_repo(tmp_path_factory.mktemp("seed-repo"), SEED)
+    repo = copy_repo(tmp_path_factory.mktemp("seed-repo"), SEED_RUN)
     output = run(["dvc", "repro"], repo, **hub_twins)
     return repo, output
 

@@ -4,7 +4,7 @@
 
 Builds the hub twins' cache (tests/twins.py: the seed profile's real architectures, tiny and random, served offline,
 since the machines this project borrows a GPU on cannot reach the hub), copies the repository with `profile: seed`
-at reduced sizes (tests/helpers.SEED_SIZES: one epoch, small batches, short sequences; bf16, tf32 and fused AdamW
+at reduced sizes (tests/helpers.SEED_RUN: one epoch, small batches, short sequences; bf16, tf32 and fused AdamW
 as the recipes set them, which the trainers use on a GPU that supports them), runs `dvc repro` of the chosen
 families there, and prints what ran (each stage and its seconds), each training run's peak GPU memory beside the
 preflight's estimate for it, and the report's tolerance table (the seed's numbers beside this run's). Twins are a
@@ -31,16 +31,12 @@ def run_seed_profile(work: Path, families: list[str]) -> tuple[Path, dict[str, f
     `families` (and the report) run there on the twins; returns the copy, each stage's seconds and the preflight's
     output."""
     import yaml
-    from helpers import SEED_SIZES, copy_repo
+    from helpers import SEED_RUN, copy_repo
     from stage_times import timed_stages
     from twins import build_hub_cache
 
-    from retrieval_pipeline.core.params import deep_merge
-
     environment = build_hub_cache(work / "hf-home")
-    # Offline, the hub's safetensors conversion of deberta-v3-base must be named (its main has only pickles).
-    params = deep_merge(SEED_SIZES, {"reranker": {"model": {"base": "microsoft/deberta-v3-base@refs/pr/1"}}})
-    repo = copy_repo((work / "repo"), params)
+    repo = copy_repo((work / "repo"), SEED_RUN)
     dvc_yaml = yaml.safe_load((repo / "dvc.yaml").read_text())
     dvc_yaml["vars"] = [{"families": families}]
     (repo / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
