@@ -111,7 +111,8 @@ TINY_COLBERT = {
     "colbert": {
         "embedded": {
             "data": {"synthetic": {"facilities": 4, "companies": 2, "test_size": 0.25}},
-            "model": {"query_length": 24, "document_length": 64},
+            "model": {"query_length": 24, "document_length": 64,
+                      "pretrain": {"facilities": 4, "companies": 2, "claims_per_abstract": 1, "batch_size": 8}},
             "mine": {"candidates": 16, "n_ways": 4, "relative_margin": 0.0,  # the tiny teacher barely trains
                      "teacher": {"fine_tune": {"epochs": 1}}},
             "train": {"epochs": 1, "batch_size": 4, "logging_steps": 1},

@@ -82,7 +82,9 @@ def family_stage_modules(family: str, stage: str) -> list[Path]:
     sys.path.insert(0, str(SOURCE))
     family_class = importlib.import_module(f"{PACKAGE}.families.{family}").FAMILY
     package = FAMILIES / family / "__init__.py"
-    return [package] if stage == "resolve" else [package, FAMILIES / family / f"{family_class.stages[stage]}.py"]
+    if stage not in family_class.stages:  # resolve, or an optional stage the family does not have
+        return [package]
+    return [package, FAMILIES / family / f"{family_class.stages[stage]}.py"]
 
 
 def stage_files(stage: str, family: str | None) -> set[Path]:
@@ -117,7 +119,7 @@ if __name__ == "__main__":
     sys.path.insert(0, str(SOURCE))
     from retrieval_pipeline.core.dag import dag_families
 
-    for stage in ("resolve", "prepare", "mine", "baseline", "train", "evaluate"):
+    for stage in ("resolve", "prepare", "base", "mine", "baseline", "train", "evaluate"):
         print(f"{stage}:")
         for dep in expected_deps(stage, dag_families(REPO)):
             print(f"  - {dep}")

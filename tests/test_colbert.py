@@ -11,8 +11,9 @@ from helpers import TINY_COLBERT, FamilyStages, write_params
 
 from retrieval_pipeline.core.errors import DataError
 from retrieval_pipeline.core.params import deep_merge
+from retrieval_pipeline.core.paths import BASE_RECORD
 from retrieval_pipeline.families.colbert.losses import PoolFactorSampler
-from retrieval_pipeline.families.colbert.model import base_colbert
+from retrieval_pipeline.families.colbert.model import base_colbert, colbert_of_model_base
 from retrieval_pipeline.families.colbert.pooling import (
     cluster_means,
     hierarchical_pool,
@@ -80,7 +81,7 @@ def test_kmeans_groups_nearby_tokens():
 
 
 def test_pooling_in_the_forward_pass_passes_gradients_to_the_encoder(tmp_path):
-    model = base_colbert(family_at(tmp_path).family)
+    model = colbert_of_model_base(family_at(tmp_path).family)
     features = model.tokenize(["The rated output of Kestrel Valley Wind Farm is 120 megawatts of capacity.",
                                "Oversight of Kestrel Valley Wind Farm rests with the Energy Licensing Authority."],
                               is_query=False)
@@ -139,7 +140,7 @@ def test_pooling_distillation_is_pylates_loss_with_pooled_documents(tmp_path):
 
     from retrieval_pipeline.families.colbert.losses import pooling_distillation
 
-    model = base_colbert(family_at(tmp_path).family)
+    model = colbert_of_model_base(family_at(tmp_path).family)
     example = {"query": "When did the wind farm open?", "scores": [0.9, 0.2, 0.1],
                "documents": ["The Kestrel wind farm opened in 2019 with forty turbines on the ridge.",
                              "Gamma is a lake in the upper valley, fed by two streams.", "Delta is a town."]}
@@ -346,3 +347,48 @@ def test_mining_warns_when_more_than_a_few_percent_of_the_training_queries_are_s
     message = skipped_warning(10, 100, report, family)
     assert message.startswith(f"warning: {report}: 10 of 100 training queries (10%) kept fewer than 4 candidates")
     assert "colbert.embedded.mine.candidates" in message and "colbert.embedded.mine.relative_margin" in message
+
+
+# the base stage ----------------------------------------------------------------
+
+
+def test_pretraining_leaves_out_every_claim_that_names_what_the_collection_names(tmp_path):
+    from retrieval_pipeline.core.world import build_world
+    from retrieval_pipeline.families.colbert.base import pretraining_examples
+    from retrieval_pipeline.families.colbert.synthetic import claim_collection
+
+    pretrain = family_at(tmp_path).params.model.pretrain
+    everything, left_out = pretraining_examples(pretrain, ["An unrelated collection."])
+    assert left_out == 0 and len(everything["query"]) > 4
+    # a collection holding one three-chunk abstract of a pretraining entity, as the embedded collection's are
+    world = build_world(pretrain.world_seed, pretrain.facilities, pretrain.companies)
+    corpus, _, _ = claim_collection(world, 1, 0, chunks_per_abstract=3)
+    names = [name for entity in world.entities.values() for name in {entity.name, *entity.aliases}
+             if name in corpus[0]["text"]]
+    kept, left_out = pretraining_examples(pretrain, [corpus[0]["text"]])
+    assert names and left_out > 0 and len(kept["query"]) == len(everything["query"]) - left_out
+    assert not any(name in text for name in names for column in kept.values() for text in column)
+    # the hard negative is another abstract, of the same entity where it has one
+    assert all(negative != positive for positive, negative in zip(kept["positive"], kept["negative"]))
+
+
+def test_the_base_stage_makes_the_colbert_that_baseline_and_train_start_from(tmp_path):
+    """With model.pretrain, the base stage trains model.base as a ColBERT and saves it; the stages after it load that
+    model, not a new projection. Without, it records that model.base is fine-tuned as it is."""
+    stages = family_at(tmp_path, {"colbert": {"embedded": {"model": {"pretrain": {"facilities": 2, "companies": 1}}}}})
+    stages.prepare()
+    with pytest.raises(DataError, match=r"model.pretrain is set, so the ColBERT to fine-tune is the base stage's "
+                                        r"\(`dvc repro base@colbert`\)"):
+        base_colbert(stages.stage("train"))
+    stages.base()
+    report = json.loads((stages.paths.base / BASE_RECORD).read_text())
+    assert report["made_here"] and report["steps"] >= 1 and math.isfinite(report["loss"])
+    made, fresh = base_colbert(stages.stage("train")), colbert_of_model_base(stages.stage("base"))
+    texts = ["Who operates the Kestrel plant?"]
+    assert not np.allclose(made.encode(texts, is_query=True)[0], fresh.encode(texts, is_query=True)[0])
+
+    unpretrained = family_at(tmp_path / "plain", {"colbert": {"embedded": {"model": {"pretrain": None}}}})
+    unpretrained.prepare()
+    unpretrained.base()
+    assert json.loads((unpretrained.paths.base / BASE_RECORD).read_text()) == {"made_here": False}
+    assert not any(unpretrained.paths.base.rglob("*.safetensors"))

@@ -4,17 +4,18 @@ each, and a family package, its params section and its report entry must agree w
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
 import yaml
-from helpers import REPO, repo_params
+from helpers import REPO, TINY_DPR, FamilyStages, repo_params, write_params
 
 from retrieval_pipeline.core.dag import dag_families
-from retrieval_pipeline.core.family import STAGES
-from retrieval_pipeline.core.paths import FamilyPaths
+from retrieval_pipeline.core.family import OPTIONAL_STAGES, STAGES
+from retrieval_pipeline.core.paths import BASE_RECORD, FamilyPaths
 
 PACKAGES = {path.parent.name for path in (REPO / "src/retrieval_pipeline/families").glob("*/__init__.py")}
-PER_FAMILY_STAGES = {"resolve", "prepare", "mine", "baseline", "train", "evaluate"}
+PER_FAMILY_STAGES = {"resolve", "prepare", "base", "mine", "baseline", "train", "evaluate"}
 
 
 def dvc_yaml() -> dict:
@@ -44,17 +45,18 @@ def test_every_family_package_exports_its_family_its_labels_and_a_module_per_sta
         family = importlib.import_module(f"retrieval_pipeline.families.{name}").FAMILY
         assert family.name == name and "in docs/recipes.md" in family.recipe
         assert family.labels and len(set(family.labels)) == len(family.labels)
-        assert set(family.stages) == set(STAGES)
+        assert set(STAGES) - set(OPTIONAL_STAGES) <= set(family.stages) <= set(STAGES)
         for stage, module in family.stages.items():
             assert hasattr(importlib.import_module(f"retrieval_pipeline.families.{name}.{module}"), stage), \
                 f"{name}.{module} has no function {stage}"
 
 
 # What each per-family stage writes, as core/paths.py names it for the stages' code.
-STAGE_OUTPUTS = {"resolve": ["resolved_params", "resolved_inputs"], "prepare": ["prepared"], "mine": ["mined"],
+STAGE_OUTPUTS = {"resolve": ["resolved_params", "resolved_inputs"], "prepare": ["prepared"], "base": ["base"],
+                 "mine": ["mined"],
                  "baseline": ["baseline_scores"], "train": ["model", "training_log", "trained_scores"],
                  "evaluate": ["evaluation"]}
-DATA_INPUTS = ["prepared", "mined", "baseline_scores", "trained_scores"]
+DATA_INPUTS = ["prepared", "base", "mined", "baseline_scores", "trained_scores"]
 
 
 def test_dvc_yaml_names_the_paths_that_the_stages_read_and_write():
@@ -75,3 +77,15 @@ def test_dvc_yaml_names_the_paths_that_the_stages_read_and_write():
         assert set(inputs) <= data_inputs, f"{stage} depends on {sorted(set(inputs) - data_inputs)}"
         files = [next(iter(entry)) for entry in body["params"] if isinstance(entry, dict)]
         assert declared(files) == ([] if stage == "resolve" else [paths.resolved_params.as_posix()]), stage
+
+
+def test_a_family_without_a_base_module_gets_a_base_stage_that_says_so(tmp_path, capsys):
+    """The base stage runs for every family (one dvc.yaml template); one that makes no base of its own gets the
+    runner's output, a record that model.base is fine-tuned as it is, and nothing else."""
+    write_params(tmp_path, TINY_DPR)
+    dpr = FamilyStages("dpr", tmp_path)
+    assert "base" not in type(dpr.family).stages
+    dpr.base()
+    assert [path.name for path in dpr.paths.base.iterdir()] == [BASE_RECORD]
+    assert json.loads((dpr.paths.base / BASE_RECORD).read_text()) == {"made_here": False}
+    assert "base: dpr fine-tunes model.base as it is" in capsys.readouterr().out

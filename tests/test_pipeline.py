@@ -22,10 +22,10 @@ from helpers import (
 )
 
 from retrieval_pipeline.core.dag import dag_families
+from retrieval_pipeline.core.family import STAGES
 from retrieval_pipeline.core.params import deep_merge
 
 pytestmark = pytest.mark.slow
-STAGES = ("prepare", "mine", "baseline", "train", "evaluate")
 TINY = deep_merge(deep_merge(deep_merge(TINY_MATRYOSHKA, TINY_DPR), TINY_RERANKER), TINY_COLBERT)
 FAMILIES = dag_families(REPO)
 

@@ -126,6 +126,14 @@ def test_expectations_are_judged_on_the_per_query_scores():
     assert not verdict.met and verdict.detail.startswith("drop +0.3000")
     with pytest.raises(ValueError, match="exactly one of at_most and at_least"):
         Drop(kind="drop", model="tuned", metric="ndcg@10", column="dim", start=64, end=32)
+    # one model's drop against another's: base drops 0.0, tuned 0.3
+    relative = {"kind": "drop", "metric": "ndcg@10", "column": "dim", "start": 64, "end": 32, "fraction": 0.5}
+    steady = judge(frame, Drop(**relative, model="base", fraction_of="tuned", at_most=0.01), 100, 0, "x", paths)
+    assert steady.met and steady.detail == "drop +0.0000 (tuned: +0.3000)"
+    assert "at most 0.010 and at most 0.5 x tuned's drop" in steady.expectation
+    assert not judge(frame, Drop(**relative, model="tuned", fraction_of="base", at_most=1.0), 100, 0, "x", paths).met
+    with pytest.raises(ValueError, match="fraction_of and fraction together"):
+        Drop(kind="drop", model="tuned", metric="ndcg@10", column="dim", start=64, end=32, at_most=0.1, fraction=0.5)
 
 
 def test_the_report_counts_the_expectations_it_met(tmp_path):

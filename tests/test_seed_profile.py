@@ -14,10 +14,10 @@ import yaml
 from helpers import REPO, SEED_RUN, copy_repo, run
 
 from retrieval_pipeline.core.dag import dag_families
+from retrieval_pipeline.core.family import STAGES
 
 pytestmark = pytest.mark.slow
 FAMILIES = dag_families(REPO)
-STAGES = ("prepare", "mine", "baseline", "train", "evaluate")
 
 
 @pytest.fixture(scope="module")

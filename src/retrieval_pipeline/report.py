@@ -169,26 +169,42 @@ def judge_better(per_query: pl.DataFrame, expectation: Better, permutations: int
     return Verdict(expectation.describe(), not failing, detail)
 
 
-def judge_drop(per_query: pl.DataFrame, expectation: Drop, origin: str) -> Verdict:
-    model = per_query.filter(pl.col("model") == expectation.model)
+def group_drops(per_query: pl.DataFrame, label: str, expectation: Drop, origin: str) -> dict[str, float]:
+    """`label`'s drop in mean metric from `start` to `end` of the expectation's column, per group of the other
+    columns (named as the report shows them, "all" when there are none)."""
+    model = per_query.filter(pl.col("model") == label)
     if model.is_empty():
-        raise DataError(f"{origin}: no rows for model {expectation.model!r}")
+        raise DataError(f"{origin}: no rows for model {label!r}")
     others = [column for column in group_columns(model) if column != expectation.column]
     parts = model.partition_by(others, as_dict=True, maintain_order=True) if others else {(): model}
-    drops, bad = [], []
+    drops = {}
     for key, part in parts.items():
         value = {str(group): part.filter(pl.col(expectation.column).cast(pl.String) == str(group))[expectation.metric]
                  for group in (expectation.start, expectation.end)}
         if any(series.is_empty() for series in value.values()):
             raise DataError(f"{origin}: no rows for {expectation.column} {expectation.start} and {expectation.end}")
-        drop = float(value[str(expectation.start)].mean() - value[str(expectation.end)].mean())
-        drops.append(drop)
+        name = ", ".join(f"{column} {v}" for column, v in zip(others, key)) or "all"
+        drops[name] = float(value[str(expectation.start)].mean() - value[str(expectation.end)].mean())
+    return drops
+
+
+def judge_drop(per_query: pl.DataFrame, expectation: Drop, origin: str) -> Verdict:
+    drops = group_drops(per_query, expectation.model, expectation, origin)
+    compared = group_drops(per_query, expectation.fraction_of, expectation, origin) \
+        if expectation.fraction_of is not None else {}
+    bad = []
+    for group, drop in drops.items():
         within = drop <= expectation.at_most if expectation.at_most is not None else drop >= expectation.at_least
+        if compared:
+            if group not in compared:
+                raise DataError(f"{origin}: no rows for model {expectation.fraction_of!r} in {group}")
+            within = within and drop <= expectation.fraction * compared[group]
         if not within:
-            bad.append(", ".join(f"{column} {v}" for column, v in zip(others, key)) or "all")
-    detail = "drop " + ", ".join(f"{drop:+.4f}" for drop in drops) + (f"; outside the bound: {'; '.join(bad)}"
-                                                                        if bad else "")
-    return Verdict(expectation.describe(), not bad, detail)
+            bad.append(group)
+    detail = "drop " + ", ".join(f"{drop:+.4f}" for drop in drops.values())
+    if compared:
+        detail += f" ({expectation.fraction_of}: " + ", ".join(f"{drop:+.4f}" for drop in compared.values()) + ")"
+    return Verdict(expectation.describe(), not bad, detail + (f"; outside the bound: {'; '.join(bad)}" if bad else ""))
 
 
 def plot(per_query: pl.DataFrame, family: str, metric: str, path: Path) -> None:

@@ -40,14 +40,14 @@ def corpus(size: int, seed: int = 0) -> tuple[list[str], list[str]]:
 
 def main(size: int) -> dict:
     from retrieval_pipeline.core.resolve import load_family
-    from retrieval_pipeline.families.colbert.model import base_colbert
+    from retrieval_pipeline.families.colbert.model import colbert_of_model_base
     from retrieval_pipeline.families.colbert.search import maxsim_search
 
     root = Path(__file__).resolve().parents[2]
     family = load_family("colbert", root / "params.yaml", root)
     params = family.params
     texts, questions = corpus(size)
-    model = base_colbert(family)
+    model = colbert_of_model_base(family)
     timings = {"documents": size}
     start = time.perf_counter()
     documents = [torch.as_tensor(v) for v in model.encode(texts, is_query=False, batch_size=64,

@@ -14,7 +14,7 @@ from helpers import write_params
 from retrieval_pipeline.core.resolve import load_family
 from retrieval_pipeline.core.world import build_world
 from retrieval_pipeline.families.colbert.losses import pooling_distillation
-from retrieval_pipeline.families.colbert.model import base_colbert
+from retrieval_pipeline.families.colbert.model import colbert_of_model_base
 from retrieval_pipeline.families.colbert.pooling import pool_batch
 from retrieval_pipeline.families.colbert.synthetic import claim_collection
 
@@ -36,7 +36,7 @@ def batch(family):
 
 
 def distillation_step(family, batch, pool_factor: int):
-    model = base_colbert(family)
+    model = colbert_of_model_base(family)
     pooling = family.params.model.pooling
     loss = pooling_distillation(model, [pool_factor], 0, pooling.kmeans_iterations, pooling.protected_tokens)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -64,7 +64,7 @@ def test_step_without_pooling(benchmark, family, batch):
 
 @pytest.mark.benchmark(group=GROUP)
 def test_kmeans_pooling_alone(benchmark, family, batch):
-    model = base_colbert(family)
+    model = colbert_of_model_base(family)
     features = model.tokenize(batch[1], is_query=False)
     with torch.no_grad():
         embeddings = torch.nn.functional.normalize(model(features)["token_embeddings"], dim=-1)

@@ -5,6 +5,8 @@ model and the model labels its stages produce, and says which module of the pack
 module holds one function named after the stage, taking the family:
 
 - prepare(family), mine(family), train(family): write the stage's outputs;
+- base(family), optional: the model fine-tuning starts from, where the family makes one (data/<family>/base/);
+  without it the stage records that model.base is fine-tuned as it is;
 - baseline(family) -> {label: Scores}: the models fine-tuning is measured against, scored on the held-out queries
   (the stage runner writes them to scores/<family>/baseline);
 - evaluate(family, scores): compares every model's Scores (the baseline's and those the train stage wrote) into
@@ -30,7 +32,8 @@ from retrieval_pipeline.core.params import FamilyParams, field_exists, profile_k
 from retrieval_pipeline.core.paths import FamilyPaths
 from retrieval_pipeline.core.sources import HubSource, SourceParams
 
-STAGES = ("prepare", "mine", "baseline", "train", "evaluate")
+STAGES = ("prepare", "base", "mine", "baseline", "train", "evaluate")
+OPTIONAL_STAGES = ("base",)  # the stage runner writes a family without one its default output
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+BASE_RECORD = "base.json"  # in the base stage's output: {"made_here": ...} and, where it made one, how
+
 
 @dataclass(frozen=True)
 class FamilyPaths:
@@ -14,6 +16,12 @@ class FamilyPaths:
     @property
     def prepared(self) -> Path:
         return self.root / "data" / self.family / "prepared"
+
+    @property
+    def base(self) -> Path:
+        """The base stage's output: the model fine-tuning starts from where the family makes one, and
+        BASE_RECORD, which says what it is."""
+        return self.root / "data" / self.family / "base"
 
     @property
     def mined(self) -> Path:

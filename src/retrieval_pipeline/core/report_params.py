@@ -35,7 +35,9 @@ class Better(Section):
 
 class Drop(Section):
     """`model`'s mean `metric` changes from `column` = `start` to `column` = `end` (e.g. pool factor 1 to 4) by a
-    drop of at most `at_most`, or at least `at_least`, in every group matching `where`."""
+    drop of at most `at_most`, or at least `at_least`, in every group matching `where`; with `fraction_of`, also
+    by at most `fraction` of that model's drop in the same group (what a held-out set too small for an absolute
+    bound can still resolve: one model's drop against another's)."""
 
     kind: Literal["drop"]
     model: str
@@ -45,19 +47,25 @@ class Drop(Section):
     end: int | str
     at_most: float | None = None
     at_least: float | None = None
+    fraction_of: str | None = None  # another model label
+    fraction: float | None = Field(default=None, gt=0)
     where: dict[str, str | int] = {}
 
     @model_validator(mode="after")
     def _one_bound(self) -> Drop:
         if (self.at_most is None) == (self.at_least is None):
             raise ValueError("expected exactly one of at_most and at_least")
+        if (self.fraction_of is None) != (self.fraction is None):
+            raise ValueError("expected fraction_of and fraction together")
         return self
 
     def models(self) -> tuple[str, ...]:
-        return (self.model,)
+        return (self.model,) if self.fraction_of is None else (self.model, self.fraction_of)
 
     def describe(self) -> str:
         bound = f"at most {self.at_most:.3f}" if self.at_most is not None else f"at least {self.at_least:.3f}"
+        if self.fraction_of is not None:
+            bound += f" and at most {self.fraction:g} x {self.fraction_of}'s drop"
         scope = "".join(f", {column} {value}" for column, value in self.where.items())
         return f"{self.model}: {self.metric} drops by {bound} from {self.column} {self.start} to {self.end}{scope}"
 

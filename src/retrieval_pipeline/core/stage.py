@@ -23,13 +23,14 @@ from transformers.utils import logging as hf_logging
 
 from retrieval_pipeline.core.dag import declared_sections
 from retrieval_pipeline.core.errors import DataError, ModelError, ParamsError
-from retrieval_pipeline.core.family import STAGES, Family, read_scores, write_scores
+from retrieval_pipeline.core.family import OPTIONAL_STAGES, STAGES, Family, read_scores, write_scores
+from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
 from retrieval_pipeline.core.params import (
     FamilyParams,
     read_params_file,
     validate_section,
 )
-from retrieval_pipeline.core.paths import FamilyPaths
+from retrieval_pipeline.core.paths import BASE_RECORD, FamilyPaths
 
 # What the resolved params file holds besides the family's sections.
 RESOLVED_PROFILE, RESOLVED_OVERRIDDEN = "profile", "overridden"
@@ -89,6 +90,11 @@ def stage_module(family: Family, stage: str) -> ModuleType:
 def run_family_stage(family: Family, stage: str) -> None:
     """Run one of the family's stages: its module's function, with the baseline's scores written and the
     evaluation's scores read here, the same for every family."""
+    if stage in OPTIONAL_STAGES and stage not in family.stages:  # the base stage: the family makes none
+        with atomic_directory(family.paths.base) as out:
+            atomic_write_json(out / BASE_RECORD, {"made_here": False})
+        print(f"base: {family.name} fine-tunes model.base as it is")
+        return
     module = stage_module(family, stage)
     if stage == "baseline":
         write_scores(family.paths.baseline_scores, module.baseline(family))

@@ -6,8 +6,9 @@ model learns to keep its quality when the stored vectors are compressed. Evaluat
 fine-tuned without pooling and pooling-aware fine-tuned, at every pool factor, with k-means and with pylate's own
 hierarchical pooling.
 
-Modules: prepare (the collection, and NanoBEIR collections), teachers and mine (teacher-scored candidate lists),
-model (the base ColBERT), pooling (token pooling), losses (pylate's distillation with pooled documents), search
+Modules: prepare (the collection, and NanoBEIR collections), base (a ColBERT made from model.base first, where
+the profile starts from a sentence embedder), teachers and mine (teacher-scored candidate lists), model (the
+ColBERT fine-tuning starts from), pooling (token pooling), losses (pylate's distillation with pooled documents), search
 (exact MaxSim and PLAID), scoring (a model at every pool factor; the baseline stage), train, evaluate.
 """
 
@@ -26,7 +27,8 @@ class Colbert(Family):
     recipe = "late interaction with pooling-aware distillation (recipe 2 in docs/recipes.md)"
     Params = ColbertParams
     labels = (BASE, WITHOUT_POOLING, POOLING_AWARE)
-    stages = {"prepare": "prepare", "mine": "mine", "baseline": "scoring", "train": "train", "evaluate": "evaluate"}
+    stages = {"prepare": "prepare", "base": "base", "mine": "mine", "baseline": "scoring", "train": "train",
+              "evaluate": "evaluate"}
     params: ColbertParams
 
     def requirements(self) -> list[Requirement]:
@@ -47,13 +49,19 @@ class Colbert(Family):
         else:
             needs += [Requirement("model", self.key("mine.miner_model"), "mine", model=mine.miner_model),
                       Requirement("model", self.key("mine.teacher.model"), "mine", model=mine.teacher.model)]
-        needs.append(Requirement("model", self.key("model.base"), "train, evaluate", model=model.base))
+        # with model.pretrain, only the base stage loads model.base; the later stages load the ColBERT it made
+        loaded_by = "base" if model.pretrain is not None else "baseline, train"
+        needs.append(Requirement("model", self.key("model.base"), loaded_by, model=model.base))
         return needs
 
     def training_runs(self) -> list[TrainingRun]:
         mine, train = self.params.mine, self.params.train
         runs = [TrainingRun("train (each variant)", self.params.model.base, self.key("model.base"),
                             train.batch_size * (1 + mine.n_ways), self.params.model.document_length, train.bf16)]
+        pretrain = self.params.model.pretrain
+        if pretrain is not None:
+            runs.append(TrainingRun("base", self.params.model.base, self.key("model.base"),
+                                    pretrain.batch_size * 3, self.params.model.document_length, True))
         tune = mine.teacher.fine_tune
         if mine.source == "mine" and tune is not None:
             runs.append(TrainingRun("mine (teacher, each fold)", mine.teacher.model, self.key("mine.teacher.model"),

@@ -62,12 +62,28 @@ class PoolingParams(Section):
     protected_tokens: int = Field(ge=0)  # leading tokens ([CLS]) kept out of pooling
 
 
+class BasePretraining(Section):
+    """Make a ColBERT of `model.base` before the recipe fine-tunes it (the base stage): trained without pooling,
+    contrastively (each claim against its abstract, another abstract of the same entity and the batch's others), on
+    a synthetic world of its own, leaving out every claim whose claim or abstract names what the collection names."""
+
+    world_seed: int  # the pretraining world's own seed: other entities than the collection's synthetic world
+    facilities: PositiveInt
+    companies: PositiveInt
+    claims_per_abstract: PositiveInt
+    epochs: PositiveInt
+    learning_rate: PositiveFloat
+    batch_size: PositiveInt
+    warmup_ratio: float = Field(ge=0, lt=1)
+
+
 class ModelParams(Section):
     base: Reference
     query_length: PositiveInt
     document_length: PositiveInt
     embedding_size: PositiveInt
     pooling: PoolingParams
+    pretrain: BasePretraining | None = None  # null: model.base is a ColBERT already, fine-tuned as it is
 
 
 class TeacherTraining(Section):

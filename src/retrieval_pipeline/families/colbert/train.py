@@ -79,12 +79,15 @@ def card(family: Colbert, variant: str, pool_factors: list[int], scores: Scores,
                "stored documents are pooled." if pool_factors != [1] else
                "Trained without pooling (pool factor 1): the ablation that separates the gain of pooling-aware "
                "training from the gain of fine-tuning.")
+    start = ("" if model.pretrain is None else
+             f" It starts from a ColBERT the base stage made of `{model.base}`, trained without pooling on a "
+             "synthetic world of its own, leaving out every claim that names an entity this collection names.")
     return ModelCard.of(
         family,
         title=f"ColBERT ({variant})",
         summary=(f"A ColBERT late-interaction retriever ({model.embedding_size}-dim token embeddings), distilled "
                  f"with pylate's KL loss from the teacher `{mine.teacher.model}` ({mine.teacher.kind}) on each "
-                 f"query's {mine.n_ways} mined candidates. {pooling}"),
+                 f"query's {mine.n_ways} mined candidates.{start} {pooling}"),
         base_model=model.base,
         training_data=(f"{data.describe()}: {training_queries} training queries (split `{data.train_split}`), "
                        f"candidates from `{mine.miner_model}`, likely false negatives dropped"),
