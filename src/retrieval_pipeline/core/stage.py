@@ -87,13 +87,18 @@ def stage_module(family: Family, stage: str) -> ModuleType:
     return importlib.import_module(f"retrieval_pipeline.families.{family.name}.{family.stages[stage]}")
 
 
+def record_model_base_as_is(family: Family) -> None:
+    """The base stage's output where the family makes no model of its own: a record saying so."""
+    with atomic_directory(family.paths.base) as out:
+        atomic_write_json(out / BASE_RECORD, {"made_here": False})
+    print(f"base: {family.name} fine-tunes model.base as it is")
+
+
 def run_family_stage(family: Family, stage: str) -> None:
     """Run one of the family's stages: its module's function, with the baseline's scores written and the
     evaluation's scores read here, the same for every family."""
     if stage in OPTIONAL_STAGES and stage not in family.stages:  # the base stage: the family makes none
-        with atomic_directory(family.paths.base) as out:
-            atomic_write_json(out / BASE_RECORD, {"made_here": False})
-        print(f"base: {family.name} fine-tunes model.base as it is")
+        record_model_base_as_is(family)
         return
     module = stage_module(family, stage)
     if stage == "baseline":

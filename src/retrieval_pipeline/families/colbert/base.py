@@ -19,6 +19,7 @@ from pathlib import Path
 from retrieval_pipeline.core.beir import load_collection
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
 from retrieval_pipeline.core.paths import BASE_RECORD
+from retrieval_pipeline.core.stage import record_model_base_as_is
 from retrieval_pipeline.core.training import log_training, shared_arguments
 from retrieval_pipeline.core.world import build_world
 from retrieval_pipeline.families.colbert import Colbert
@@ -66,11 +67,10 @@ def pretraining_examples(pretrain: BasePretraining, collection_texts: Iterable[s
 
 def base(family: Colbert) -> None:
     pretrain = family.params.model.pretrain
+    if pretrain is None:  # model.base is a ColBERT already
+        record_model_base_as_is(family)
+        return
     with atomic_directory(family.paths.base) as out:
-        if pretrain is None:
-            atomic_write_json(out / BASE_RECORD, {"made_here": False})
-            print(f"base: {family.name} fine-tunes model.base as it is ({family.key('model.pretrain')} is null)")
-            return
         atomic_write_json(out / BASE_RECORD, pretrain_base(family, pretrain, out))
 
 
