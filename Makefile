@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: repro preflight test bench time-repro gpu-check sshd
+.PHONY: repro preflight pull test bench time-repro gpu-check sshd
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ preflight: $(STAMP)
 
 repro: preflight
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" dvc repro
+
+# The shared outputs from the default DVC remote, after checking in seconds that it answers and holds a cache
+# (`dvc pull` alone waits minutes on a host that does not answer, then says that everything is up to date).
+pull: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python stages/preflight.py --remote
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" dvc pull --allow-missing
 
 # The remote-storage tests run a real OpenSSH server on loopback; install it from Debian's packages where
 # this machine allows (root with apt), otherwise that one test skips and says why.

@@ -142,10 +142,15 @@ SEED_SIZES = {
 SEED_RUN = deep_merge(SEED_SIZES, {"reranker": {"model": {"base": "microsoft/deberta-v3-base@refs/pr/1"}}})
 
 
+def attempt(command: list[str], cwd: Path, **environment: str) -> subprocess.CompletedProcess:
+    """Run a command with this venv first on PATH, whatever its exit code."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **environment}
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+
+
 def run(command: list[str], cwd: Path, **environment: str) -> str:
     """Run a command with this venv first on PATH; fail the test with its output's tail unless it succeeds."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **environment}
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    result = attempt(command, cwd, **environment)
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout + result.stderr
 

@@ -88,7 +88,7 @@ def family_stage_modules(family: str, stage: str) -> list[Path]:
 
 
 def stage_files(stage: str, family: str | None) -> set[Path]:
-    """Every project file `stage` imports when it runs for `family` (None: the report stage)."""
+    """Every project file `stage` imports when it runs for `family` (None: the params or the report stage)."""
     roots = [REPO / "stages" / f"{stage}.py"]
     if family is not None:
         roots += family_stage_modules(family, stage)
@@ -123,6 +123,7 @@ if __name__ == "__main__":
         print(f"{stage}:")
         for dep in expected_deps(stage, dag_families(REPO)):
             print(f"  - {dep}")
-    print("report:")
-    for dep in sorted(as_deps(stage_files("report", None), None)):
-        print(f"  - {dep}")
+    for stage in ("params", "report"):
+        print(f"{stage}:")
+        for dep in sorted(as_deps(stage_files(stage, None), None)):
+            print(f"  - {dep}")

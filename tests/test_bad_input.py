@@ -16,7 +16,7 @@ from helpers import TINY_COLBERT, TINY_DPR, TINY_MATRYOSHKA, TINY_RERANKER, run,
 
 from retrieval_pipeline.core.params import deep_merge
 from retrieval_pipeline.core.preflight import main as run_preflight
-from retrieval_pipeline.core.resolve import run_resolve
+from retrieval_pipeline.core.resolve import run_params, run_resolve
 from retrieval_pipeline.core.stage import run_stage
 
 TINY = deep_merge(deep_merge(deep_merge(TINY_MATRYOSHKA, TINY_DPR), TINY_RERANKER), TINY_COLBERT)
@@ -35,7 +35,7 @@ class Case:
     setup: Callable[[Path], dict]
     message: str  # a regex the error line must match
     family: str = "matryoshka"
-    stage: str = "prepare"  # "resolve" for params: it validates them before any other stage runs
+    stage: str = "prepare"  # "params" or "resolve" for params: they validate them before any other stage runs
     before: tuple[str, ...] = ()  # stages that run successfully first, after resolve (their outputs may stay)
     environment: dict = field(default_factory=dict)
 
@@ -58,9 +58,23 @@ def parquet_pairs(chunk_ids: list) -> Callable[[Path], dict]:
         import polars as pl
 
         path = folder / "pairs.parquet"
-        pl.DataFrame({"question": [row["question"] for row in GOOD_ROWS], "text": [row["text"] for row in GOOD_ROWS],
-                      "global_chunk_id": chunk_ids}).write_parquet(path)
+        rows = GOOD_ROWS[:len(chunk_ids)]
+        pl.DataFrame({"question": [row["question"] for row in rows], "text": [row["text"] for row in rows],
+                      "global_chunk_id": chunk_ids}, schema_overrides={"global_chunk_id": pl.String}
+                     if not chunk_ids else None).write_parquet(path)
         return pair_file(path.name, path.read_bytes())(folder)
+    return setup
+
+
+def labelled_pairs(keep: list[int], labels: list[int]) -> Callable[[Path], dict]:
+    """DPR claim/evidence rows with labels, and the labels kept."""
+    def setup(folder: Path) -> dict:
+        path = folder / "claims.jsonl"
+        path.write_text(jsonl([{"claim": row["question"], "evidence": row["text"], "label": labels[n % len(labels)]}
+                               for n, row in enumerate(GOOD_ROWS)]), encoding="utf-8")
+        return {"dpr": {"embedded": {"data": {"source": "local", "local": {"path": str(path)}, "keep_labels": keep,
+                                              "columns": {"query": "claim", "passage": "evidence",
+                                                          "label": "label"}}}}}
     return setup
 
 
@@ -141,7 +155,32 @@ CASES = [
     Case("seed-not-an-integer", params({"matryoshka": {"seed": "abc"}}), r"matryoshka.seed: .*integer",
          stage="resolve"),
     Case("misspelt-key", params({"matryoshka": {"embedded": {"train": {"learning_rat": 1e-4}}}}),
-         r"matryoshka.embedded.train.learning_rat: unknown key; expected one of: batch_size", stage="resolve"),
+         r"matryoshka.embedded.train.learning_rat: unknown key; did you mean 'learning_rate'\?", stage="resolve"),
+    Case("misspelt-key-nothing-near", params({"matryoshka": {"embedded": {"train": {"speed": 2}}}}),
+         r"matryoshka.embedded.train.speed: unknown key; expected one of: batch_size", stage="resolve"),
+    Case("misspelt-embedded", lambda folder: {"matryoshka": {"embeded": {"train": {"epochs": 3}}}},
+         r"matryoshka.embeded: unknown key; did you mean 'embedded'\?", stage="resolve"),
+    Case("misspelt-embedded-section", params({"matryoshka": {"embedded": {"trian": {"epochs": 3}}}}),
+         r"matryoshka.embedded.trian: unknown section; did you mean 'train'\?", stage="resolve"),
+    Case("seed-negative", params({"matryoshka": {"seed": -1}}), r"matryoshka.seed: .*greater than or equal to 0",
+         stage="resolve"),
+    Case("seed-beyond-32-bits", params({"dpr": {"seed": 2**32}}), r"dpr.seed: .*less than or equal to 4294967295",
+         family="dpr", stage="resolve"),
+    # params.yaml as a whole, refused by the params stage before any family's resolve
+    Case("family-misspelt", params({"matryoshkaa": {"embedded": {"train": {"epochs": 3}}}}),
+         r"params.yaml: matryoshkaa: no family, section or the report reads this key; did you mean 'matryoshka'\?",
+         stage="params"),
+    Case("top-level-key-nothing-near", params({"learning_rate": 1e-4}),
+         r"params.yaml: learning_rate: no family, section or the report reads this key; expected one of: colbert",
+         stage="params"),
+    Case("report-key-misspelt", params({"report": {"permutation": 100}}),
+         r"report.permutation: unknown key; did you mean 'permutations'\?", stage="params"),
+    Case("report-seed-negative", params({"report": {"seed": -5}}), r"report.seed: .*greater than or equal to 0",
+         stage="params"),
+    Case("report-family-misspelt", params({"report": {"families": {"colbrt": {"metrics": ["ndcg@10"],
+                                                                             "compare": [["base", "x"]]}}}}),
+         r"report.families.colbrt: not a family of dvc.yaml's vars.families; did you mean 'colbert'\?",
+         stage="params"),
     Case("dims-ascending", params({"matryoshka": {"embedded": {"model": {"dims": [32, 64]}}}}),
          r"matryoshka.embedded.model.dims", stage="resolve"),
     Case("facilities-zero", params({"dpr": {"embedded": {"data": {"synthetic": {"facilities": 0}}}}}),
@@ -190,6 +229,13 @@ CASES = [
     Case("chunk-id-two-texts", pair_file("pairs.jsonl", jsonl(
         GOOD_ROWS + [{**GOOD_ROWS[0], "question": "Another?", "text": "Different."}])),
          r"pairs.jsonl: .*global_chunk_id 'c0'|pairs.jsonl: .*chunk_id"),
+    Case("csv-empty-file", pair_file("pairs.csv", ""), r"pairs.csv: .*empty"),
+    Case("csv-header-only", pair_file("pairs.csv", "question,text,global_chunk_id\n"), r"pairs.csv: .*no rows"),
+    Case("jsonl-empty-file", pair_file("pairs.jsonl", ""), r"pairs.jsonl: .*empty"),
+    Case("parquet-no-rows", parquet_pairs([]), r"pairs.parquet: .*no rows"),
+    Case("label-filter-keeps-nothing", labelled_pairs(keep=[0], labels=[1, 2]),
+         r"claims.jsonl: no row has a label in dpr.embedded.data.keep_labels \(\[0\]\); the labels are 1, 2",
+         family="dpr"),
     Case("parquet-corrupt", pair_file("pairs.parquet", b"PAR1 this is not parquet"), r"pairs.parquet"),
     Case("columns-name-absent-column", pair_file("pairs.jsonl", jsonl(GOOD_ROWS),
                                                  {**PAIRS, "anchor": "query"}),
@@ -210,6 +256,12 @@ CASES = [
                                                      .split("\t")[0] + "\tghost\t1\r\n")), r"train.tsv: .*ghost"),
     Case("beir-test-all-zero", beir(rewrite("qrels/test.tsv", lambda t: t.replace("\t2\r", "\t0\r")
                                             .replace("\t1\r", "\t0\r"))), r"test.*no .*relevant|test.*zero"),
+    Case("beir-colbert-test-all-zero", beir(rewrite("qrels/test.tsv", lambda t: t.replace("\t2\r", "\t0\r")
+                                                   .replace("\t1\r", "\t0\r")), "colbert"),
+         r"BEIR folder .*collection: the test split has no query with a relevant document", family="colbert"),
+    Case("beir-qrels-two-grades", beir(rewrite("qrels/test.tsv", lambda t: t + "\t".join(
+        t.split("\r\n")[1].split("\t")[:2]) + "\t0\r\n")),
+         r"test.tsv: line \d+: query-id '.*', corpus-id '.*' judged 0, but \d on line 2; expected one grade per pair"),
     Case("beir-no-test-split", beir(lambda c: (c / "qrels" / "test.tsv").unlink()), r"test.tsv"),
     Case("beir-corrupt-gzip", beir(lambda c: (c / "corpus.jsonl.gz").write_bytes(b"\x1f\x8b\x08garbage")),
          r"corpus.jsonl.gz: cannot read the file"),
@@ -250,6 +302,10 @@ CASES = [
     Case("remote-folder-missing", remote("/nonexistent/dvc-storage"),
          r"remote 'team' \(/nonexistent/dvc-storage\): .* does not exist", stage="preflight"),
     Case("remote-not-configured", remote(None), r"remote: none configured", stage="preflight"),
+    # a host that does not answer (or no route to it): one line within the preflight's timeout, not minutes
+    Case("remote-host-dead", remote("ssh://me@10.255.255.1/srv/dvc"),
+         r"remote 'team' \(ssh://me@10.255.255.1/srv/dvc\): (no answer within \d+ s|\w+: .*check its URL)",
+         stage="preflight"),
 ]
 
 
@@ -266,7 +322,7 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(case, tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     for name, value in case.environment.items():
         monkeypatch.setenv(name, value)
-    if case.stage not in ("resolve", "preflight"):
+    if case.stage not in ("params", "resolve", "preflight"):
         assert run_resolve([case.family]) == 0
     for stage in case.before:
         assert run_stage(stage, [case.family]) == 0
@@ -276,6 +332,8 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(case, tmp_path, monkeypa
         code = run_preflight([case.family, "--remote"])
     elif case.stage == "resolve":
         code = run_resolve([case.family])
+    elif case.stage == "params":
+        code = run_params([])
     else:
         code = run_stage(case.stage, [case.family])
     error = capsys.readouterr().err.strip()
@@ -318,3 +376,47 @@ def test_a_stage_that_reads_a_section_its_dvc_params_do_not_list_stops(tmp_path,
     with pytest.raises(UndeclaredSection, match="reads every section"):
         family.params.model_dump()
     assert load_stage_family("colbert", "train", tmp_path).params.model_dump()["train"]["epochs"] == 1
+
+
+@pytest.fixture
+def small_mount(tmp_path):
+    """Mounts a tmpfs with the given options on a folder (a full disk, a read-only one); skips where this machine
+    does not let the tests mount one (it needs root)."""
+    import subprocess
+
+    mounted = []
+
+    def mount(folder: Path, options: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+        if result.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+        mounted.append(folder)
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.parametrize(("options", "reason"), [("size=1m", "No space left on device"),
+                                                 ("ro", "Read-only file system")])
+def test_an_output_that_cannot_be_written_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys, small_mount,
+                                                                        options, reason):
+    """The checkpoint folder on a full disk, or on one mounted read-only: the train stage names the folder and the
+    reason in one line, and leaves no partial checkpoint or scratch behind."""
+    write_params(tmp_path, TINY)
+    monkeypatch.chdir(tmp_path)
+    assert run_resolve(["matryoshka"]) == 0
+    for stage in ("prepare", "base", "mine"):
+        assert run_stage(stage, ["matryoshka"]) == 0
+    small_mount(tmp_path / "models", options)
+    existing = outputs(tmp_path)
+    capsys.readouterr()
+    code = run_stage("train", ["matryoshka"])
+    log = capsys.readouterr().err
+    errors = [line for line in log.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and log.rstrip().endswith(errors[0]) and "Traceback" not in log, log
+    assert re.match(rf"error: {re.escape(str(tmp_path))}/models/\S*: cannot write \({reason}\); expected an output "
+                    r"folder this user can write, with free space", errors[0]), errors
+    left = outputs(tmp_path) - existing
+    assert not left, sorted(str(path.relative_to(tmp_path)) for path in left)
+    assert not list((tmp_path / "models").iterdir())

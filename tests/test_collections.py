@@ -52,6 +52,19 @@ def test_a_real_format_folder_is_read_with_graded_qrels_and_titles(tmp_path):
     assert collection.positives("test").filter(pl.col("query_id") == "claim00000").height == 2
 
 
+def test_a_judgement_repeated_exactly_is_kept_once_and_counted(tmp_path, capsys):
+    folder = write_beir_collection(tmp_path / "beir")
+    test_qrels = folder / "qrels" / "test.tsv"
+    original = read_beir_folder(folder, SPLITS).qrels
+    lines = test_qrels.read_bytes().split(b"\r\n")
+    test_qrels.write_bytes(b"\r\n".join([*lines[:3], lines[1], lines[2], *lines[3:]]))
+    capsys.readouterr()
+    repeated = read_beir_folder(folder, SPLITS).qrels
+    printed = capsys.readouterr().out
+    assert f"{test_qrels}: 2 repeated judgement(s) (same query, document and grade) kept once" in printed
+    assert repeated.equals(original)
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda f: (f / "qrels" / "test.tsv").unlink(), r"qrels/test.tsv: missing; expected a BEIR folder"),
     (lambda f: (f / "queries.jsonl").write_text('{"_id": "q1", "text": "A"}\n{"_id": "q1", "text": "B"}\n'),

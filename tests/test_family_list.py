@@ -13,6 +13,7 @@ from helpers import REPO, TINY_DPR, FamilyStages, repo_params, write_params
 from retrieval_pipeline.core.dag import dag_families
 from retrieval_pipeline.core.family import OPTIONAL_STAGES, STAGES
 from retrieval_pipeline.core.paths import BASE_RECORD, FamilyPaths
+from retrieval_pipeline.core.resolve import SECTIONS
 
 PACKAGES = {path.parent.name for path in (REPO / "src/retrieval_pipeline/families").glob("*/__init__.py")}
 PER_FAMILY_STAGES = {"resolve", "prepare", "base", "mine", "baseline", "train", "evaluate"}
@@ -69,7 +70,9 @@ def test_dvc_yaml_names_the_paths_that_the_stages_read_and_write():
         return [(next(iter(entry)) if isinstance(entry, dict) else entry).replace("${item}", family)
                 for entry in entries]
 
-    data_inputs = {getattr(paths, name).as_posix() for name in DATA_INPUTS}
+    # the params stage's record of who reads each top-level key, which every resolve depends on
+    assert declared(stages["params"]["outs"]) == [SECTIONS.as_posix()]
+    data_inputs = {getattr(paths, name).as_posix() for name in DATA_INPUTS} | {SECTIONS.as_posix()}
     for stage, names in STAGE_OUTPUTS.items():
         body = stages[stage]["do"]
         assert declared(body["outs"]) == [getattr(paths, name).as_posix() for name in names], stage

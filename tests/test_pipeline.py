@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from helpers import (
     TINY_DPR,
     TINY_MATRYOSHKA,
     TINY_RERANKER,
+    attempt,
     commit,
     copy_repo,
     repo_params,
@@ -365,6 +367,18 @@ def test_a_recipe_value_the_profile_overrides_reruns_nothing(repo):
     run(["dvc", "repro"], repo)
 
 
+def test_a_key_no_stage_reads_is_refused_before_anything_runs(repo):
+    """A misspelled family set with Hydra's `++` adds a key that no stage tracks: the params stage, which tracks
+    the whole file, refuses it with the nearest valid key before any family's stage runs."""
+    result = attempt(["dvc", "exp", "run", "--temp", "-S", "++matryoshkaa.embedded.train.epochs=3"], repo)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert ("error: params.yaml: matryoshkaa: no family, section or the report reads this key; did you mean "
+            "'matryoshka'?") in output
+    assert "Running stage 'resolve@" not in output
+    assert "up to date" in run(["dvc", "status"], repo)
+
+
 def test_params_change_reruns_only_its_dependents_and_metrics_diff_shows_it(repo):
     write_params(repo, deep_merge(TINY, {"matryoshka": {"embedded": {"train": {"learning_rate": 1e-4}}}}))
     output = run(["dvc", "repro"], repo)
@@ -411,6 +425,30 @@ def test_a_beir_folder_is_one_exp_run_away(repo, tmp_path):
     assert "BEIR folder" in output and "corpus 14 documents" in output
     metrics = json.loads((repo / "metrics/families/matryoshka.json").read_text())
     assert 0 <= metrics["finetuned"]["dim_384"]["ndcg@10"] <= 1
+
+
+def readme_collection_lines() -> list[str]:
+    """The README's one-family lines for a BEIR folder."""
+    lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    return [line for line in lines if line.startswith("dvc exp run") and "/data/my-collection" in line]
+
+
+@pytest.mark.parametrize("line", readme_collection_lines(), ids=lambda line: line.split()[-1])
+def test_each_readme_collection_line_runs_verbatim_on_a_fresh_clone(repo, tmp_path, line):
+    """As a new user runs it: a clone with no DVC outputs, no cache and no reachable remote, the README's line
+    with only the folder's path changed."""
+    from helpers import write_beir_collection
+
+    assert len(readme_collection_lines()) == len(FAMILIES)
+    folder = write_beir_collection(tmp_path / "collection")
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    family = line.split()[-1].removeprefix("evaluate@")
+    output = run(shlex.split(line.replace("/data/my-collection", str(folder))), clone)
+    assert "Running stage 'train@" + family in output and "Running stage 'report'" not in output
+    metrics = json.loads((clone / "eval" / family / "metrics.json").read_text())
+    assert metrics, output
+    assert [family] == [name for name in FAMILIES if (clone / "eval" / name).exists()]
 
 
 TOY_FAMILY = '''"""A fifth family for the extensibility test: word-overlap retrieval whose one trained value,

@@ -113,4 +113,4 @@ def test_failed_prepare_keeps_the_previous_output(tmp_path):
     with pytest.raises(DataError):
         prepared(tmp_path, local_source(path))
     assert load_collection(tmp_path / "data/matryoshka/prepared").pairs("train").equals(good["train"])
-    assert not list((tmp_path / "data/matryoshka").glob(".*partial*"))
+    assert not list((tmp_path / "data/matryoshka").rglob("*.partial-*"))

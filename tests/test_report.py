@@ -134,6 +134,8 @@ def test_expectations_are_judged_on_the_per_query_scores():
     assert not judge(frame, Drop(**relative, model="tuned", fraction_of="base", at_most=1.0), 100, 0, "x", paths).met
     with pytest.raises(ValueError, match="fraction_of and fraction together"):
         Drop(kind="drop", model="tuned", metric="ndcg@10", column="dim", start=64, end=32, at_most=0.1, fraction=0.5)
+    with pytest.raises(ValueError, match="fraction_of names the model itself"):
+        Drop(**relative, model="tuned", fraction_of="tuned", at_most=0.1)
 
 
 def test_the_report_counts_the_expectations_it_met(tmp_path):

@@ -4,6 +4,7 @@ that can change it, and nothing is listed that no family's stage imports."""
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from helpers import REPO
 from stage_imports import FAMILIES, FAMILY_FOLDER, as_deps, expected_deps, imported, stage_files
@@ -33,9 +34,10 @@ def test_each_per_family_stage_lists_exactly_the_code_its_families_import():
             assert as_deps(stage_files(stage, family), family) <= set(declared), (stage, family)
 
 
-def test_the_report_stage_lists_exactly_the_code_it_imports():
-    declared = code_deps(stages()["report"]["deps"])
-    assert sorted(declared) == sorted(as_deps(stage_files("report", None), None))
+@pytest.mark.parametrize("stage", ["params", "report"])
+def test_each_stage_outside_the_families_lists_exactly_the_code_it_imports(stage):
+    declared = code_deps(stages()[stage]["deps"])
+    assert sorted(declared) == sorted(as_deps(stage_files(stage, None), None))
 
 
 def test_a_family_imports_no_other_family_and_core_imports_no_family():

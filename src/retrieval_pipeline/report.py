@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from retrieval_pipeline.core.report_params import (
     Published,
     ReportParams,
     load_report_params,
+    report_entries,
 )
 
 
@@ -280,9 +282,9 @@ def family_section(root: Path, family: str, report: FamilyReport, params: Report
 
 
 def publish(paths: FamilyPaths) -> None:
-    """Copy a family's metrics and plot data from its evaluation, and each training run's summary from its
-    DVCLive folder (cached DVC outputs, so that DVC's run-cache can restore them), into metrics/, which git
-    tracks, so `dvc metrics diff` needs no cache."""
+    """Copy a family's metrics and plot data from its evaluation, and each training run's summary and curves from
+    its DVCLive folder (cached DVC outputs, so that DVC's run-cache can restore them), into metrics/, which git
+    tracks, so `dvc metrics diff` and `dvc plots` need no cache."""
     if not paths.metrics.is_file():
         raise DataError(f"{paths.metrics}: missing; run `dvc repro evaluate@{paths.family}` first")
     atomic_write_text(paths.published_metrics, paths.metrics.read_text(encoding="utf-8"))
@@ -290,21 +292,13 @@ def publish(paths: FamilyPaths) -> None:
         atomic_write_text(paths.published_plot(plot.stem), plot.read_text(encoding="utf-8"))
     for summary in sorted(paths.training_log.rglob("metrics.json")):
         run = summary.parent.relative_to(paths.training_log).as_posix().replace("/", "_")
-        atomic_write_text(paths.published_training(run if run != "." else "train"), summary.read_text("utf-8"))
-
-
-def report_entries(params: ReportParams, families: list[str], params_file: Path) -> dict[str, FamilyReport]:
-    """Each family of the DAG with its report.families entry, in the DAG's order; a family without one, or an
-    entry for no family, is an error rather than a family silently missing from the report."""
-    missing = [family for family in families if family not in params.families]
-    if missing:
-        raise ParamsError(f"{params_file}: report.families has no entry for {', '.join(missing)} (a family of "
-                          "dvc.yaml's vars.families); expected its metrics and compare list")
-    unknown = sorted(set(params.families) - set(families))
-    if unknown:
-        raise ParamsError(f"{params_file}: report.families.{unknown[0]}: not a family of dvc.yaml's vars.families "
-                          f"({', '.join(families)})")
-    return {family: params.families[family] for family in families}
+        run = run if run != "." else "train"
+        atomic_write_text(paths.published_training(run), summary.read_text("utf-8"))
+        curves = summary.parent / "plots" / "metrics"
+        with atomic_directory(paths.published_curves(run)) as out:
+            for curve in sorted(curves.rglob("*.tsv")):
+                (out / curve.relative_to(curves)).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(curve, out / curve.relative_to(curves))
 
 
 def write_report(params_file: Path, root: Path) -> None:

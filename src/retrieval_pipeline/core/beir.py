@@ -209,17 +209,35 @@ def read_qrels(path: Path) -> pl.DataFrame:
                         schema={"query_id": pl.String, "document_id": pl.String, "relevance": pl.Int64})
 
 
-def check_qrels(qrels: pl.DataFrame, corpus: pl.DataFrame, queries: pl.DataFrame, origin: str,
-                first_line: int) -> None:
-    """Every judged query and document exists; errors name the line (`first_line`: the line of the first row)."""
-    unknown = qrels.with_row_index("row").filter(~pl.col("query_id").is_in(queries["query_id"].implode()))
+def checked_qrels(qrels: pl.DataFrame, corpus: pl.DataFrame, queries: pl.DataFrame, origin: str,
+                  first_line: int) -> pl.DataFrame:
+    """The judgements with every judged query and document known and each (query, document) pair judged once:
+    the same pair with two grades is an error naming both lines, an exact repeat is kept once and counted. Errors
+    name the line (`first_line`: the line of the first row)."""
+    numbered = qrels.with_row_index("row")
+    unknown = numbered.filter(~pl.col("query_id").is_in(queries["query_id"].implode()))
     if unknown.height:
         raise DataError(f"{origin}: line {unknown['row'][0] + first_line}: query-id {unknown['query_id'][0]!r} is not "
                         "in the queries")
-    unknown = qrels.with_row_index("row").filter(~pl.col("document_id").is_in(corpus["document_id"].implode()))
+    unknown = numbered.filter(~pl.col("document_id").is_in(corpus["document_id"].implode()))
     if unknown.height:
         raise DataError(f"{origin}: line {unknown['row'][0] + first_line}: corpus-id {unknown['document_id'][0]!r} "
                         "is not in the corpus")
+    pairs = numbered.group_by("query_id", "document_id", maintain_order=True).agg(
+        pl.col("row"), pl.col("relevance").n_unique().alias("grades"))
+    contradicted = pairs.filter(pl.col("grades") > 1)
+    if contradicted.height:
+        first, *others = contradicted["row"][0]
+        grades = numbered["relevance"]
+        second = next(row for row in others if grades[row] != grades[first])
+        raise DataError(f"{origin}: line {second + first_line}: query-id {contradicted['query_id'][0]!r}, corpus-id "
+                        f"{contradicted['document_id'][0]!r} judged {grades[second]}, but {grades[first]} on line "
+                        f"{first + first_line}; expected one grade per pair")
+    repeats = qrels.height - pairs.height
+    if repeats:
+        print(f"prepare: {origin}: {repeats} repeated judgement(s) (same query, document and grade) kept once")
+        qrels = qrels.unique(["query_id", "document_id"], keep="first", maintain_order=True)
+    return qrels
 
 
 def read_beir_folder(folder: Path, splits: Mapping[str, str], optional: Mapping[str, str] = {}) -> Collection:
@@ -248,8 +266,7 @@ def collection_from_files(corpus: Path, queries: Path, qrels: Mapping[str, Path]
     questions = read_texts(queries, "query_id", "queries", title=False)
     judged = []
     for split, path in qrels.items():
-        rows = read_qrels(path)
-        check_qrels(rows, documents, questions, str(path), first_line=2)
+        rows = checked_qrels(read_qrels(path), documents, questions, str(path), first_line=2)
         judged.append(rows.with_columns(split=pl.lit(split)))
     return Collection(documents, questions, canonical_order(pl.concat(judged)))
 
@@ -332,7 +349,7 @@ def collection_from_frames(corpus: pl.DataFrame, queries: pl.DataFrame, qrels: d
                             "an integer relevance grade")
         rows = pl.DataFrame({"query_id": frame["query-id"].cast(pl.String),
                              "document_id": frame["corpus-id"].cast(pl.String), "relevance": scores})
-        check_qrels(rows, frames["corpus"], frames["queries"], origins[split], first_line)
+        rows = checked_qrels(rows, frames["corpus"], frames["queries"], origins[split], first_line)
         judged.append(rows.with_columns(split=pl.lit(split)))
     return Collection(frames["corpus"], frames["queries"], canonical_order(pl.concat(judged)))
 
@@ -357,8 +374,14 @@ def for_training(collection: Collection, dev_size: float, seed: int, origin: str
     """The collection as a family trains and evaluates on it: training pairs from the train qrels, the test split
     held out, and a dev split (the collection's own, else `dev_size` of the training queries, seeded)."""
     cut = with_dev_split(collection, dev_size, seed)
-    if cut.positives("train").is_empty():
+    require_trainable(cut, origin)
+    return cut
+
+
+def require_trainable(collection: Collection, origin: str) -> None:
+    """Training judgements and a test split to evaluate on, checked where the collection is read rather than in
+    the stage that first needs them."""
+    if collection.positives("train").is_empty():
         raise DataError(f"{origin}: the train qrels hold no relevant pair (score above 0); expected training "
                         "judgements")
-    require_evaluable(cut.positives("test")["query_id"].n_unique(), cut.corpus.height, origin, "test")
-    return cut
+    require_evaluable(collection.positives("test")["query_id"].n_unique(), collection.corpus.height, origin, "test")

@@ -1,5 +1,5 @@
-"""What dvc.yaml declares that the code reads: the one list of families, and the params sections each stage
-tracks (the only sections a stage's code receives)."""
+"""What dvc.yaml declares that the code reads: the one list of families, the params sections each stage tracks
+(the only sections a stage's code receives), and the outputs each stage writes."""
 
 from __future__ import annotations
 
@@ -51,3 +51,15 @@ def declared_sections(root: Path, stage: str) -> tuple[str, ...]:
                                   f"from data/${{item}}/params.yaml (got {sections!r})")
             return tuple(sections)
     raise ParamsError(f"{path}: stages.{stage}.do.params: expected an entry for data/${{item}}/params.yaml")
+
+
+def declared_outputs(root: Path, stage: str, family: str) -> list[Path]:
+    """The outputs dvc.yaml lists for `stage` of `family`. DVC removes them before it runs the stage, so a stage
+    that fails must not leave any of them behind either."""
+    path = root / "dvc.yaml"
+    try:
+        entries = _dvc_yaml(root)["stages"][stage]["do"].get("outs", [])
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ParamsError(f"{path}: stages.{stage}.do: missing ({error!r})") from error
+    names = [entry if isinstance(entry, str) else next(iter(entry)) for entry in entries]
+    return [root / name.replace("${item}", family) for name in names]

@@ -12,3 +12,7 @@ class DataError(ValueError):
 
 class ModelError(ValueError):
     """A model reference that cannot be loaded, with the params key that names it and what was expected."""
+
+
+class OutputError(OSError):
+    """An output that could not be written (a full disk, a read-only or forbidden folder), named with the reason."""

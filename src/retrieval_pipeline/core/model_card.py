@@ -5,10 +5,15 @@ The scores are measured by the train stage itself, on the held-out test split wi
 stage's own scoring code: DVC lets only the stage that writes a checkpoint write into it, and this is
 how sentence-transformers fills a card from the evaluators its trainer ran. The card's front matter
 carries them as a Hugging Face `model-index`, so the hub shows them if the model is pushed there.
+
+A card goes wherever its model goes, so it names a local data folder or model by its name and a content hash,
+never by a path on the machine that trained it.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,44 @@ METRIC_NAMES = {"ndcg": "NDCG", "mrr": "MRR", "map": "MAP", "recall": "Recall", 
                 "accuracy": "Accuracy", "f1": "F1", "auc": "AUC", "vectors_per_document": "vectors per document",
                 "bytes_per_vector": "bytes per vector"}
 TRAINING_SECTIONS = ("seed", "model", "mine", "train")
+
+
+def file_digest(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def content_digest(path: Path) -> str:
+    """sha256 of a file's bytes, or of a folder's files (each one's relative path and digest, in path order): the
+    same content gives the same digest on any machine."""
+    if path.is_file():
+        return file_digest(path)
+    digest = hashlib.sha256()
+    for file in sorted(item for item in path.rglob("*") if item.is_file()):
+        digest.update(f"{file.relative_to(path).as_posix()}\0{file_digest(file)}\n".encode())
+    return digest.hexdigest()
+
+
+def _strings(tree: Any) -> Iterator[str]:
+    if isinstance(tree, str):
+        yield tree
+    elif isinstance(tree, dict):
+        for value in tree.values():
+            yield from _strings(value)
+    elif isinstance(tree, list | tuple):
+        for value in tree:
+            yield from _strings(value)
+
+
+def portable_names(tree: Any, root: Path) -> dict[str, str]:
+    """Each string in `tree` that names an existing file or folder outside `root` (the repository), mapped to its
+    name and content digest: how a card names a user's local data or model."""
+    names = {}
+    for text in _strings(tree):
+        path = Path(text)
+        if text and path.exists() and not path.resolve().is_relative_to(root.resolve()):
+            names[text] = f"{path.resolve().name} (sha256 {content_digest(path)[:16]})"
+    return names
 
 
 def metric_label(key: str) -> str:
@@ -108,8 +151,18 @@ class ModelCard:
             f"`dvc repro train@{self.family}` rebuilds this checkpoint from them.", "",
             "```yaml", yaml.safe_dump(trained_with, sort_keys=False).rstrip(), "```", ""])
 
+    def portable(self, root: Path) -> str:
+        """The card with every local path outside `root` replaced by its name and content digest."""
+        text = self.render()
+        names = portable_names([self.base_model, self.params], root)
+        for path in sorted(names, key=len, reverse=True):  # a folder before a path that starts like it
+            text = text.replace(path, names[path])
+        return text
+
     def write(self, folder: Path) -> None:
-        atomic_write_text(folder / "README.md", self.render())
+        """README.md in `folder`, with local paths outside the working directory (the repository a stage runs in)
+        named portably."""
+        atomic_write_text(folder / "README.md", self.portable(Path.cwd()))
 
 
 def _number(value: float) -> str:

@@ -7,9 +7,10 @@ change. The top-level `profile` key picks which one runs.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
+from difflib import get_close_matches
 from pathlib import Path
-from typing import Any, TypeVar, get_args
+from typing import Annotated, Any, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
@@ -17,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 from retrieval_pipeline.core.errors import ParamsError
 
 PROFILES = ("embedded", "seed")
+
+# A random seed as numpy, torch and the samplers accept it: 0 to 2**32 - 1.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
 class Section(BaseModel):
@@ -37,7 +41,7 @@ class TrainingSection(Section):
 class FamilyParams(Section):
     """A family's params: its seed and one section per stage, which each family narrows to its own types."""
 
-    seed: int
+    seed: Seed
     data: Section
     model: Section
     mine: Section
@@ -103,6 +107,13 @@ def field_exists(model: type[BaseModel], path: str) -> bool:
     return True
 
 
+def nearest(key: str, valid: Iterable[str]) -> str:
+    """What to say after "unknown key": the valid key it most likely misspells, or the valid keys."""
+    valid = sorted(valid)
+    guess = get_close_matches(key, valid, n=1, cutoff=0.6)
+    return f"did you mean '{guess[0]}'?" if guess else f"expected one of: {', '.join(valid)}"
+
+
 def _describe(error: dict[str, Any], model: type[BaseModel], prefix: str, profile: str | None = None,
               overridden: Collection[str] = ()) -> str:
     location = ".".join(str(part) for part in error["loc"])
@@ -115,9 +126,10 @@ def _describe(error: dict[str, Any], model: type[BaseModel], prefix: str, profil
             is_model = isinstance(owner, type) and issubclass(owner, BaseModel)
             field = owner.model_fields.get(str(part)) if is_model else None
             owner = field.annotation if field is not None else None
-        known = sorted(owner.model_fields) if isinstance(owner, type) and issubclass(owner, BaseModel) else []
-        expected = f"; expected one of: {', '.join(known)}" if known else ""
-        return f"{key}: unknown key{expected}"
+        known = list(owner.model_fields) if isinstance(owner, type) and issubclass(owner, BaseModel) else []
+        if owner is model and issubclass(model, FamilyParams):
+            known.append("embedded")  # a family section's own key beside its stage sections
+        return f"{key}: unknown key; {nearest(str(error['loc'][-1]), known)}" if known else f"{key}: unknown key"
     got = error.get("input")
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
     return f"{key}: {error['msg']}{shown}"
@@ -143,8 +155,9 @@ def select_profile(path: Path, family: str) -> tuple[str, dict[str, Any], tuple[
             "(each may be {}), so that dvc.yaml can track every override")
     unknown = set(overrides) - set(STAGE_SECTIONS)
     if unknown:
-        raise ParamsError(f"{path}: {family}.embedded.{sorted(unknown)[0]}: unknown section; "
-                          f"expected one of: {', '.join(STAGE_SECTIONS)}")
+        section_name = sorted(unknown)[0]
+        raise ParamsError(f"{path}: {family}.embedded.{section_name}: unknown section; "
+                          f"{nearest(section_name, STAGE_SECTIONS)}")
     merged = deep_merge(recipe, overrides) if profile == "embedded" else recipe
     return profile, merged, tuple(".".join(key) for key, value in _leaves(overrides) if value != {})
 

@@ -12,6 +12,8 @@ BASE_RECORD = "base.json"  # in the base stage's output: {"made_here": ...} and,
 class FamilyPaths:
     root: Path
     family: str
+    # the running stage's first output (dvc.yaml), which holds its scratch; None outside a stage
+    stage_output: Path | None = None
 
     @property
     def prepared(self) -> Path:
@@ -73,12 +75,22 @@ class FamilyPaths:
         """A training run's last logged values (DVCLive's metrics.json), copied by the report stage."""
         return self.root / "metrics" / "training" / self.family / f"{run}.json"
 
+    def published_curves(self, run: str) -> Path:
+        """A training run's curves (DVCLive's plots/metrics), copied by the report stage: dvc.yaml's plots read
+        them from git, so a clone that lacks the DVC outputs (a one-family experiment) still shows every plot."""
+        return self.root / "metrics" / "curves" / self.family / run
+
     def published_plot(self, name: str) -> Path:
         return self.root / "metrics" / f"{self.family}_{name}.csv"
 
     @property
     def scratch_root(self) -> Path:
-        """Where the family's stages keep working files (trainer checkpoints, indexes); never a DVC output."""
+        """Where the running stage keeps working files (trainer checkpoints, indexes): inside its first output, so
+        that whatever removes the output (DVC, before it reruns the stage or restores it from the run-cache)
+        removes what a killed run left there too. The stage removes it when it ends; outside a stage (a test
+        calling a family's functions), a folder of the family's under .scratch/."""
+        if self.stage_output is not None:
+            return self.stage_output / ".scratch"
         return self.root / ".scratch" / self.family
 
     def scratch(self, purpose: str) -> Path:

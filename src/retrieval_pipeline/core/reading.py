@@ -46,7 +46,14 @@ def _line_of(raw: bytes, offset: int) -> int:
 
 
 def read_local_file(path: Path, file_format: str, format_key: str) -> pl.DataFrame:
-    """A CSV, JSON Lines or parquet file as a frame; strict UTF-8 for the text formats."""
+    """A CSV, JSON Lines or parquet file as a frame with at least one row; strict UTF-8 for the text formats."""
+    frame = _read_local_file(path, file_format, format_key)
+    if frame.is_empty():
+        raise DataError(f"{path}: no rows (at most a header); expected a row per pair")
+    return frame
+
+
+def _read_local_file(path: Path, file_format: str, format_key: str) -> pl.DataFrame:
     if file_format == "auto":
         suffixes = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
         file_format = suffixes.get(path.suffix.lower(), "")

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PositiveInt, model_validator
 
 from retrieval_pipeline.core.errors import ParamsError
-from retrieval_pipeline.core.params import Section, read_params_file, validate_section
+from retrieval_pipeline.core.params import Section, Seed, nearest, read_params_file, validate_section
 
 
 class Better(Section):
@@ -57,6 +57,8 @@ class Drop(Section):
             raise ValueError("expected exactly one of at_most and at_least")
         if (self.fraction_of is None) != (self.fraction is None):
             raise ValueError("expected fraction_of and fraction together")
+        if self.fraction_of == self.model:
+            raise ValueError(f"fraction_of names the model itself ({self.model!r}); expected another model")
         return self
 
     def models(self) -> tuple[str, ...]:
@@ -128,7 +130,7 @@ class FamilyReport(Section):
 class ReportParams(Section):
     families: dict[str, FamilyReport] = Field(min_length=1)
     permutations: PositiveInt  # resamples of the paired randomization test
-    seed: int
+    seed: Seed
 
 
 def load_report_params(path: Path) -> ReportParams:
@@ -153,3 +155,17 @@ def check_report_entry(document: dict[str, Any], path: Path, family: str, labels
         if label not in labels:
             raise ParamsError(f"{path}: report.families.{family}.{where}: {label!r} is not a model {family} "
                               f"produces; expected one of {', '.join(labels)}")
+
+
+def report_entries(params: ReportParams, families: list[str], params_file: Path) -> dict[str, FamilyReport]:
+    """Each family of the DAG with its report.families entry, in the DAG's order; a family without one, or an
+    entry for no family, is an error rather than a family silently missing from the report."""
+    missing = [family for family in families if family not in params.families]
+    if missing:
+        raise ParamsError(f"{params_file}: report.families has no entry for {', '.join(missing)} (a family of "
+                          "dvc.yaml's vars.families); expected its metrics and compare list")
+    unknown = sorted(set(params.families) - set(families))
+    if unknown:
+        raise ParamsError(f"{params_file}: report.families.{unknown[0]}: not a family of dvc.yaml's vars.families; "
+                          f"{nearest(unknown[0], families)}")
+    return {family: params.families[family] for family in families}

@@ -1,21 +1,30 @@
-"""The resolve stage: a family's section of params.yaml validated under the active profile and written to
+"""The params stage and the resolve stage.
+
+The params stage reads params.yaml as a whole (DVC tracks the whole file for it), so that a key nothing reads, such
+as a misspelled family in `dvc exp run -S ++...`, is refused before any other stage runs; it writes
+data/sections.yaml, who reads each top-level key, which every resolve stage depends on.
+
+The resolve stage: a family's section of params.yaml validated under the active profile and written to
 data/<family>/params.yaml, the file every other stage of the family reads and DVC tracks, with what the family
 loads from outside the repository recorded in data/<family>/inputs.yaml. It also checks the family's report
 entry, and warns about a changed key the active profile does not read and about each unpinned hub input."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
+from retrieval_pipeline.core.dag import dag_families
+from retrieval_pipeline.core.errors import ParamsError
 from retrieval_pipeline.core.family import Family
 from retrieval_pipeline.core.inputs import record, unpinned_warnings
 from retrieval_pipeline.core.io import atomic_write_text
-from retrieval_pipeline.core.params import ignored_changes, load_params, read_params_file
-from retrieval_pipeline.core.report_params import check_report_entry
+from retrieval_pipeline.core.params import ignored_changes, load_params, nearest, read_params_file
+from retrieval_pipeline.core.report_params import check_report_entry, load_report_params, report_entries
 from retrieval_pipeline.core.stage import (
     RESOLVED_OVERRIDDEN,
     RESOLVED_PROFILE,
@@ -23,6 +32,45 @@ from retrieval_pipeline.core.stage import (
     reported,
     stage_arguments,
 )
+
+SECTIONS = Path("data/sections.yaml")
+
+
+def section_readers(params_file: Path, root: Path) -> dict[str, str]:
+    """Who reads each top-level key of params.yaml: the profile every stage, a family's section its stages, the
+    report section the report stage. A key none of them reads is an error naming the nearest valid key, and the
+    report section is checked now rather than after every family has trained."""
+    document = read_params_file(params_file)
+    families = dag_families(root)
+    readers = {"profile": "every stage", **{name: f"the {name} stages" for name in families},
+               "report": "the report stage"}
+    for key in document:
+        if key not in readers:
+            raise ParamsError(f"{params_file}: {key}: no family, section or the report reads this key; "
+                              f"{nearest(str(key), readers)}")
+    report_entries(load_report_params(params_file), families, params_file)
+    return {key: readers[key] for key in document}
+
+
+def write_sections(params_file: Path, root: Path) -> None:
+    """The `params` stage."""
+    readers = section_readers(params_file, root)
+    atomic_write_text(root / SECTIONS, yaml.safe_dump(readers, sort_keys=False))
+    print(f"params: {params_file}: {len(readers)} sections, each read by a stage")
+
+
+def run_params(argv: list[str] | None = None) -> int:
+    """`python stages/params.py [--params params.yaml]`."""
+    parser = argparse.ArgumentParser(prog="stages/params.py",
+                                     description="Check that every key of params.yaml is read by a stage.")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    arguments = parser.parse_args(argv)
+    try:
+        write_sections(arguments.params, Path.cwd())
+    except ParamsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def load_family(name: str, params_file: Path, root: Path) -> Family:

@@ -9,11 +9,13 @@ the stage and runs its function.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import shutil
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -21,10 +23,10 @@ from typing import Any
 from transformers import set_seed
 from transformers.utils import logging as hf_logging
 
-from retrieval_pipeline.core.dag import declared_sections
-from retrieval_pipeline.core.errors import DataError, ModelError, ParamsError
+from retrieval_pipeline.core.dag import declared_outputs, declared_sections
+from retrieval_pipeline.core.errors import DataError, ModelError, OutputError, ParamsError
 from retrieval_pipeline.core.family import OPTIONAL_STAGES, STAGES, Family, read_scores, write_scores
-from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
+from retrieval_pipeline.core.io import atomic_directory, atomic_write_json, cannot_write, write_failure
 from retrieval_pipeline.core.params import (
     FamilyParams,
     read_params_file,
@@ -80,7 +82,9 @@ def load_stage_family(name: str, stage: str, root: Path) -> Family:
     profile = document.pop(RESOLVED_PROFILE, "embedded")
     overridden = document.pop(RESOLVED_OVERRIDDEN, [])
     params = validate_section(document, cls.Params, path, name)
-    return cls(DeclaredParams(params, declared_sections(root, stage), stage, name), profile, root, overridden)
+    family = cls(DeclaredParams(params, declared_sections(root, stage), stage, name), profile, root, overridden)
+    family.paths = replace(family.paths, stage_output=declared_outputs(root, stage, name)[0])
+    return family
 
 
 def stage_module(family: Family, stage: str) -> ModuleType:
@@ -126,12 +130,28 @@ def reported(arguments: argparse.Namespace, work: Callable[[], None]) -> int:
     its traceback only under --debug."""
     try:
         work()
-    except (ParamsError, DataError, ModelError) as error:
+    except (ParamsError, DataError, ModelError, OutputError) as error:
         if arguments.debug:
             raise
+        close_progress_bars()
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # a write outside the atomic outputs (a log, a cache) on a full or read-only disk
+        failure = write_failure(error)
+        if failure is None or arguments.debug:
+            raise
+        close_progress_bars()
+        print(f"error: {cannot_write(failure.filename or 'an output', failure.strerror)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def close_progress_bars() -> None:
+    """Close the progress bars a failed run left open, so that its error line starts a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 def run_stage(stage: str, argv: list[str] | None = None) -> int:
@@ -144,13 +164,33 @@ def run_stage(stage: str, argv: list[str] | None = None) -> int:
     return reported(arguments, lambda: run_in_place(arguments.family, stage))
 
 
+def remove(path: Path) -> None:
+    """Delete a file or folder if it is there and can be deleted (on a read-only disk it cannot, nor was it made)."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+
+
 def run_in_place(name: str, stage: str) -> None:
-    """One stage of family `name` in the working directory, its scratch cleared before and after."""
+    """One stage of family `name` in the working directory, its scratch cleared before and after, and no output
+    left when it fails."""
     family = load_stage_family(name, stage, Path.cwd())
     owns_scratch = os.environ.get("RANK", "0") == "0"  # under torchrun, one process clears the scratch
-    if owns_scratch:  # what a killed run of this family left
+    if owns_scratch:  # what a killed run of this stage left, where nothing removed its outputs since
         shutil.rmtree(family.paths.scratch_root, ignore_errors=True)
     set_seed(family.params.seed)
-    run_family_stage(family, stage)
-    if owns_scratch:
-        shutil.rmtree(family.paths.scratch_root, ignore_errors=True)
+    try:
+        run_family_stage(family, stage)
+    except BaseException as error:  # a failed stage has no outputs, as under DVC (which removes them first)
+        if owns_scratch:
+            for output in declared_outputs(Path.cwd(), stage, name):
+                remove(output)
+        failure = write_failure(error) if isinstance(error, Exception) else None
+        if failure is not None and not isinstance(error, OutputError):  # e.g. a trainer's checkpoint in the scratch
+            raise cannot_write(failure.filename or family.paths.stage_output, failure.strerror) from error
+        raise
+    finally:  # failed or not, the scratch does not outlive the run
+        if owns_scratch:
+            shutil.rmtree(family.paths.scratch_root, ignore_errors=True)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
-from retrieval_pipeline.core.params import FamilyParams, Section, TrainingSection
+from retrieval_pipeline.core.params import FamilyParams, Section, Seed, TrainingSection
 from retrieval_pipeline.core.sources import HubSource, Reference
 
 
@@ -67,7 +67,7 @@ class BasePretraining(Section):
     contrastively (each claim against its abstract, another abstract of the same entity and the batch's others), on
     a synthetic world of its own, leaving out every claim whose claim or abstract names what the collection names."""
 
-    world_seed: int  # the pretraining world's own seed: other entities than the collection's synthetic world
+    world_seed: Seed  # the pretraining world's own seed: other entities than the collection's synthetic world
     facilities: PositiveInt
     companies: PositiveInt
     claims_per_abstract: PositiveInt

@@ -10,6 +10,7 @@ from retrieval_pipeline.core.beir import (
     collection_from_frames,
     read_beir_folder,
     read_beir_hub,
+    require_trainable,
     write_collection,
 )
 from retrieval_pipeline.core.errors import DataError
@@ -94,6 +95,7 @@ def read_hub_collection(hub: BeirHub, splits: dict[str, str]) -> Collection:
 
 def prepare(family: Colbert) -> None:
     collection = read_collection(family)
+    require_trainable(collection, family.params.data.describe())
     nanobeir = {repo: read_nanobeir(repo) for repo in family.params.data.nanobeir}
     with atomic_directory(family.paths.prepared) as out:
         write_collection(collection, out)

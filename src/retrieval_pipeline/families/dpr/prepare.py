@@ -46,6 +46,10 @@ def pair_collection(family: Dpr) -> Collection:
             row = frame.with_row_index("row").filter(labels.is_null())["row"][0] + 1
             raise DataError(f"{origin}: row {row}: column '{data.columns.label}' is not an integer label")
         frame = frame.with_columns(label=labels).filter(pl.col("label").is_in(data.keep_labels)).drop("label")
+        if frame.is_empty():
+            found = ", ".join(str(label) for label in sorted(labels.unique()))
+            raise DataError(f"{origin}: no row has a label in {family.key('data.keep_labels')} ({data.keep_labels}); "
+                            f"the labels are {found}")
     frame = require_text(frame, ["query", "passage"], origin, columns)
     rows = frame.height
     frame = frame.unique(["query", "passage"], keep="first", maintain_order=True)
