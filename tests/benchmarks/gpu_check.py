@@ -35,12 +35,17 @@ def run_seed_profile(work: Path, families: list[str]) -> tuple[Path, dict[str, f
     from stage_times import timed_stages
     from twins import build_hub_cache
 
+    from retrieval_pipeline.core.dag import dag_families
+
     environment = build_hub_cache(work / "hf-home")
     repo = copy_repo((work / "repo"), SEED_RUN)
     dvc_yaml = yaml.safe_load((repo / "dvc.yaml").read_text())
+    left_out = set(dag_families(repo)) - set(families)
     dvc_yaml["vars"] = [{"families": families}]
     (repo / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
-    document = yaml.safe_load((repo / "params.yaml").read_text())
+    # only the families that run keep their sections: the params stage refuses a section no stage reads
+    document = {key: value for key, value in yaml.safe_load((repo / "params.yaml").read_text()).items()
+                if key not in left_out}
     document["report"]["families"] = {name: document["report"]["families"][name] for name in families}
     (repo / "params.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
     env = {**os.environ, **environment, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
