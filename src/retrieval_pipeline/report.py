@@ -296,9 +296,8 @@ def publish(paths: FamilyPaths) -> None:
         atomic_write_text(paths.published_training(run), summary.read_text("utf-8"))
         curves = summary.parent / "plots" / "metrics"
         with atomic_directory(paths.published_curves(run)) as out:
-            for curve in sorted(curves.rglob("*.tsv")):
-                (out / curve.relative_to(curves)).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(curve, out / curve.relative_to(curves))
+            if curves.is_dir():
+                shutil.copytree(curves, out, dirs_exist_ok=True)
 
 
 def write_report(params_file: Path, root: Path) -> None:

@@ -4,13 +4,12 @@ an input changed. Hub inputs that params.yaml does not pin to a commit are named
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 from collections.abc import Sequence
 from pathlib import Path
 
 from retrieval_pipeline.core.family import Requirement
-from retrieval_pipeline.core.sources import PACKAGE_PREFIX, hub_reference, pinned, split_revision
+from retrieval_pipeline.core.sources import PACKAGE_PREFIX, hub_reference, local_files, pinned, split_revision
 
 
 def unpinned_warnings(requirements: Sequence[Requirement]) -> list[str]:
@@ -52,7 +51,7 @@ def _model(requirement: Requirement) -> dict:
         folder = Path(reference)  # recorded by name only: no machine path
         if not folder.exists():  # the stage that loads it says what is wrong
             return {**entry, "folder": folder.name, "found": "no such folder"}
-        return {**entry, "folder": folder.name, "files": _local_files(folder)}
+        return {**entry, "folder": folder.name, "files": local_files(folder)}
     repo, revision = split_revision(reference)
     return {**entry, "repo": repo, "revision": revision, **_hub_model(repo, revision)}
 
@@ -84,7 +83,7 @@ def _dataset(requirement: Requirement) -> dict:
     entry = {"key": requirement.key, "kind": "dataset", "repo": hub.path, "name": hub.name, "split": hub.split,
              "revision": hub.revision}
     if Path(hub.path).exists():
-        return {**entry, "repo": Path(hub.path).name, "files": _local_files(Path(hub.path))}
+        return {**entry, "repo": Path(hub.path).name, "files": local_files(Path(hub.path))}
     cached = _cached_dataset_hashes(hub.path, hub.name)
     if cached:
         return {**entry, "found": "datasets cache", "cached_revisions": cached}
@@ -110,10 +109,3 @@ def _cached_dataset_hashes(repo: str, name: str | None) -> list[str]:
         if folder.is_dir() else []
     return sorted({hashed.name for path in configs for version in path.iterdir() if version.is_dir()
                    for hashed in version.iterdir() if hashed.is_dir()})
-
-
-def _local_files(folder: Path) -> list[dict]:
-    files = sorted(path for path in folder.rglob("*") if path.is_file()) if folder.is_dir() else [folder]
-    return [{"name": path.relative_to(folder).as_posix() if folder.is_dir() else path.name,
-             "size": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-            for path in files]

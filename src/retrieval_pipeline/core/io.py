@@ -3,6 +3,7 @@ output could not be written."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -40,13 +41,21 @@ def cannot_write(output: Path | str, reason: str) -> OutputError:
                        "free space")
 
 
+def remove(path: Path) -> None:
+    """Delete a file or folder if it is there and can be deleted (on a read-only disk it cannot, nor was it made)."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+
+
 def remove_partials(final: Path) -> None:
-    """Delete what a killed run writing `final` left: its partial copy inside it (`.partial-<pid>`), or the
-    finished copy beside it that was about to replace it (`.<name>.replacing-<pid>`)."""
-    leftovers = [*final.glob(".partial-*"), *final.parent.glob(f".{final.name}.replacing-*")] if final.is_dir() \
-        else list(final.parent.glob(f".{final.name}.replacing-*"))
-    for leftover in leftovers:
-        shutil.rmtree(leftover, ignore_errors=True)
+    """Delete what a killed run writing `final` left: a folder's partial copy inside it (`.partial-<pid>`) or its
+    finished copy beside it (`.<name>.replacing-<pid>`), a file's partial copy beside it (`.<name>.partial-<pid>`)."""
+    for leftover in [*final.glob(".partial-*"), *final.parent.glob(f".{final.name}.replacing-*"),
+                     *final.parent.glob(f".{final.name}.partial-*")]:
+        remove(leftover)
 
 
 @contextmanager

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from retrieval_pipeline.core.io import atomic_write_text
-from retrieval_pipeline.core.sources import PACKAGE_PREFIX, split_revision
+from retrieval_pipeline.core.sources import PACKAGE_PREFIX, local_files, split_revision
 
 METRIC_NAMES = {"ndcg": "NDCG", "mrr": "MRR", "map": "MAP", "recall": "Recall", "precision": "Precision",
                 "accuracy": "Accuracy", "f1": "F1", "auc": "AUC", "vectors_per_document": "vectors per document",
@@ -29,20 +29,13 @@ METRIC_NAMES = {"ndcg": "NDCG", "mrr": "MRR", "map": "MAP", "recall": "Recall", 
 TRAINING_SECTIONS = ("seed", "model", "mine", "train")
 
 
-def file_digest(path: Path) -> str:
-    with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
-
-
 def content_digest(path: Path) -> str:
     """sha256 of a file's bytes, or of a folder's files (each one's relative path and digest, in path order): the
     same content gives the same digest on any machine."""
+    files = local_files(path)
     if path.is_file():
-        return file_digest(path)
-    digest = hashlib.sha256()
-    for file in sorted(item for item in path.rglob("*") if item.is_file()):
-        digest.update(f"{file.relative_to(path).as_posix()}\0{file_digest(file)}\n".encode())
-    return digest.hexdigest()
+        return files[0]["sha256"]
+    return hashlib.sha256("".join(f"{file['name']}\0{file['sha256']}\n" for file in files).encode()).hexdigest()
 
 
 def _strings(tree: Any) -> Iterator[str]:

@@ -8,6 +8,7 @@ a branch or a pull-request ref) loads whatever that ref holds when the stage run
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -117,3 +118,12 @@ class SourceParams(Section):
     def is_collection(self) -> bool:
         """A BEIR folder rather than a file of rows."""
         return self.source == "local" and self.local.is_collection()
+
+
+def local_files(folder: Path) -> list[dict]:
+    """A local folder's files (or one file), each with its name (relative to the folder), size and sha256: what the
+    resolve stage records of a local input, and what a model card's content hash is made of."""
+    files = sorted(path for path in folder.rglob("*") if path.is_file()) if folder.is_dir() else [folder]
+    return [{"name": path.relative_to(folder).as_posix() if folder.is_dir() else path.name,
+             "size": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+            for path in files]

@@ -9,7 +9,6 @@ the stage and runs its function.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import os
 import shutil
@@ -26,7 +25,7 @@ from transformers.utils import logging as hf_logging
 from retrieval_pipeline.core.dag import declared_outputs, declared_sections
 from retrieval_pipeline.core.errors import DataError, ModelError, OutputError, ParamsError
 from retrieval_pipeline.core.family import OPTIONAL_STAGES, STAGES, Family, read_scores, write_scores
-from retrieval_pipeline.core.io import atomic_directory, atomic_write_json, cannot_write, write_failure
+from retrieval_pipeline.core.io import atomic_directory, atomic_write_json, cannot_write, remove, write_failure
 from retrieval_pipeline.core.params import (
     FamilyParams,
     read_params_file,
@@ -136,13 +135,6 @@ def reported(arguments: argparse.Namespace, work: Callable[[], None]) -> int:
         close_progress_bars()
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except Exception as error:  # a write outside the atomic outputs (a log, a cache) on a full or read-only disk
-        failure = write_failure(error)
-        if failure is None or arguments.debug:
-            raise
-        close_progress_bars()
-        print(f"error: {cannot_write(failure.filename or 'an output', failure.strerror)}", file=sys.stderr)
-        return 2
     return 0
 
 
@@ -162,15 +154,6 @@ def run_stage(stage: str, argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     return reported(arguments, lambda: run_in_place(arguments.family, stage))
-
-
-def remove(path: Path) -> None:
-    """Delete a file or folder if it is there and can be deleted (on a read-only disk it cannot, nor was it made)."""
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(OSError):
-            path.unlink(missing_ok=True)
 
 
 def run_in_place(name: str, stage: str) -> None:
