@@ -397,26 +397,31 @@ def small_mount(tmp_path):
         subprocess.run(["umount", str(folder)], check=True)
 
 
+@pytest.mark.parametrize("where", ["models", ".resume"])
 @pytest.mark.parametrize(("options", "reason"), [("size=1m", "No space left on device"),
                                                  ("ro", "Read-only file system")])
 def test_an_output_that_cannot_be_written_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys, small_mount,
-                                                                        options, reason):
-    """The checkpoint folder on a full disk, or on one mounted read-only: the train stage names the folder and the
-    reason in one line, and leaves no partial checkpoint or scratch behind."""
+                                                                        options, reason, where):
+    """The model folder, or the resume state's (where the epoch checkpoints go), on a full disk or on one mounted
+    read-only: the train stage names the folder and the reason in one line, and leaves no partial output or
+    checkpoint behind."""
     write_params(tmp_path, TINY)
     monkeypatch.chdir(tmp_path)
     assert run_resolve(["matryoshka"]) == 0
     for stage in ("prepare", "base", "mine"):
         assert run_stage(stage, ["matryoshka"]) == 0
-    small_mount(tmp_path / "models", options)
+    small_mount(tmp_path / where, options)
     existing = outputs(tmp_path)
     capsys.readouterr()
     code = run_stage("train", ["matryoshka"])
     log = capsys.readouterr().err
     errors = [line for line in log.splitlines() if line.startswith("error:")]
     assert code == 2 and len(errors) == 1 and log.rstrip().endswith(errors[0]) and "Traceback" not in log, log
-    assert re.match(rf"error: {re.escape(str(tmp_path))}/models/\S*: cannot write \({reason}\); expected an output "
+    assert re.match(rf"error: {re.escape(str(tmp_path / where))}/\S*: cannot write \({reason}\); expected an output "
                     r"folder this user can write, with free space", errors[0]), errors
     left = outputs(tmp_path) - existing
     assert not left, sorted(str(path.relative_to(tmp_path)) for path in left)
-    assert not list((tmp_path / "models").iterdir())
+    assert not list((tmp_path / "models").glob("*"))
+    # the resume state keeps only complete checkpoints (where the model folder was refused, the run's last epoch)
+    assert all((checkpoint / "trainer_state.json").is_file()
+               for checkpoint in (tmp_path / ".resume").glob("*/*/checkpoint-*"))

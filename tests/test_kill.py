@@ -1,6 +1,7 @@
 """A stage killed (SIGKILL) midway leaves its partial output and scratch behind, inside its output; the rerun
 clears them, whether it runs the stage again or restores the outputs from DVC's run-cache, and gives the same bytes
-as a run that was never interrupted."""
+as a run that was never interrupted. A train stage also leaves its resume state (.resume/, outside its outputs): a
+rerun of the stage resumes from it and removes it."""
 
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ def leftovers(repo: Path) -> list[str]:
              for path in (repo / top).rglob(pattern)]
     found += [path for path in (repo / ".scratch").rglob("*") if path.is_file()]
     return sorted(str(path.relative_to(repo)) for path in found)
+
+
+def resume_states(repo: Path) -> list[str]:
+    return sorted(str(path.relative_to(repo)) for path in (repo / ".resume").glob("*"))
 
 
 def kill_when(repo: Path, stage: str, pattern: str, timeout: float = 600) -> None:
@@ -68,14 +73,16 @@ def test_killed_prepare_and_train_leave_no_orphan_after_a_rerun(tmp_path, refere
     assert not leftovers(repo)
     assert digest(repo / "data/matryoshka/prepared") == reference["prepared"]
 
-    run(["dvc", "repro", "mine@matryoshka"], repo)
-    # after training, while the model card scores the test split: the epoch checkpoint and the partial model exist
+    run(["dvc", "repro", "base@matryoshka", "mine@matryoshka"], repo)  # every input of train, as under DVC
+    # after training, while the model card scores the test split: the epoch checkpoint (in .resume/) and the partial
+    # model exist
     kill_when(repo, "train", "models/matryoshka/.partial-*")
     left = leftovers(repo)
     assert any(path.startswith("models/matryoshka/.partial-") for path in left)
-    assert any(path.startswith("models/matryoshka/.scratch") for path in left)
-    run(["dvc", "repro", "train@matryoshka"], repo)
-    assert not leftovers(repo)
+    assert resume_states(repo) == [".resume/train@matryoshka"]
+    output = run(["dvc", "repro", "train@matryoshka"], repo)
+    assert "resuming from epoch 1" in output  # the last: nothing left to train, only the best epoch to load
+    assert not leftovers(repo) and not resume_states(repo)
     assert digest(repo / "models/matryoshka") == reference["model"]
 
     # Killed again, now that the run-cache holds this run: the rerun restores the outputs without running the
@@ -86,3 +93,6 @@ def test_killed_prepare_and_train_leave_no_orphan_after_a_rerun(tmp_path, refere
     assert "Stage 'train@matryoshka' is cached - skipping run, checking out outputs" in output
     assert not leftovers(repo)
     assert digest(repo / "models/matryoshka") == reference["model"]
+    # No code of ours ran, so the killed run's resume state stays: it has this run's key, and the stage's next run
+    # resumes from it or, with other params or inputs, discards it.
+    assert resume_states(repo) == [".resume/train@matryoshka"]

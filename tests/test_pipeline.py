@@ -275,13 +275,25 @@ def fresh_clone(repo: Path, where: Path) -> Path:
     return where
 
 
+def installed_venv(clone: Path) -> None:
+    """The clone's .venv as `make` finds it once installed: this venv's folders, and a stamp newer than the lock."""
+    venv, installed = clone / ".venv", Path(sys.prefix)
+    venv.mkdir()
+    for name in ("bin", "lib", "include"):
+        if (installed / name).exists():
+            (venv / name).symlink_to(installed / name)
+    shutil.copy(installed / "pyvenv.cfg", venv / "pyvenv.cfg")
+    (venv / ".installed").touch()
+
+
 def test_push_to_the_default_remote_then_pull_into_a_fresh_clone(repo):
     """The default remote is a folder beside the repository: clones on the same machine share it, no account."""
     run(["dvc", "push"], repo)
     storage = (repo.parent / "dvc-storage")
     assert storage.is_dir() and any(storage.rglob("*"))
     clone = fresh_clone(repo, repo.parent / "clone-local")
-    run(["dvc", "pull", "--allow-missing"], clone)
+    installed_venv(clone)
+    run(["make", "pull"], clone)  # as the README shows it: the remote checked, then `dvc pull`
     outputs = cached_outputs(repo)
     pushed = {path for path, push in outputs.items() if push}
     assert {"models/colbert", "models/reranker", "models/dpr", "models/matryoshka", "data/colbert/mined"} <= pushed
@@ -611,3 +623,50 @@ def test_a_fifth_family_is_one_package_one_params_section_and_one_name_in_the_li
         for output_folder in ("data/toy", "models/toy", "dvclive/toy", "eval/toy", "scores/toy"):
             shutil.rmtree(repo / output_folder, ignore_errors=True)
     assert "toy" not in run(["dvc", "status"], repo)
+
+
+def readme_commands() -> list[list[str]]:
+    """The README's shell blocks, each as its command lines (comments dropped)."""
+    blocks, current = [], None
+    for line in (REPO / "README.md").read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            if current is not None:
+                blocks.append(current)
+            current = [] if line == "```bash" and current is None else None
+        elif current is not None and line.split(" #")[0].strip():
+            current.append(line.split(" #")[0].strip())
+    return blocks
+
+
+# Each README command, and where a test runs it verbatim. Those run here run on a fresh clone of a repository that
+# ran `dvc repro` and committed its metrics (what `git clone` of this project gives).
+README_RUN_ELSEWHERE = {
+    "make repro": "the main job: `dvc repro` with the default params makes the committed dvc.lock and metrics/; "
+                  "the `repo` fixture runs it on the tiny params",
+    "make test": "CI (.ci/run)",
+    "dvc push": "test_push_to_the_default_remote_then_pull_into_a_fresh_clone",
+    "make pull": "test_push_to_the_default_remote_then_pull_into_a_fresh_clone",
+    "dvc queue start --jobs 1": "not run: it runs the queued experiments, each a `dvc exp run` like the README's "
+                                "collection lines, which run verbatim above",
+    "dvc exp apply <name>": "a placeholder: the name `dvc exp show` lists",
+    "git clone <repo> other && cd other": "a placeholder: the push test clones its repository",
+}
+
+
+def test_every_readme_command_runs_verbatim_on_a_fresh_clone(repo, tmp_path):
+    blocks = readme_commands()
+    runnable = [[command for command in block if command not in README_RUN_ELSEWHERE
+                 and "/data/my-collection" not in command] for block in blocks]
+    covered = {command for block in blocks for command in block} - {c for block in runnable for c in block}
+    assert covered == set(README_RUN_ELSEWHERE) | set(readme_collection_lines())
+    assert sum(map(len, runnable)) >= 10
+    for number, block in enumerate(runnable):
+        if not block:
+            continue
+        clone = fresh_clone(repo, tmp_path / f"clone-{number}")
+        for command in block:  # a block's commands in order, as a user types them
+            run(["bash", "-c", command], clone)
+        if any(command.startswith("dvc plots diff") for command in block):
+            assert (clone / "dvc_plots" / "index.html").is_file()
+        if any(command.startswith("dvc remote add") for command in block):
+            assert "team" in run(["dvc", "remote", "list"], clone)

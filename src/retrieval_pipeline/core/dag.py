@@ -1,5 +1,5 @@
 """What dvc.yaml declares that the code reads: the one list of families, the params sections each stage tracks
-(the only sections a stage's code receives), and the outputs each stage writes."""
+(the only sections a stage's code receives), the dependencies of each stage and the outputs each stage writes."""
 
 from __future__ import annotations
 
@@ -51,6 +51,16 @@ def declared_sections(root: Path, stage: str) -> tuple[str, ...]:
                                   f"from data/${{item}}/params.yaml (got {sections!r})")
             return tuple(sections)
     raise ParamsError(f"{path}: stages.{stage}.do.params: expected an entry for data/${{item}}/params.yaml")
+
+
+def declared_deps(root: Path, stage: str, family: str) -> list[str]:
+    """The dependencies dvc.yaml lists for `stage` of `family`, as written there (paths relative to `root`)."""
+    path = root / "dvc.yaml"
+    try:
+        entries = _dvc_yaml(root)["stages"][stage]["do"]["deps"]
+    except (KeyError, TypeError) as error:
+        raise ParamsError(f"{path}: stages.{stage}.do.deps: missing ({error!r})") from error
+    return [entry.replace("${item}", family) for entry in entries]
 
 
 def declared_outputs(root: Path, stage: str, family: str) -> list[Path]:

@@ -93,6 +93,11 @@ class FamilyPaths:
             return self.stage_output / ".scratch"
         return self.root / ".scratch" / self.family
 
+    def resume(self, stage: str) -> Path:
+        """A stage's resume state (core/resume.py): outside its outputs, which DVC removes before it reruns the
+        stage, so that a rerun after a stop finds it."""
+        return self.root / ".resume" / f"{stage}@{self.family}"
+
     def scratch(self, purpose: str) -> Path:
         return self.scratch_root / purpose
 

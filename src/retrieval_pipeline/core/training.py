@@ -18,9 +18,9 @@ def shared_arguments(seed: int, bf16: bool, warmup_ratio: float) -> dict[str, An
             "warmup_steps": warmup_ratio}  # transformers 5 reads a value below 1 as a ratio
 
 
-def log_training(trainer, directory: Path, label: str) -> None:
-    """Record the trainer's logs under `directory` with DVCLive, and keep the console to a progress bar and one
-    line per epoch (on the main process only, so torchrun writes once)."""
+def log_training(trainer, directory: Path, label: str, resume: bool = False) -> None:
+    """Record the trainer's logs under `directory` with DVCLive (`resume`: after the steps already there), and keep
+    the console to a progress bar and one line per epoch (on the main process only, so torchrun writes once)."""
     if not trainer.is_world_process_zero():
         return
     from dvclive import Live
@@ -29,7 +29,8 @@ def log_training(trainer, directory: Path, label: str) -> None:
 
     if torch.cuda.is_available():
         trainer.add_callback(PeakMemory())
-    trainer.add_callback(DVCLiveCallback(live=Live(dir=str(directory), dvcyaml=None, save_dvc_exp=False)))
+    live = Live(dir=str(directory), dvcyaml=None, save_dvc_exp=False, resume=resume)
+    trainer.add_callback(DVCLiveCallback(live=live))
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(EpochLines(label))

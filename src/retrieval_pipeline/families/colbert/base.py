@@ -12,15 +12,15 @@ or queries.
 from __future__ import annotations
 
 import random
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
 from retrieval_pipeline.core.beir import load_collection
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
 from retrieval_pipeline.core.paths import BASE_RECORD
+from retrieval_pipeline.core.resume import ResumableTrainer, Resume
 from retrieval_pipeline.core.stage import record_model_base_as_is
-from retrieval_pipeline.core.training import log_training, shared_arguments
+from retrieval_pipeline.core.training import shared_arguments
 from retrieval_pipeline.core.world import build_world
 from retrieval_pipeline.families.colbert import Colbert
 from retrieval_pipeline.families.colbert.model import BASE_MODEL_FOLDER, colbert_of_model_base
@@ -78,26 +78,26 @@ def pretrain_base(family: Colbert, pretrain: BasePretraining, out: Path) -> dict
     from datasets import Dataset
     from pylate.losses import Contrastive
     from pylate.utils import ColBERTCollator
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.training_args import BatchSamplers
 
+    resume = Resume(family, "base")
     collection = load_collection(family.paths.prepared)
     columns, left_out = pretraining_examples(pretrain, [*collection.corpus["text"], *collection.queries["text"]])
     model = colbert_of_model_base(family)
-    scratch = family.paths.scratch("base-trainer")
     args = SentenceTransformerTrainingArguments(
-        output_dir=str(scratch), num_train_epochs=pretrain.epochs, per_device_train_batch_size=pretrain.batch_size,
-        learning_rate=pretrain.learning_rate, save_strategy="no", logging_steps=1,  # a short run: every step
+        output_dir=str(resume.output_dir("base")), num_train_epochs=pretrain.epochs,
+        per_device_train_batch_size=pretrain.batch_size, learning_rate=pretrain.learning_rate,
+        save_strategy="epoch", save_total_limit=1,  # to resume from
+        logging_steps=1,  # a short run: every step
         # two claims of one abstract in a batch would each be the other's false negative
         batch_sampler=BatchSamplers.NO_DUPLICATES, **shared_arguments(family.params.seed, True, pretrain.warmup_ratio))
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=Dataset.from_dict(columns),
-                                         loss=Contrastive(model),
-                                         data_collator=ColBERTCollator(tokenize_fn=model.tokenize))
-    log_training(trainer, out / "training", "base")
+    trainer = ResumableTrainer(model=model, args=args, train_dataset=Dataset.from_dict(columns),
+                               loss=Contrastive(model), data_collator=ColBERTCollator(tokenize_fn=model.tokenize))
     print(f"base: training {family.params.model.base} as a ColBERT without pooling on {len(columns['query'])} "
           f"claims of its own world ({left_out} left out: they name what the collection names)")
-    result = trainer.train()
+    result = resume.train(trainer, "base", out / "training", "base")
     model.save_pretrained(str(out / BASE_MODEL_FOLDER), create_model_card=False)
-    shutil.rmtree(scratch, ignore_errors=True)
+    resume.close()
     return {"made_here": True, "from": family.params.model.base, "claims": len(columns["query"]),
             "left_out": left_out, "steps": result.global_step, "loss": result.training_loss}

@@ -4,7 +4,6 @@ pool factor and saved with its model card."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import polars as pl
@@ -12,7 +11,8 @@ import polars as pl
 from retrieval_pipeline.core.family import Scores, write_scores
 from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
-from retrieval_pipeline.core.training import log_training, shared_arguments
+from retrieval_pipeline.core.resume import ResumableTrainer, Resume
+from retrieval_pipeline.core.training import shared_arguments
 from retrieval_pipeline.families.colbert import POOLING_AWARE, WITHOUT_POOLING, Colbert
 from retrieval_pipeline.families.colbert.losses import pooling_distillation
 from retrieval_pipeline.families.colbert.model import base_colbert
@@ -41,35 +41,44 @@ def training_examples(family: Colbert):
 
 def build_trainer(family: Colbert, model, pool_factors: list[int], examples, output_dir: Path):
     from pylate.utils import ColBERTCollator
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import SentenceTransformerTrainingArguments
 
     train, pooling = family.params.train, family.params.model.pooling
     loss = pooling_distillation(model, pool_factors, family.params.seed, pooling.kmeans_iterations,
                                 pooling.protected_tokens)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(output_dir), num_train_epochs=train.epochs, per_device_train_batch_size=train.batch_size,
-        learning_rate=train.learning_rate, save_strategy="no", logging_steps=train.logging_steps,
+        learning_rate=train.learning_rate, logging_steps=train.logging_steps,
+        save_strategy="epoch", save_total_limit=1,  # to resume from
         **shared_arguments(family.params.seed, train.bf16, train.warmup_ratio))
-    return SentenceTransformerTrainer(model=model, args=args, train_dataset=examples, loss=loss,
-                                      data_collator=ColBERTCollator(tokenize_fn=model.tokenize))
+    trainer = ResumableTrainer(model=model, args=args, train_dataset=examples, loss=loss,
+                               data_collator=ColBERTCollator(tokenize_fn=model.tokenize))
+    # the pool factors drawn so far are part of the training's state, like the global generators
+    trainer.random_generators = {"pool_factors": loss.score_metric.sampler.generator}
+    return trainer
 
 
 def train(family: Colbert) -> None:
-    scratch = family.paths.scratch("trainer")
+    resume = Resume(family, "train")
     examples = training_examples(family)
     scores: dict[str, Scores] = {}
     with atomic_directory(family.paths.model) as out:
         for variant, pool_factors in variants(family).items():
+            log, label = family.paths.training_log / variant, f"train {variant}"
+            kept = resume.finished(variant, out / variant, log, label)
+            if kept is not None:
+                scores.update(kept)
+                continue
             model = base_colbert(family)
-            trainer = build_trainer(family, model, pool_factors, examples, scratch)
-            log_training(trainer, family.paths.training_log / variant, f"train {variant}")
+            trainer = build_trainer(family, model, pool_factors, examples, resume.output_dir(variant))
             print(f"train: {variant}: pool factors {pool_factors}, {len(examples)} queries")
-            trainer.train()
+            resume.train(trainer, variant, log, label)
             model.save_pretrained(str(out / variant), create_model_card=False)
             scores[variant] = score(family, model, variant)
             card(family, variant, pool_factors, scores[variant], len(examples)).write(out / variant)
+            resume.keep(variant, out / variant, log, {variant: scores[variant]})
     write_scores(family.paths.trained_scores, scores)
-    shutil.rmtree(scratch, ignore_errors=True)
+    resume.close()
 
 
 def card(family: Colbert, variant: str, pool_factors: list[int], scores: Scores, training_queries: int) -> ModelCard:

@@ -4,7 +4,6 @@ saved each with its model card."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import polars as pl
@@ -16,7 +15,8 @@ from retrieval_pipeline.core.beir import load_collection
 from retrieval_pipeline.core.family import Scores, write_scores
 from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
-from retrieval_pipeline.core.training import log_training, shared_arguments
+from retrieval_pipeline.core.resume import ResumableTrainer, Resume
+from retrieval_pipeline.core.training import shared_arguments
 from retrieval_pipeline.families.dpr import FINETUNED, TOWERS, Dpr
 from retrieval_pipeline.families.dpr.scoring import RETRIEVAL_METRICS, score, similarity_diagnostics
 from retrieval_pipeline.families.dpr.towers import family_towers, tower_of
@@ -66,7 +66,7 @@ def training_rows(family: Dpr):
 
 
 def build_trainer(family: Dpr, model, output_dir: Path):
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.training_args import BatchSamplers
 
     train = family.params.train
@@ -74,20 +74,20 @@ def build_trainer(family: Dpr, model, output_dir: Path):
     args = SentenceTransformerTrainingArguments(
         output_dir=str(output_dir), num_train_epochs=train.epochs, per_device_train_batch_size=train.batch_size,
         learning_rate=train.learning_rate, weight_decay=train.weight_decay,
-        batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no", logging_steps=train.logging_steps,
+        batch_sampler=BatchSamplers.NO_DUPLICATES, logging_steps=train.logging_steps,
+        save_strategy="epoch", save_total_limit=1,  # to resume from
         router_mapping={"query": "query", "positive": "document", "negative": "document"},
         **shared_arguments(family.params.seed, train.bf16, train.warmup_ratio))
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=training_rows(family), loss=loss)
+    trainer = ResumableTrainer(model=model, args=args, train_dataset=training_rows(family), loss=loss)
     trainer.add_callback(DiagnosticsCallback(loss))
     return trainer
 
 
 def train(family: Dpr) -> None:
+    resume = Resume(family, "train")
     model = family_towers(family)
-    scratch = family.paths.scratch("trainer")
-    trainer = build_trainer(family, model, scratch)
-    log_training(trainer, family.paths.training_log, "train")
-    trainer.train()
+    trainer = build_trainer(family, model, resume.output_dir(FINETUNED))
+    resume.train(trainer, FINETUNED, family.paths.training_log, "train")
     if trainer.is_world_process_zero():
         towers = {route: tower_of(model, route) for route in TOWERS}
         scores = score(family, towers["query"], towers["document"], FINETUNED)
@@ -96,7 +96,7 @@ def train(family: Dpr) -> None:
                 towers[route].save_pretrained(str(out / folder), create_model_card=False)
                 card(family, route, scores, len(trainer.train_dataset)).write(out / folder)
         write_scores(family.paths.trained_scores, {FINETUNED: scores})
-        shutil.rmtree(scratch, ignore_errors=True)
+        resume.close()
 
 
 def card(family: Dpr, route: str, scores: Scores, training_rows: int) -> ModelCard:

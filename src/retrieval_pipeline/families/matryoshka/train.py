@@ -3,7 +3,6 @@ the checkpoint chosen by dev NDCG@10 at one dim, scored on the test split and sa
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import polars as pl
@@ -15,8 +14,9 @@ from retrieval_pipeline.core.family import Scores, write_scores
 from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
+from retrieval_pipeline.core.resume import ResumableTrainer, Resume
 from retrieval_pipeline.core.retrieval import bounded_corpus
-from retrieval_pipeline.core.training import log_training, shared_arguments
+from retrieval_pipeline.core.training import shared_arguments
 from retrieval_pipeline.families.matryoshka import FINETUNED, PRIMARY_METRIC, Matryoshka
 from retrieval_pipeline.families.matryoshka.model import load_model
 from retrieval_pipeline.families.matryoshka.scoring import rank_at_dims, score
@@ -54,8 +54,9 @@ def training_pairs(family: Matryoshka):
 
 
 def build_trainer(family: Matryoshka, model, checkpoints: Path):
-    """The recipe's trainer: MNRL inside MatryoshkaLoss, dev selection at best_checkpoint_dim."""
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    """The recipe's trainer: MNRL inside MatryoshkaLoss, dev selection at best_checkpoint_dim, a checkpoint each
+    epoch (the best and the last kept) to select from and to resume from."""
+    from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.losses import MatryoshkaLoss, MultipleNegativesRankingLoss
     from sentence_transformers.training_args import BatchSamplers
 
@@ -82,35 +83,31 @@ def build_trainer(family: Matryoshka, model, checkpoints: Path):
         tf32=train.tf32 and torch.cuda.is_available(),
         batch_sampler=BatchSamplers.NO_DUPLICATES if train.no_duplicates else BatchSamplers.BATCH_SAMPLER,
         eval_strategy="epoch" if evaluator else "no",
-        save_strategy="epoch" if evaluator else "no",
+        save_strategy="epoch",
         save_total_limit=2,
-        save_only_model=True,
         load_best_model_at_end=evaluator is not None,
         metric_for_best_model=f"eval_{evaluator.primary_metric}" if evaluator else None,
         greater_is_better=True,
         logging_steps=train.logging_steps,
         **shared_arguments(params.seed, train.bf16, train.warmup_ratio),
     )
-    return SentenceTransformerTrainer(model=model, args=args, train_dataset=training_pairs(family), loss=loss,
-                                      evaluator=evaluator)
+    return ResumableTrainer(model=model, args=args, train_dataset=training_pairs(family), loss=loss,
+                            evaluator=evaluator)
 
 
 def train(family: Matryoshka) -> None:
+    resume = Resume(family, "train")
     model = load_model(family, family.params.model.base, "the base model")
-    # Under torchrun every rank must find the best checkpoint at the same path.
-    checkpoints = family.paths.scratch("checkpoints")
-    trainer = build_trainer(family, model, checkpoints)
-    if trainer.is_world_process_zero():
-        shutil.rmtree(checkpoints, ignore_errors=True)
-    log_training(trainer, family.paths.training_log, "train")
-    trainer.train()
+    # Under torchrun every rank finds the best checkpoint at the same path.
+    trainer = build_trainer(family, model, resume.output_dir(FINETUNED))
+    resume.train(trainer, FINETUNED, family.paths.training_log, "train")
     if trainer.is_world_process_zero():
         scores = score(family, model, FINETUNED)
         with atomic_directory(family.paths.model) as out:
             model.save_pretrained(str(out), create_model_card=False)
             card(family, scores, trainer.train_dataset.num_rows).write(out)
         write_scores(family.paths.trained_scores, {FINETUNED: scores})
-        shutil.rmtree(checkpoints, ignore_errors=True)
+        resume.close()
 
 
 def card(family: Matryoshka, scores: Scores, training_rows: int) -> ModelCard:

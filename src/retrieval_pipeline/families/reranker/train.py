@@ -5,7 +5,6 @@ cross-entropy in sentence-transformers' CrossEncoderTrainer; every checkpoint sc
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import polars as pl
@@ -17,7 +16,8 @@ from retrieval_pipeline.core.family import Scores, write_scores
 from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
 from retrieval_pipeline.core.models import check_length, device, loading, locate
-from retrieval_pipeline.core.training import log_training, shared_arguments
+from retrieval_pipeline.core.resume import ResumableCrossEncoderTrainer, Resume
+from retrieval_pipeline.core.training import shared_arguments
 from retrieval_pipeline.families.reranker import CURRICULUM, DATASETS, REPLAY, VARIANTS, Reranker
 from retrieval_pipeline.families.reranker.features import model_input, special_tokens
 from retrieval_pipeline.families.reranker.params import StageParams
@@ -71,17 +71,18 @@ def stages(family: Reranker, variant: str) -> list[str]:
 def build_trainer(family: Reranker, model, stage: str, pairs, output_dir: Path):
     """Binary cross-entropy with logits over the stage's (query, sentence, label) pairs, positives weighted by
     train.pos_weight, at the stage's own learning rate and epochs."""
-    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
     train = family.params.train
     schedule: StageParams = getattr(train, stage)
     args = CrossEncoderTrainingArguments(
         output_dir=str(output_dir), num_train_epochs=schedule.epochs, learning_rate=schedule.learning_rate,
-        per_device_train_batch_size=train.batch_size, weight_decay=train.weight_decay, save_strategy="no",
+        per_device_train_batch_size=train.batch_size, weight_decay=train.weight_decay,
+        save_strategy="epoch", save_total_limit=1,  # to resume from
         logging_steps=train.logging_steps, **shared_arguments(family.params.seed, train.bf16, train.warmup_ratio))
     loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(train.pos_weight))
-    return CrossEncoderTrainer(model=model, args=args, train_dataset=pairs, loss=loss)
+    return ResumableCrossEncoderTrainer(model=model, args=args, train_dataset=pairs, loss=loss)
 
 
 def training_pairs(family: Reranker, dataset: str) -> pl.DataFrame:
@@ -102,13 +103,19 @@ def stage_pairs(family: Reranker, stage: str) -> pl.DataFrame:
 
 
 def train(family: Reranker) -> None:
-    scratch = family.paths.scratch("trainer")
+    resume = Resume(family, "train")
     max_hop = family.params.mine.features.max_hop
     scores: dict[str, Scores] = {}
     with atomic_directory(family.paths.model) as out:
         for use_features in variants(family):
             variant = VARIANTS[use_features]
             for stage in stages(family, variant):
+                run = f"{variant}_{stage}"
+                log, label = family.paths.training_log / run, f"train {variant} {stage}"
+                kept = resume.finished(run, out / variant / stage, log, label)
+                if kept is not None:
+                    scores.update(kept)
+                    continue
                 if stage == "stage1":
                     model = base_cross_encoder(family.params.model.base, family.params.model.max_length,
                                                special_tokens(max_hop) if use_features else None, family.params.seed,
@@ -116,15 +123,16 @@ def train(family: Reranker) -> None:
                 else:  # stage 2 (and its replay variant) continues from the saved stage-1 checkpoint
                     model = load_cross_encoder(str(out / variant / "stage1"), "the stage-1 checkpoint")
                 pairs = pairs_dataset(stage_pairs(family, stage), use_features)
-                trainer = build_trainer(family, model, stage, pairs, scratch)
-                log_training(trainer, family.paths.training_log / f"{variant}_{stage}", f"train {variant} {stage}")
+                trainer = build_trainer(family, model, stage, pairs, resume.output_dir(run))
                 print(f"train: {variant} {stage}: {len(pairs)} pairs")
-                trainer.train()
-                label = f"{variant}/{stage}"
-                scores[label] = score(family, model, use_features, label)
-                save(family, model, out / variant / stage, variant, stage, use_features, scores[label], len(pairs))
+                resume.train(trainer, run, log, label)
+                model_label = f"{variant}/{stage}"
+                scores[model_label] = score(family, model, use_features, model_label)
+                save(family, model, out / variant / stage, variant, stage, use_features, scores[model_label],
+                     len(pairs))
+                resume.keep(run, out / variant / stage, log, {model_label: scores[model_label]})
     write_scores(family.paths.trained_scores, scores)
-    shutil.rmtree(scratch, ignore_errors=True)
+    resume.close()
 
 
 def save(family: Reranker, model, folder: Path, variant: str, stage: str, use_features: bool, scores: Scores,

@@ -1,0 +1,121 @@
+"""A train stage stopped after its first epoch (SIGKILL) and rerun with the same params and inputs resumes from that
+epoch, for every family and every model it trains, and ends with the same weights and scores as a run that was never
+stopped; its resume state is gone once the stage completes, and a change of params discards it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import TINY_COLBERT, TINY_DPR, TINY_MATRYOSHKA, TINY_RERANKER, copy_repo, deep_merge, run
+
+pytestmark = pytest.mark.slow
+
+TWO_EPOCHS = {
+    "matryoshka": deep_merge(TINY_MATRYOSHKA, {"matryoshka": {"embedded": {"train": {"epochs": 2}}}}),
+    "dpr": deep_merge(TINY_DPR, {"dpr": {"embedded": {"train": {"epochs": 2}}}}),
+    "reranker": deep_merge(TINY_RERANKER, {"reranker": {"embedded": {"train": {"stage2": {"epochs": 2}}}}}),
+    "colbert": deep_merge(TINY_COLBERT, {"colbert": {"embedded": {"model": {"pretrain": {"epochs": 2}},
+                                                                  "train": {"epochs": 2}}}}),
+}
+# Where each stage is stopped: once the first epoch's checkpoint of the named run is complete. For the reranker and
+# colbert's train, that run is the second one the stage trains, so the first is carried over finished.
+STOPS = {
+    "matryoshka": [("train", "finetuned")],
+    "dpr": [("train", "finetuned")],
+    "reranker": [("train", "features_stage2")],
+    "colbert": [("base", "base"), ("train", "pooling_aware")],
+}
+CARRIED_OVER = {("reranker", "train"), ("colbert", "train")}
+OUTPUTS = {"train": ["models/{family}", "scores/{family}/trained"],
+           "base": ["data/{family}/base/model", "data/{family}/base/base.json"]}
+LOGS = {"train": "dvclive/{family}", "base": "data/{family}/base/training"}
+
+
+def digest(repo: Path, outputs: list[str]) -> dict[str, str]:
+    found = {}
+    for output in outputs:
+        top = repo / output
+        for path in [top] if top.is_file() else sorted(top.rglob("*")):
+            if path.is_file():
+                found[str(path.relative_to(repo))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+TIMINGS = {"runtime.tsv", "samples_per_second.tsv", "steps_per_second.tsv"}
+
+
+def logged(log: Path) -> dict[str, list[list[str]]]:
+    """DVCLive's logged values (step and value of every metric), without timestamps and timings."""
+    values = {}
+    for table in sorted(path for path in log.rglob("*.tsv") if path.name not in TIMINGS):
+        rows = [line.split("\t") for line in table.read_text(encoding="utf-8").splitlines()]
+        keep = [index for index, name in enumerate(rows[0]) if name != "timestamp"]
+        values[str(table.relative_to(log))] = [[row[index] for index in keep] for row in rows]
+    return values
+
+
+def complete_checkpoint(repo: Path, stage: str, family: str, run_name: str) -> bool:
+    for state in repo.glob(f".resume/{stage}@{family}/{run_name}/checkpoint-*/trainer_state.json"):
+        try:
+            json.loads(state.read_text(encoding="utf-8"))
+        except ValueError:
+            continue
+        return True
+    return False
+
+
+def stop_after_first_epoch(repo: Path, stage: str, family: str, run_name: str, timeout: float = 900) -> None:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    process = subprocess.Popen([sys.executable, f"stages/{stage}.py", family], cwd=repo, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while not complete_checkpoint(repo, stage, family, run_name):
+            assert process.poll() is None, f"{stage}@{family} finished before {run_name}'s first checkpoint"
+            assert time.monotonic() < deadline, f"no checkpoint of {run_name} within {timeout} s"
+            time.sleep(0.01)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+
+@pytest.mark.parametrize("family", list(STOPS))
+def test_a_stopped_stage_resumes_and_ends_as_an_uninterrupted_run(tmp_path, family):
+    repo = copy_repo(tmp_path, TWO_EPOCHS[family])
+    run(["dvc", "repro", f"train@{family}"], repo)
+    for stage, run_name in STOPS[family]:
+        outputs = [output.format(family=family) for output in OUTPUTS[stage]]
+        log = repo / LOGS[stage].format(family=family)
+        reference, reference_log = digest(repo, outputs), logged(log)
+        assert not (repo / ".resume").exists()
+
+        stop_after_first_epoch(repo, stage, family, run_name)
+        assert (repo / f".resume/{stage}@{family}").is_dir()
+        output = run(["dvc", "repro", "--force", "--single-item", f"{stage}@{family}"], repo)
+        assert "resuming from epoch 1" in output
+        assert ("finished before the stop, kept" in output) == ((family, stage) in CARRIED_OVER)
+        assert digest(repo, outputs) == reference
+        assert logged(log) == reference_log
+        assert not (repo / ".resume").exists()
+        assert "output_dir: .resume/" in "".join(path.read_text() for path in log.rglob("params.yaml"))
+
+
+def test_a_changed_param_discards_the_resume_state(tmp_path):
+    repo = copy_repo(tmp_path, TWO_EPOCHS["matryoshka"])
+    run(["dvc", "repro", "mine@matryoshka"], repo)
+    stop_after_first_epoch(repo, "train", "matryoshka", "finetuned")
+    params = repo / "params.yaml"
+    params.write_text(params.read_text(encoding="utf-8").replace("learning_rate: 2.0e-5", "learning_rate: 3.0e-5", 1),
+                      encoding="utf-8")
+    output = run(["dvc", "repro", "train@matryoshka"], repo)
+    assert "discarding the resume state of other params or inputs" in output
+    assert "resuming" not in output
+    assert not (repo / ".resume").exists()
