@@ -664,8 +664,12 @@ def test_every_readme_command_runs_verbatim_on_a_fresh_clone(repo, tmp_path):
         if not block:
             continue
         clone = fresh_clone(repo, tmp_path / f"clone-{number}")
+        # as in this project's history, HEAD~1 has run the pipeline too
+        run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "--allow-empty", "-qm",
+             "a later commit"], clone)
         for command in block:  # a block's commands in order, as a user types them
-            run(["bash", "-c", command], clone)
+            output = run(["bash", "-c", command], clone)
+            assert "failed" not in output.lower() and "error" not in output.lower(), f"{command}:\n{output}"
         if any(command.startswith("dvc plots diff") for command in block):
             assert (clone / "dvc_plots" / "index.html").is_file()
         if any(command.startswith("dvc remote add") for command in block):
