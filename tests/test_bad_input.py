@@ -310,8 +310,9 @@ CASES = [
 
 
 def outputs(folder: Path) -> set[Path]:
-    """The files the stages write: data/, models/, eval/, metrics/, dvclive/ and the scratch folders."""
-    return {path for top in ("data", "models", "eval", "metrics", "dvclive", ".scratch")
+    """The files the stages write: data/, models/, eval/, metrics/, dvclive/, the scratch folders and the resume
+    state."""
+    return {path for top in ("data", "models", "eval", "metrics", "dvclive", ".scratch", ".resume")
             for path in (folder / top).rglob("*") if path.is_file()}
 
 
@@ -419,9 +420,11 @@ def test_an_output_that_cannot_be_written_is_one_line_and_leaves_nothing(tmp_pat
     assert code == 2 and len(errors) == 1 and log.rstrip().endswith(errors[0]) and "Traceback" not in log, log
     assert re.match(rf"error: {re.escape(str(tmp_path / where))}/\S*: cannot write \({reason}\); expected an output "
                     r"folder this user can write, with free space", errors[0]), errors
-    left = outputs(tmp_path) - existing
+    left = outputs(tmp_path) - existing - set((tmp_path / ".resume").rglob("*"))
     assert not left, sorted(str(path.relative_to(tmp_path)) for path in left)
     assert not list((tmp_path / "models").glob("*"))
-    # the resume state keeps only complete checkpoints (where the model folder was refused, the run's last epoch)
-    assert all((checkpoint / "trainer_state.json").is_file()
-               for checkpoint in (tmp_path / ".resume").glob("*/*/checkpoint-*"))
+    # The resume state keeps complete checkpoints only: where the model folder was refused, the last epoch's, to
+    # resume from once there is space; where the checkpoint was refused, none.
+    checkpoints = list((tmp_path / ".resume").glob("*/*/checkpoint-*"))
+    assert all((checkpoint / "trainer_state.json").is_file() for checkpoint in checkpoints)
+    assert bool(checkpoints) == (where == "models")

@@ -17,6 +17,7 @@ was never stopped, and ends with the same weights.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -221,17 +222,14 @@ class Resume:
     carry a finished run across a stop, and `close` removes it all once the stage's outputs are written."""
 
     def __init__(self, family: Family, stage: str) -> None:
-        self.folder = family.paths.resume(stage)
-        key = state_key(family, stage)
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-        if not main_process():
-            return
+        self.folder = family.paths.resume(stage).absolute()  # what an error names
+        self.key = state_key(family, stage)
+        self.key["digest"] = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()
         key_file = self.folder / KEY_FILE
-        if self.folder.exists() and (not key_file.is_file() or read_json(key_file).get("digest") != digest):
+        if main_process() and self.folder.exists() and (
+                not key_file.is_file() or read_json(key_file).get("digest") != self.key["digest"]):
             print(f"{stage}: discarding the resume state of other params or inputs")
             remove(self.folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(key_file, {"digest": digest, **key})
 
     def output_dir(self, run: str) -> Path:
         """The trainer's output_dir for `run`: relative to the working directory (the repository, where DVC runs a
@@ -262,11 +260,24 @@ class Resume:
                 shutil.copytree(checkpoint / LOG_SNAPSHOT, log)
             epoch = read_json(checkpoint / TRAINER_STATE_NAME)["epoch"]
             print(f"{label}: resuming from epoch {round(epoch)}")
+        if main_process() and not (self.folder / KEY_FILE).is_file():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.folder / KEY_FILE, self.key)
         trainer.training_log = log
         log_training(trainer, log, label, resume=checkpoint is not None)
         if checkpoint is not None:
             trainer.add_callback(RestoreLoss(trainer, checkpoint))
-        return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        try:
+            return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        except BaseException:
+            if not self.resumable():  # stopped before its first checkpoint: nothing to resume from
+                self.close()
+            raise
+
+    def resumable(self) -> bool:
+        """Whether a rerun would resume from something: a run's complete checkpoint, or a finished run."""
+        runs = [path.name for path in self.folder.iterdir() if path.is_dir()] if self.folder.is_dir() else []
+        return any(self.checkpoint(run) or (self.folder / run / FINISHED / "scores").is_dir() for run in runs)
 
     def keep(self, run: str, output: Path, log: Path, scores: dict[str, Scores]) -> None:
         """Keep a finished run's output folder, DVCLive log and scores, and drop its checkpoints."""
@@ -298,5 +309,5 @@ class Resume:
     def close(self) -> None:
         if main_process():
             remove(self.folder)
-            if self.folder.parent.is_dir() and not any(self.folder.parent.iterdir()):
+            with contextlib.suppress(OSError):  # .resume/ itself, once empty (not where it is a mount point)
                 self.folder.parent.rmdir()

@@ -172,7 +172,8 @@ def run_in_place(name: str, stage: str) -> None:
                 remove(output)
         failure = write_failure(error) if isinstance(error, Exception) else None
         if failure is not None and not isinstance(error, OutputError):  # e.g. a trainer's checkpoint in the scratch
-            raise cannot_write(failure.filename or family.paths.stage_output, failure.strerror) from error
+            where = Path(failure.filename).absolute() if failure.filename else family.paths.stage_output
+            raise cannot_write(where, failure.strerror) from error
         raise
     finally:  # failed or not, the scratch does not outlive the run
         if owns_scratch:
