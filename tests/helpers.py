@@ -5,8 +5,11 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +209,20 @@ def write_beir_collection(folder: Path, dev: bool = False) -> Path:
             (folder / "qrels" / f"{split}.tsv").write_bytes(
                 ("query-id\tcorpus-id\tscore\r\n" + "".join(f"{q}\t{d}\t{s}\r\n" for q, d, s in rows)).encode())
     return folder
+
+
+def kill_stage_when(repo: Path, stage: str, family: str, reached: Callable[[], bool], what: str,
+                    timeout: float = 900) -> None:
+    """Run `stage` of `family` in `repo` and SIGKILL it as soon as `reached()` holds (`what` names the moment)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    process = subprocess.Popen([sys.executable, f"stages/{stage}.py", family], cwd=repo, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while not reached():
+            assert process.poll() is None, f"{stage}@{family} finished before {what}"
+            assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+            time.sleep(0.002)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()

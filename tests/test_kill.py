@@ -6,15 +6,10 @@ rerun of the stage resumes from it and removes it."""
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from helpers import TINY_MATRYOSHKA, copy_repo, run
+from helpers import TINY_MATRYOSHKA, copy_repo, kill_stage_when, run
 
 pytestmark = pytest.mark.slow
 
@@ -39,20 +34,9 @@ def resume_states(repo: Path) -> list[str]:
     return sorted(str(path.relative_to(repo)) for path in (repo / ".resume").glob("*"))
 
 
-def kill_when(repo: Path, stage: str, pattern: str, timeout: float = 600) -> None:
+def kill_when(repo: Path, stage: str, pattern: str) -> None:
     """Run `stage` of matryoshka and SIGKILL it as soon as a path matching `pattern` appears under the repo."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    process = subprocess.Popen([sys.executable, f"stages/{stage}.py", "matryoshka"], cwd=repo, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + timeout
-    try:
-        while not any(repo.glob(pattern)):
-            assert process.poll() is None, f"{stage} finished before {pattern} appeared"
-            assert time.monotonic() < deadline, f"{pattern} did not appear within {timeout} s"
-            time.sleep(0.002)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    kill_stage_when(repo, stage, "matryoshka", lambda: any(repo.glob(pattern)), f"{pattern} appeared", timeout=600)
 
 
 @pytest.fixture(scope="module")

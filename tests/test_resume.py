@@ -6,15 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from helpers import TINY_COLBERT, TINY_DPR, TINY_MATRYOSHKA, TINY_RERANKER, copy_repo, deep_merge, run
+from helpers import TINY_COLBERT, TINY_DPR, TINY_MATRYOSHKA, TINY_RERANKER, copy_repo, deep_merge, kill_stage_when, run
 
 pytestmark = pytest.mark.slow
 
@@ -72,19 +67,9 @@ def complete_checkpoint(repo: Path, stage: str, family: str, run_name: str) -> b
     return False
 
 
-def stop_after_first_epoch(repo: Path, stage: str, family: str, run_name: str, timeout: float = 900) -> None:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    process = subprocess.Popen([sys.executable, f"stages/{stage}.py", family], cwd=repo, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + timeout
-    try:
-        while not complete_checkpoint(repo, stage, family, run_name):
-            assert process.poll() is None, f"{stage}@{family} finished before {run_name}'s first checkpoint"
-            assert time.monotonic() < deadline, f"no checkpoint of {run_name} within {timeout} s"
-            time.sleep(0.01)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+def stop_after_first_epoch(repo: Path, stage: str, family: str, run_name: str) -> None:
+    kill_stage_when(repo, stage, family, lambda: complete_checkpoint(repo, stage, family, run_name),
+                    f"{run_name}'s first checkpoint")
 
 
 @pytest.mark.parametrize("family", list(STOPS))
