@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import polars as pl
 import pytest
 import torch
@@ -185,10 +186,31 @@ def test_exact_maxsim_is_the_same_in_blocks_and_the_plaid_index_ranks_alike(tmp_
     assert (maxsim_search(queries, documents, 10, document_block=7) == whole).all()
     scores = torch.stack([torch.stack([(q @ d.T).max(dim=1).values.sum() for d in documents]) for q in queries])
     assert (scores.topk(10, dim=1).indices.numpy() == whole).all()
-    index = IndexParams(above_documents=1, nbits=8, kmeans_iterations=4, n_ivf_probe=64, n_full_scores=200)
+    index = IndexParams(above_documents=1, nbits=8, kmeans_iterations=4, centroid_sample=200, n_ivf_probe=64,
+                        n_full_scores=200)
     found = plaid_search(queries, documents, 10, index, tmp_path / "index", seed=0)
     # each query's topic holds five documents: both searches rank exactly those first (PLAID's compressed scores may
     # swap near-equal ones among them)
     for exact, approximate in zip(whole, found):
         assert set(exact[:5]) == set(approximate[:5])
     assert not (tmp_path / "index").exists()
+
+
+def test_the_plaid_index_takes_its_centroids_from_the_sample(tmp_path):
+    """The count follows fast-plaid's rule on `centroid_sample` documents' token vectors, and fast-plaid really
+    builds that many (a fast-plaid whose create() no longer goes through compute_kmeans fails here)."""
+    from fast_plaid import search as fast_plaid
+
+    from retrieval_pipeline.families.colbert.search import centroid_count, centroids_from_sample
+
+    generator = torch.Generator().manual_seed(0)
+    documents = [torch.nn.functional.normalize(torch.randn(30, 32, generator=generator), dim=-1) for _ in range(200)]
+    assert centroid_count(documents, 200) == centroid_count(documents, 1000) == 1024  # 16 * sqrt(6,000 vectors)
+    assert centroid_count(documents, 50) == 512  # 16 * sqrt(1,500)
+    compute_kmeans = fast_plaid.fast_plaid.compute_kmeans
+    with centroids_from_sample(512):
+        fast_plaid.FastPlaid(index=str(tmp_path / "index"), device="cpu").create(
+            documents_embeddings=documents, nbits=2, kmeans_niters=2, n_samples_kmeans=50, seed=0,
+            use_triton_kmeans=False)
+    assert fast_plaid.fast_plaid.compute_kmeans is compute_kmeans
+    assert np.load(tmp_path / "index" / "centroids.npy", allow_pickle=False).shape == (512, 32)

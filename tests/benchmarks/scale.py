@@ -1,9 +1,12 @@
 """One size of the ColBERT scale benchmark, in its own process so that its peak memory is its own.
 
-python tests/benchmarks/scale.py <documents> prints one JSON line: the seconds to encode the generated corpus
-(documents of about 100 tokens, built from the synthetic register's sentences) with the embedded profile's base
-ColBERT, to build a PLAID index over it, to search it (exact block-wise MaxSim and PLAID, 100 queries, top 100),
-and the process's peak resident memory.
+python tests/benchmarks/scale.py <documents> [--library-centroids] prints one JSON line: the seconds to encode the
+generated corpus (documents of about 100 tokens, built from the synthetic register's sentences) with the embedded
+profile's base ColBERT, to search it exactly (block-wise MaxSim, 100 queries, top 100), to build a PLAID index over
+it as the colbert family does (centroids from `evaluate.index.centroid_sample` documents) and to search that, the
+index's recall of the exact top 10 and top 100, and the process's peak resident memory. With --library-centroids
+the same index is also built with fast-plaid's own centroid count (from the whole collection), the way the family
+built it before, and timed and scored beside it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 QUERIES, TOP_K, WORDS = 100, 100, 80  # ~80 words make ~100 word pieces
@@ -38,10 +42,46 @@ def corpus(size: int, seed: int = 0) -> tuple[list[str], list[str]]:
     return texts, [claim["text"] for claim in claims[:QUERIES]]
 
 
-def main(size: int) -> dict:
+def build_and_search(documents: list[torch.Tensor], queries: list[torch.Tensor], exact: list[list[int]],
+                     index, seed: int, centroids: int | None) -> dict:
+    """Seconds to build (with `centroids` centroids, or fast-plaid's own count when None) and to search, the number
+    of centroids, and the share of each query's exact top 10 and top 100 the index returns."""
+    from fast_plaid import search as fast_plaid
+
+    from retrieval_pipeline.families.colbert.search import centroids_from_sample
+
+    scratch = Path(tempfile.mkdtemp(prefix="scale-index-"))
+    try:
+        plaid = fast_plaid.FastPlaid(index=str(scratch / "plaid"), device="cpu")
+        torch.manual_seed(seed)  # fast-plaid draws its k-means sample from torch's global generator
+        start = time.perf_counter()
+        if centroids is None:
+            plaid.create(documents_embeddings=documents, nbits=index.nbits, kmeans_niters=index.kmeans_iterations,
+                         seed=seed, use_triton_kmeans=False)
+        else:
+            with centroids_from_sample(centroids):
+                plaid.create(documents_embeddings=documents, nbits=index.nbits,
+                             kmeans_niters=index.kmeans_iterations, n_samples_kmeans=index.centroid_sample,
+                             seed=seed, use_triton_kmeans=False)
+        result = {"index_s": time.perf_counter() - start}
+        result["centroids"] = len(np.load(scratch / "plaid" / "centroids.npy", allow_pickle=False))
+        start = time.perf_counter()
+        found = plaid.search(queries_embeddings=queries, top_k=TOP_K, n_full_scores=index.n_full_scores,
+                             n_ivf_probe=index.n_ivf_probe, show_progress=False)
+        result["search_s"] = time.perf_counter() - start
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    approximate = [[document for document, _ in row] for row in found]
+    for depth in (10, 100):
+        result[f"recall@{depth}"] = float(np.mean([len(set(e[:depth]) & set(a[:depth])) / depth
+                                                   for e, a in zip(exact, approximate)]))
+    return result
+
+
+def main(size: int, library_centroids: bool) -> dict:
     from retrieval_pipeline.core.resolve import load_family
     from retrieval_pipeline.families.colbert.model import colbert_of_model_base
-    from retrieval_pipeline.families.colbert.search import maxsim_search
+    from retrieval_pipeline.families.colbert.search import centroid_count, maxsim_search
 
     root = Path(__file__).resolve().parents[2]
     family = load_family("colbert", root / "params.yaml", root)
@@ -57,27 +97,19 @@ def main(size: int) -> dict:
                                                          show_progress_bar=False)]
     timings["vectors_per_document"] = sum(len(d) for d in documents) / size
     start = time.perf_counter()
-    maxsim_search(queries, documents, TOP_K)
+    exact = maxsim_search(queries, documents, TOP_K).tolist()
     timings["exact_search_s"] = time.perf_counter() - start
-    scratch = Path(tempfile.mkdtemp(prefix="scale-index-"))
     index = params.evaluate.index
-    start = time.perf_counter()
-    try:
-        from fast_plaid import search as fast_plaid
-
-        plaid = fast_plaid.FastPlaid(index=str(scratch / "plaid"), device="cpu")
-        plaid.create(documents_embeddings=documents, nbits=index.nbits, kmeans_niters=index.kmeans_iterations,
-                     seed=params.seed, use_triton_kmeans=False)
-        timings["index_s"] = time.perf_counter() - start
-        start = time.perf_counter()
-        plaid.search(queries_embeddings=queries, top_k=TOP_K, n_full_scores=index.n_full_scores,
-                     n_ivf_probe=index.n_ivf_probe, show_progress=False)
-        timings["plaid_search_s"] = time.perf_counter() - start
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    # untimed: the first create() of a process loads libtorch into fast-plaid's Rust extension (seconds), a
+    # constant that would otherwise land on whichever build runs first
+    build_and_search(documents[:200], queries, exact, index, params.seed, None)
+    timings["family"] = build_and_search(documents, queries, exact, index, params.seed,
+                                         centroid_count(documents, index.centroid_sample))
+    if library_centroids:
+        timings["library"] = build_and_search(documents, queries, exact, index, params.seed, None)
     timings["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return timings
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(int(sys.argv[1]))))
+    print(json.dumps(main(int(sys.argv[1]), "--library-centroids" in sys.argv[2:])))

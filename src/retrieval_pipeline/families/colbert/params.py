@@ -145,6 +145,7 @@ class IndexParams(Section):
     above_documents: PositiveInt
     nbits: PositiveInt  # bits per residual dimension
     kmeans_iterations: PositiveInt
+    centroid_sample: PositiveInt  # documents whose token vectors train the centroids and set how many there are
     n_ivf_probe: PositiveInt  # nearest centroids probed per query token
     n_full_scores: PositiveInt  # candidates scored with their decompressed vectors
 

@@ -3,7 +3,11 @@ index for corpora too large to score exhaustively."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import math
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -16,6 +20,7 @@ from retrieval_pipeline.core.models import device
 class PlaidSettings(Protocol):
     nbits: int
     kmeans_iterations: int
+    centroid_sample: int
     n_ivf_probe: int
     n_full_scores: int
 
@@ -47,20 +52,48 @@ def maxsim_search(queries: list[torch.Tensor], documents: list[torch.Tensor], k:
     return best_ids.numpy()
 
 
+def centroid_count(documents: list[torch.Tensor], sample: int) -> int:
+    """fast-plaid's own rule for the number of centroids, 2^floor(log2(16 * sqrt(token vectors))), applied to the
+    token vectors of a `sample` of documents rather than of the whole collection: the same count as fast-plaid's up
+    to `sample` documents, fixed above."""
+    sampled = min(sample, len(documents))
+    tokens = sum(len(document) for document in documents) * sampled / len(documents)
+    return 2 ** math.floor(math.log2(16 * math.sqrt(tokens)))
+
+
+@contextlib.contextmanager
+def centroids_from_sample(count: int) -> Iterator[None]:
+    """fast-plaid's create() sizes its k-means from the whole collection (about 16 * sqrt(token vectors) centroids)
+    and does not pass on compute_kmeans' `num_partitions`. Its compression then scores every token vector against
+    every centroid in half precision, slow on a CPU, and the build grows as tokens^1.5 (docs/scale.md). For the
+    length of one create(), its compute_kmeans gets the count taken from the sample, which keeps the build linear
+    in the collection."""
+    from fast_plaid.search import fast_plaid as library
+
+    compute_kmeans = library.compute_kmeans
+    library.compute_kmeans = functools.partial(compute_kmeans, num_partitions=count)
+    try:
+        yield
+    finally:
+        library.compute_kmeans = compute_kmeans
+
+
 def plaid_search(queries: list[torch.Tensor], documents: list[torch.Tensor], k: int, index: PlaidSettings,
                  scratch: Path, seed: int) -> np.ndarray:
     """Approximate late-interaction search through a PLAID index (fast-plaid, which pylate's PLAID index wraps):
-    centroid-compressed token vectors, candidate documents from the `n_ivf_probe` nearest centroids of each query
-    token, the best `n_full_scores` of them scored with their decompressed vectors. Built in `scratch`, then
-    deleted."""
+    token vectors compressed against centroids trained on the token vectors of `centroid_sample` documents,
+    candidate documents from the `n_ivf_probe` nearest centroids of each query token, the best `n_full_scores` of
+    them scored with their decompressed vectors. Built in `scratch`, then deleted."""
     from fast_plaid import search as fast_plaid
 
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     try:
         plaid = fast_plaid.FastPlaid(index=str(scratch), device=device())
-        plaid.create(documents_embeddings=documents, nbits=index.nbits, kmeans_niters=index.kmeans_iterations,
-                     seed=seed, use_triton_kmeans=False)
+        torch.manual_seed(seed)  # fast-plaid draws its k-means sample from torch's global generator
+        with centroids_from_sample(centroid_count(documents, index.centroid_sample)):
+            plaid.create(documents_embeddings=documents, nbits=index.nbits, kmeans_niters=index.kmeans_iterations,
+                         n_samples_kmeans=index.centroid_sample, seed=seed, use_triton_kmeans=False)
         found = plaid.search(queries_embeddings=queries, top_k=k, n_full_scores=index.n_full_scores,
                              n_ivf_probe=index.n_ivf_probe, show_progress=False)
     finally:
