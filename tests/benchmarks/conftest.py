@@ -4,6 +4,12 @@ expression that does not name them (`-m "not slow"`) leaves them out too."""
 import pytest
 
 
+def pytest_addoption(parser):
+    parser.addoption("--library-centroids-up-to", type=int, default=20_000, metavar="DOCUMENTS",
+                     help="test_scale: up to this many documents, also build the index with fast-plaid's own "
+                          "centroid count, beside the colbert family's (default 20,000)")
+
+
 def pytest_collection_modifyitems(config, items):
     asked = "bench" in (config.getoption("markexpr") or "")
     kept, left_out = [], []
