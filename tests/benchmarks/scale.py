@@ -43,26 +43,23 @@ def corpus(size: int, seed: int = 0) -> tuple[list[str], list[str]]:
 
 
 def build_and_search(documents: list[torch.Tensor], queries: list[torch.Tensor], exact: list[list[int]],
-                     index, seed: int, centroids: int | None) -> dict:
-    """Seconds to build (with `centroids` centroids, or fast-plaid's own count when None) and to search, the number
-    of centroids, and the share of each query's exact top 10 and top 100 the index returns."""
+                     index, seed: int, library_centroids: bool) -> dict:
+    """Seconds to build (as the colbert family does, or with fast-plaid's own centroid count) and to search, the
+    number of centroids, and the share of each query's exact top 10 and top 100 the index returns."""
     from fast_plaid import search as fast_plaid
 
-    from retrieval_pipeline.families.colbert.search import centroids_from_sample
+    from retrieval_pipeline.families.colbert.search import build_index
 
     scratch = Path(tempfile.mkdtemp(prefix="scale-index-"))
     try:
         plaid = fast_plaid.FastPlaid(index=str(scratch / "plaid"), device="cpu")
-        torch.manual_seed(seed)  # fast-plaid draws its k-means sample from torch's global generator
         start = time.perf_counter()
-        if centroids is None:
+        if library_centroids:
+            torch.manual_seed(seed)
             plaid.create(documents_embeddings=documents, nbits=index.nbits, kmeans_niters=index.kmeans_iterations,
                          seed=seed, use_triton_kmeans=False)
         else:
-            with centroids_from_sample(centroids):
-                plaid.create(documents_embeddings=documents, nbits=index.nbits,
-                             kmeans_niters=index.kmeans_iterations, n_samples_kmeans=index.centroid_sample,
-                             seed=seed, use_triton_kmeans=False)
+            build_index(plaid, documents, index, seed)
         result = {"index_s": time.perf_counter() - start}
         result["centroids"] = len(np.load(scratch / "plaid" / "centroids.npy", allow_pickle=False))
         start = time.perf_counter()
@@ -81,7 +78,7 @@ def build_and_search(documents: list[torch.Tensor], queries: list[torch.Tensor],
 def main(size: int, library_centroids: bool) -> dict:
     from retrieval_pipeline.core.resolve import load_family
     from retrieval_pipeline.families.colbert.model import colbert_of_model_base
-    from retrieval_pipeline.families.colbert.search import centroid_count, maxsim_search
+    from retrieval_pipeline.families.colbert.search import maxsim_search
 
     root = Path(__file__).resolve().parents[2]
     family = load_family("colbert", root / "params.yaml", root)
@@ -102,11 +99,10 @@ def main(size: int, library_centroids: bool) -> dict:
     index = params.evaluate.index
     # untimed: the first create() of a process loads libtorch into fast-plaid's Rust extension (seconds), a
     # constant that would otherwise land on whichever build runs first
-    build_and_search(documents[:200], queries, exact, index, params.seed, None)
-    timings["family"] = build_and_search(documents, queries, exact, index, params.seed,
-                                         centroid_count(documents, index.centroid_sample))
+    build_and_search(documents[:200], queries, exact, index, params.seed, library_centroids=True)
+    timings["family"] = build_and_search(documents, queries, exact, index, params.seed, library_centroids=False)
     if library_centroids:
-        timings["library"] = build_and_search(documents, queries, exact, index, params.seed, None)
+        timings["library"] = build_and_search(documents, queries, exact, index, params.seed, library_centroids=True)
     timings["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return timings
 

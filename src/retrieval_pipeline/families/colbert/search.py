@@ -78,6 +78,14 @@ def centroids_from_sample(count: int) -> Iterator[None]:
         library.compute_kmeans = compute_kmeans
 
 
+def build_index(plaid, documents: list[torch.Tensor], index: PlaidSettings, seed: int) -> None:
+    """Build `plaid` (a fast-plaid index) over `documents`, its centroids from `index.centroid_sample` documents."""
+    torch.manual_seed(seed)  # fast-plaid draws its k-means sample from torch's global generator
+    with centroids_from_sample(centroid_count(documents, index.centroid_sample)):
+        plaid.create(documents_embeddings=documents, nbits=index.nbits, kmeans_niters=index.kmeans_iterations,
+                     n_samples_kmeans=index.centroid_sample, seed=seed, use_triton_kmeans=False)
+
+
 def plaid_search(queries: list[torch.Tensor], documents: list[torch.Tensor], k: int, index: PlaidSettings,
                  scratch: Path, seed: int) -> np.ndarray:
     """Approximate late-interaction search through a PLAID index (fast-plaid, which pylate's PLAID index wraps):
@@ -90,10 +98,7 @@ def plaid_search(queries: list[torch.Tensor], documents: list[torch.Tensor], k: 
     scratch.mkdir(parents=True)
     try:
         plaid = fast_plaid.FastPlaid(index=str(scratch), device=device())
-        torch.manual_seed(seed)  # fast-plaid draws its k-means sample from torch's global generator
-        with centroids_from_sample(centroid_count(documents, index.centroid_sample)):
-            plaid.create(documents_embeddings=documents, nbits=index.nbits, kmeans_niters=index.kmeans_iterations,
-                         n_samples_kmeans=index.centroid_sample, seed=seed, use_triton_kmeans=False)
+        build_index(plaid, documents, index, seed)
         found = plaid.search(queries_embeddings=queries, top_k=k, n_full_scores=index.n_full_scores,
                              n_ivf_probe=index.n_ivf_probe, show_progress=False)
     finally:
