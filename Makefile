@@ -37,7 +37,8 @@ sshd:
 test: $(STAMP) sshd
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" pytest
 
-# Speed and memory, measured side by side (not gates): writes .benchmarks/, docs/scale.md and docs/throughput.md.
+# Speed and memory, measured side by side (not gates): writes .benchmarks/, docs/scale.md, docs/throughput.md
+# and docs/checkpoint_selection.md.
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" pytest -m bench tests/benchmarks --benchmark-group-by=group --benchmark-autosave
 

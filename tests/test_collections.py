@@ -23,6 +23,7 @@ from helpers import (
 from retrieval_pipeline.core.beir import load_collection, read_beir_folder
 from retrieval_pipeline.core.errors import DataError
 from retrieval_pipeline.core.params import deep_merge
+from retrieval_pipeline.core.retrieval import bounded_corpus
 
 SPLITS, DEV = {"train": "train", "test": "test"}, {"dev": "dev"}
 
@@ -127,6 +128,18 @@ def test_matryoshka_trains_on_the_train_qrels_and_evaluates_the_test_split_on_th
     else:  # a share of the training queries
         assert dev_queries and dev_queries <= set(collection.split("train")[0]["query_id"])
     assert set(queries.filter(pl.col("split") == "test")["query_id"]) == set(collection.split("test")[0]["query_id"])
+
+
+def test_the_dev_corpus_is_every_judged_document_and_a_fixed_sample_up_to_its_bound():
+    corpus = pl.DataFrame({"document_id": [f"d{i:04d}" for i in range(5000)], "text": ["x"] * 5000})
+    judged = ["d4999", "d0007", "d0007", "d2500"]
+    dev = bounded_corpus(corpus, judged, 500, seed=42)
+    assert dev.height == 500 and set(judged) <= set(dev["document_id"])
+    assert dev["document_id"].is_sorted() and dev["document_id"].n_unique() == 500
+    assert dev.equals(bounded_corpus(corpus, judged, 500, seed=42))
+    assert not dev.equals(bounded_corpus(corpus, judged, 500, seed=7))
+    # a corpus within the bound is searched whole, exactly as it is
+    assert bounded_corpus(corpus.head(390), judged[1:2], 500, seed=42).equals(corpus.head(390))
 
 
 def test_dpr_reads_a_beir_folder_with_graded_qrels(tmp_path):
