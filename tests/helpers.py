@@ -182,19 +182,10 @@ def write_beir_collection(folder: Path, dev: bool = False) -> Path:
     """A small BEIR folder in the formats real downloads come in: a gzipped corpus with titles and extra metadata
     fields, CRLF qrels with graded relevance (2, 1, and 0 for judged not relevant), a query with two relevant
     documents, and (with `dev`) a dev split. Written by the tests, not copied from a dataset."""
-    import gzip
-    import json
-
     from retrieval_pipeline.core.world import build_world
     from retrieval_pipeline.families.colbert.synthetic import claim_collection
 
     corpus, queries, qrels = claim_collection(build_world(3, facilities=6, companies=2), 2, 3, chunks_per_abstract=3)
-    (folder / "qrels").mkdir(parents=True, exist_ok=True)
-    with gzip.open(folder / "corpus.jsonl.gz", "wt", encoding="utf-8") as out:
-        for row in corpus:
-            out.write(json.dumps({**row, "metadata": {"source": "synthetic register"}}) + "\n")
-    (folder / "queries.jsonl").write_text("".join(json.dumps({**row, "metadata": {}}) + "\n" for row in queries),
-                                          encoding="utf-8")
     judged = [(row["query-id"], row["corpus-id"], 2) for row in qrels]
     ids = [row["_id"] for row in corpus]
     # a test query and a training query each also find a second, less relevant document and one judged not relevant
@@ -204,7 +195,22 @@ def write_beir_collection(folder: Path, dev: bool = False) -> Path:
     for row in sorted(judged):
         number = int(row[0].removeprefix("claim"))
         splits["test" if number % 4 == 0 else "dev" if dev and number % 4 == 1 else "train"].append(row)
-    for split, rows in splits.items():
+    return write_beir_files(folder, [{**row, "metadata": {"source": "synthetic register"}} for row in corpus],
+                            [{**row, "metadata": {}} for row in queries], splits)
+
+
+def write_beir_files(folder: Path, corpus: list[dict], queries: list[dict],
+                     qrels: dict[str, list[tuple[str, str, int]]]) -> Path:
+    """A BEIR folder as downloads come: corpus.jsonl.gz, queries.jsonl and qrels/<split>.tsv (a header row, CRLF
+    line ends) for every split that has judgements."""
+    import gzip
+    import json
+
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    with gzip.open(folder / "corpus.jsonl.gz", "wt", encoding="utf-8") as out:
+        out.writelines(json.dumps(row) + "\n" for row in corpus)
+    (folder / "queries.jsonl").write_text("".join(json.dumps(row) + "\n" for row in queries), encoding="utf-8")
+    for split, rows in qrels.items():
         if rows:
             (folder / "qrels" / f"{split}.tsv").write_bytes(
                 ("query-id\tcorpus-id\tscore\r\n" + "".join(f"{q}\t{d}\t{s}\r\n" for q, d, s in rows)).encode())

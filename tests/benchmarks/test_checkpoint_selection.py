@@ -11,7 +11,6 @@ docs/checkpoint_selection.md.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import platform
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from helpers import FamilyStages, repo_params, write_params
+from helpers import FamilyStages, repo_params, write_beir_files, write_params
 
 WORLDS, FACILITIES, COMPANIES = 5, 200, 20  # one world runs out of distinct names at about 200 facilities
 DOCUMENTS = 5000
@@ -50,16 +49,9 @@ def write_collection(folder: Path) -> int:
     qrels = [(query, document) for query, document in qrels if document in kept]
     chosen = random.Random(0).sample([query for query, _ in qrels], TRAIN_QUERIES + TEST_QUERIES)
     split = {query: "test" if n < TEST_QUERIES else "train" for n, query in enumerate(chosen)}
-    folder.mkdir(parents=True)
-    with gzip.open(folder / "corpus.jsonl.gz", "wt", encoding="utf-8") as out:
-        out.writelines(json.dumps(row) + "\n" for row in corpus)
-    (folder / "queries.jsonl").write_text(
-        "".join(json.dumps(row) + "\n" for row in queries if row["_id"] in split), encoding="utf-8")
-    (folder / "qrels").mkdir()
-    for name in ("train", "test"):
-        rows = [f"{query}\t{document}\t1\n" for query, document in qrels if split.get(query) == name]
-        (folder / "qrels" / f"{name}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(rows),
-                                                    encoding="utf-8")
+    write_beir_files(folder, corpus, [row for row in queries if row["_id"] in split],
+                     {name: [(query, document, 1) for query, document in qrels if split.get(query) == name]
+                      for name in ("train", "test")})
     return len(corpus)
 
 
@@ -121,7 +113,6 @@ def write_report(documents: int, metric: str) -> None:
         f"the stage takes {bounded['seconds'] / full['seconds']:.2f}x the time. On the embedded profile's own data "
         "the corpus is smaller than the bound, so its dev evaluation searches every document either way.", ""]),
         encoding="utf-8")
-
 
 
 @pytest.mark.benchmark(group=GROUP)
