@@ -207,6 +207,17 @@ def test_checkpoint_is_safetensors_with_a_model_card_and_loads(repo):
     assert embedding.shape == (1, 384)
 
 
+def test_no_output_names_the_folder_it_ran_in(repo):
+    """Outputs travel through remotes and the hub: no text a stage writes (training logs, resolved params, model
+    configs and cards, metrics) may record the path of the machine that made it."""
+    texts = [path for folder in ("data", "dvclive", "metrics", "models") for path in (repo / folder).rglob("*")
+             if path.is_file() and path.suffix in {".json", ".yaml", ".md", ".txt", ".tsv", ".csv"}]
+    logged = {path.relative_to(repo / "dvclive").parts[0] for path in (repo / "dvclive").rglob("params.yaml")
+              if "output_dir: " in path.read_text()}
+    assert logged == set(FAMILIES)  # every family's training arguments, output_dir among them, are in the scan
+    assert [path.relative_to(repo) for path in texts if str(repo) in path.read_text()] == []
+
+
 def test_every_checkpoint_card_has_its_test_metrics_and_loading_code_that_runs(repo):
     from huggingface_hub import ModelCard
 

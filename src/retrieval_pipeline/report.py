@@ -323,7 +323,7 @@ def write_report(params_file: Path, root: Path) -> None:
                    f"`report.families.<family>.expect.{profile}` in params.yaml, judged under its section; under "
                    "`seed`, the numbers the recipes' seeds publish).", ""]
     atomic_write_text(report, "\n".join(header + [text for text, _ in sections]) + "\n")
-    print(f"report: {report} ({', '.join(entries)}); expectations met: {met} of {len(verdicts)}")
+    print(f"report: {report.relative_to(root)} ({', '.join(entries)}); expectations met: {met} of {len(verdicts)}")
 
 
 def main(argv: list[str] | None = None) -> int:

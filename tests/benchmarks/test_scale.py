@@ -37,16 +37,16 @@ def growth(key: str, build: str, smaller: int, larger: int) -> str:
 
 def write_table() -> None:
     """Rewritten after every size, so that an interrupted run keeps the rows it finished."""
-    rows = ["| documents | vectors per document | encode (s) | exact MaxSim search (s) | index build (s) | "
-            "centroids | PLAID search (s) | recall of exact top 10 | recall of exact top 100 | peak memory (MiB) |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| documents | vectors per document | encode (s) | exact MaxSim search (s) | index build (s) | centroids | "
+            "bits | PLAID search (s) | recall of exact top 10 | recall of exact top 100 | peak memory (MiB) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for size, result in sorted(RESULTS.items()):
         for build, label in (("library", "fast-plaid's count"), ("family", "from the sample")):
             if build in result:
                 index = result[build]
                 rows.append(f"| {size:,} | {result['vectors_per_document']:.0f} | {result['encode_s']:.1f} | "
                             f"{result['exact_search_s']:.1f} | {index['index_s']:.1f} | {index['centroids']:,} "
-                            f"({label}) | {index['search_s']:.2f} | {index['recall@10']:.3f} | "
+                            f"({label}) | {index['nbits']} | {index['search_s']:.2f} | {index['recall@10']:.3f} | "
                             f"{index['recall@100']:.3f} | {result['peak_mib']:.0f} |")
     smallest, summary = min(RESULTS), []
     for larger in sorted(RESULTS)[1:]:
@@ -67,8 +67,10 @@ def write_table() -> None:
         "index (fast-plaid) above. The index compresses every token vector against its centroids; fast-plaid "
         "sizes them from the whole collection (about 16 x sqrt(token vectors)), so that compression grows as "
         "tokens^1.5. The family trains them on the token vectors of `evaluate.index.centroid_sample` documents "
-        "and takes their count from that sample, fixed as the collection grows. Where a size has both builds, "
-        "they ran in one process, one after the other. Recall is the share of "
+        "and takes their count from that sample, fixed as the collection grows, and stores each residual dimension "
+        "in `evaluate.index.nbits` bits (`bits`). Where a size has both builds (the family's and the "
+        "one it replaced, fast-plaid's count at 4 bits), they ran in one process, one after the other. "
+        "Recall is the share of "
         "the exact MaxSim top 10 (top 100) the index returns in its top 10 (top 100), over the queries; peak "
         "memory is the size's whole process.", "",
         *rows, "", *(f"- {line}" for line in summary), ""]), encoding="utf-8")
