@@ -11,30 +11,19 @@ before (fast-plaid's own centroid count, from the whole collection), side by sid
 from __future__ import annotations
 
 import json
-import os
-import platform
 import subprocess
 import sys
 from datetime import date
 from pathlib import Path
 
 import pytest
+from stage_times import commit, machine
 
 SIZES = (2_000, 5_000, 20_000, 100_000)
 ROOT = Path(__file__).resolve().parents[2]
 TABLE, RECORD = ROOT / "docs" / "scale.md", ROOT / "docs" / "scale.json"
 RESULTS: dict[int, dict] = {int(size): result for size, result in
                             (json.loads(RECORD.read_text(encoding="utf-8")) if RECORD.exists() else {}).items()}
-
-
-def this_run() -> str:
-    """The label of this pytest run's rows: the day, the commit and the machine."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return (f"{date.today().isoformat()}, commit {commit.stdout.strip() or 'unknown'}, {platform.machine()} "
-            f"{platform.processor() or 'unknown processor'} with {os.cpu_count()} CPUs")
-
-
-RUN = this_run()
 
 
 def run_size(size: int, library_centroids_up_to: int) -> dict:
@@ -109,6 +98,6 @@ def test_colbert_encode_index_and_search_at_scale(benchmark, request, size):
     result = benchmark.pedantic(run_size, args=(size, request.config.getoption("library_centroids_up_to")),
                                 rounds=1, iterations=1)
     benchmark.extra_info.update(result)
-    RESULTS[size] = {**result, "run": RUN}
+    RESULTS[size] = {**result, "run": f"{date.today().isoformat()}, commit {commit()}, {machine()}"}
     write_table()
     assert result["encode_s"] > 0 and result["family"]["centroids"] > 0

@@ -5,6 +5,7 @@ Both sides work on the same batch; compare them in the `--benchmark-group-by=gro
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -129,28 +130,22 @@ def stage_family(tmp_path_factory):
     return family
 
 
-def stage_breakdown(training_log: Path, seconds: float) -> dict[str, float]:
-    """Where the stage's seconds went, from its DVCLive log: trainer.train() (its steps, its checkpoint saves and
-    its dev evaluations, each evaluation timed by the trainer) and the rest (loading, test scoring, saving)."""
-    import json
-
+def stage_breakdown(training_log: Path, seconds: float) -> dict:
+    """Where the stage's seconds went, from its DVCLive log: trainer.train() (its steps and checkpoint saves, and
+    its dev evaluations, each timed by the trainer) and the rest (model load, test scoring, saving the model)."""
     train = json.loads((training_log / "metrics.json").read_text(encoding="utf-8"))["train"]["runtime"]
     evaluations = pl.read_csv(training_log / "plots" / "metrics" / "eval" / "runtime.tsv", separator="\t")["runtime"]
-    return {"steps and checkpoint saves": train - evaluations.sum(),
-            f"dev evaluations ({evaluations.len()}: {', '.join(f'{value:.1f}' for value in evaluations)} s)":
-                evaluations.sum(),
-            "around the trainer (model load, test scoring, saving the model)": seconds - train}
+    return {"steps": train - evaluations.sum(), "evaluations": evaluations.to_list(), "around": seconds - train}
 
 
-def record_stage(name: str, seconds: float, pairs: int, epochs: int, breakdown: dict[str, float] | None = None) -> None:
+def record_stage(name: str, seconds: float, pairs: int, epochs: int, breakdown: dict | None = None) -> None:
     STAGE_RESULTS[name] = {"seconds": seconds, "pairs": pairs, "epochs": epochs,
-                           "pairs_per_s": pairs * epochs / seconds, "breakdown": breakdown or {}}
+                           "pairs_per_s": pairs * epochs / seconds, "breakdown": breakdown}
     if len(STAGE_RESULTS) < 2:
         return
     family, bare = STAGE_RESULTS["train stage"], STAGE_RESULTS["bare trainer"]
-    ratio = family["pairs_per_s"] / bare["pairs_per_s"]
-    steps = next(seconds for part, seconds in family["breakdown"].items() if part.startswith("steps"))
-    evaluations = next(seconds for part, seconds in family["breakdown"].items() if part.startswith("dev"))
+    parts = family["breakdown"]
+    evaluations = sum(parts["evaluations"])
     THROUGHPUT.write_text("\n".join([
         "# Training throughput", "",
         "Written by `make bench` (tests/benchmarks/test_throughput.py): the matryoshka train stage as `dvc repro` "
@@ -162,10 +157,14 @@ def record_stage(name: str, seconds: float, pairs: int, epochs: int, breakdown: 
           for name, r in STAGE_RESULTS.items()), "",
         "Where the train stage's seconds went (the trainer times each dev evaluation; DVCLive logs it):", "",
         "| part | seconds |", "|---|---|",
-        *(f"| {part} | {seconds:.1f} |" for part, seconds in family["breakdown"].items()), "",
-        f"The train stage reaches {ratio:.2f}x the bare trainer's pairs/s. Its training steps with their checkpoint "
-        f"saves run at {bare['seconds'] / steps:.2f}x the bare trainer's speed; the dev evaluations that select the "
-        f"checkpoint take {evaluations / steps:.1%} of the steps' time, so a stage that selects its checkpoint by "
+        f"| steps and checkpoint saves | {parts['steps']:.1f} |",
+        f"| dev evaluations ({len(parts['evaluations'])}: "
+        f"{', '.join(f'{value:.1f}' for value in parts['evaluations'])} s) | {evaluations:.1f} |",
+        f"| around the trainer (model load, test scoring, saving the model) | {parts['around']:.1f} |", "",
+        f"The train stage reaches {family['pairs_per_s'] / bare['pairs_per_s']:.2f}x the bare trainer's pairs/s. "
+        f"Its training steps with their checkpoint saves run at {bare['seconds'] / parts['steps']:.2f}x the bare "
+        f"trainer's speed; the dev evaluations that select the checkpoint take {evaluations / parts['steps']:.1%} "
+        "of the steps' time, so a stage that selects its checkpoint by "
         "a dev evaluation each epoch stays under the bare trainer by about that much.", ""]),
         encoding="utf-8")
 
