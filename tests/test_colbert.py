@@ -156,6 +156,47 @@ def test_pooling_distillation_is_pylates_loss_with_pooled_documents(tmp_path):
     assert pooled.score_metric.last_pool_factor == 3
 
 
+def split_features(batch: dict, columns: tuple[str, ...]) -> list[dict]:
+    return [{key.removeprefix(f"{name}_"): value for key, value in batch.items() if key.startswith(f"{name}_")}
+            for name in columns]
+
+
+def test_trimmed_batches_score_as_pylates_padded_ones_with_less_padding(tmp_path):
+    """The training collator cuts the documents' padding that no document of the batch uses: the same losses as
+    pylate's collator (Contrastive for the base stage, pooled Distillation for the train stage), the queries as
+    pylate pads them, and the documents no longer than the batch's longest."""
+    from pylate.losses import Contrastive
+    from pylate.utils import ColBERTCollator
+
+    from retrieval_pipeline.families.colbert.collator import TrimmedColBERTCollator
+    from retrieval_pipeline.families.colbert.losses import pooling_distillation
+
+    model = colbert_of_model_base(family_at(tmp_path).family)
+    short, longer = "Delta is a town.", "The Kestrel wind farm opened in 2019 with forty turbines on the ridge."
+    triplets = [{"query": "When did the wind farm open?", "positive": longer, "negative": short},
+                {"query": "Where is Delta?", "positive": short, "negative": "Gamma is a lake in the upper valley."}]
+    lists = [{"query": "When did the wind farm open?", "scores": [0.9, 0.2, 0.1], "documents": [longer, short, short]},
+             {"query": "Where is Delta?", "scores": [0.1, 0.8, 0.3], "documents": [short, longer, short]}]
+    longest = len(model.tokenize([longer], is_query=False)["input_ids"][0])
+    for examples, columns, loss in ((triplets, ("query", "positive", "negative"), Contrastive(model)),
+                                    (lists, ("query", "documents"),
+                                     pooling_distillation(model, [2], seed=0, iterations=5, protected=1))):
+        padded = ColBERTCollator(tokenize_fn=model.tokenize)(examples)
+        trimmed = TrimmedColBERTCollator(tokenize_fn=model.tokenize)(examples)
+        assert torch.equal(trimmed["query_input_ids"], padded["query_input_ids"])
+        for column in columns[1:]:
+            assert padded[f"{column}_input_ids"].shape[1] == model.document_length
+            assert trimmed[f"{column}_input_ids"].shape[1] == longest < model.document_length
+            for key in ("input_ids", "attention_mask"):
+                width = trimmed[f"{column}_{key}"].shape[1]
+                assert torch.equal(trimmed[f"{column}_{key}"], padded[f"{column}_{key}"][:, :width])
+                assert not padded[f"{column}_attention_mask"][:, width:].any()
+        labels = padded.get("label")
+        with torch.no_grad():
+            expected = loss(split_features(padded, columns), labels)
+            assert torch.allclose(loss(split_features(trimmed, columns), labels), expected, atol=1e-5)
+
+
 # Teachers and the false-negative filter -------------------------------------------
 
 

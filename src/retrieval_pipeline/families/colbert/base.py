@@ -77,9 +77,10 @@ def base(family: Colbert) -> None:
 def pretrain_base(family: Colbert, pretrain: BasePretraining, out: Path) -> dict:
     from datasets import Dataset
     from pylate.losses import Contrastive
-    from pylate.utils import ColBERTCollator
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.training_args import BatchSamplers
+
+    from retrieval_pipeline.families.colbert.collator import TrimmedColBERTCollator
 
     resume = Resume(family, "base")
     collection = load_collection(family.paths.prepared)
@@ -93,7 +94,8 @@ def pretrain_base(family: Colbert, pretrain: BasePretraining, out: Path) -> dict
         # two claims of one abstract in a batch would each be the other's false negative
         batch_sampler=BatchSamplers.NO_DUPLICATES, **shared_arguments(family.params.seed, True, pretrain.warmup_ratio))
     trainer = ResumableTrainer(model=model, args=args, train_dataset=Dataset.from_dict(columns),
-                               loss=Contrastive(model), data_collator=ColBERTCollator(tokenize_fn=model.tokenize))
+                               loss=Contrastive(model),
+                               data_collator=TrimmedColBERTCollator(tokenize_fn=model.tokenize))
     print(f"base: training {family.params.model.base} as a ColBERT without pooling on {len(columns['query'])} "
           f"claims of its own world ({left_out} left out: they name what the collection names)")
     result = resume.train(trainer, "base", out / "training", "base")

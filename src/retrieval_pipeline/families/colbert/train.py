@@ -40,8 +40,9 @@ def training_examples(family: Colbert):
 
 
 def build_trainer(family: Colbert, model, pool_factors: list[int], examples, output_dir: Path):
-    from pylate.utils import ColBERTCollator
     from sentence_transformers import SentenceTransformerTrainingArguments
+
+    from retrieval_pipeline.families.colbert.collator import TrimmedColBERTCollator
 
     train, pooling = family.params.train, family.params.model.pooling
     loss = pooling_distillation(model, pool_factors, family.params.seed, pooling.kmeans_iterations,
@@ -52,7 +53,7 @@ def build_trainer(family: Colbert, model, pool_factors: list[int], examples, out
         save_strategy="epoch", save_total_limit=1,  # to resume from
         **shared_arguments(family.params.seed, train.bf16, train.warmup_ratio))
     trainer = ResumableTrainer(model=model, args=args, train_dataset=examples, loss=loss,
-                               data_collator=ColBERTCollator(tokenize_fn=model.tokenize))
+                               data_collator=TrimmedColBERTCollator(tokenize_fn=model.tokenize))
     # the pool factors drawn so far are part of the training's state, like the global generators
     trainer.random_generators = {"pool_factors": loss.score_metric.sampler.generator}
     return trainer
