@@ -8,8 +8,9 @@ hierarchical pooling.
 
 Modules: prepare (the collection, and NanoBEIR collections), base (a ColBERT made from model.base first, where
 the profile starts from a sentence embedder), teachers and mine (teacher-scored candidate lists), model (the
-ColBERT fine-tuning starts from), pooling (token pooling), losses (pylate's distillation with pooled documents), search
-(exact MaxSim and PLAID), scoring (a model at every pool factor; the baseline stage), train, evaluate.
+ColBERT fine-tuning starts from), pooling (token pooling), losses (pylate's distillation with pooled documents),
+collator (training batches without the documents' dead padding), search (exact MaxSim and PLAID), scoring (a
+model at every pool factor; the baseline stage), train, evaluate.
 """
 
 from __future__ import annotations
