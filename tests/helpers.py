@@ -232,3 +232,9 @@ def kill_stage_when(repo: Path, stage: str, family: str, reached: Callable[[], b
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
+
+
+def split_features(batch: dict, columns: tuple[str, ...]) -> list[dict]:
+    """A collated ColBERT batch as the per-column features pylate's losses take, in `columns` order."""
+    return [{key.removeprefix(f"{name}_"): value for key, value in batch.items() if key.startswith(f"{name}_")}
+            for name in columns]

@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from helpers import TINY_COLBERT, FamilyStages, write_params
+from helpers import TINY_COLBERT, FamilyStages, split_features, write_params
 
 from retrieval_pipeline.core.errors import DataError
 from retrieval_pipeline.core.params import deep_merge
@@ -145,8 +145,7 @@ def test_pooling_distillation_is_pylates_loss_with_pooled_documents(tmp_path):
                "documents": ["The Kestrel wind farm opened in 2019 with forty turbines on the ridge.",
                              "Gamma is a lake in the upper valley, fed by two streams.", "Delta is a town."]}
     batch = ColBERTCollator(tokenize_fn=model.tokenize)([example, {**example, "scores": [0.1, 0.8, 0.3]}])
-    features = [{key.removeprefix(f"{name}_"): value for key, value in batch.items() if key.startswith(name)}
-                for name in ("query", "documents")]
+    features = split_features(batch, ("query", "documents"))
     with torch.no_grad():
         plain = Distillation(model)(features, batch["label"])
         unpooled = pooling_distillation(model, [1], seed=0, iterations=5, protected=1)
@@ -154,11 +153,6 @@ def test_pooling_distillation_is_pylates_loss_with_pooled_documents(tmp_path):
         assert torch.equal(unpooled(features, batch["label"]), plain)
         assert not torch.equal(pooled(features, batch["label"]), plain)
     assert pooled.score_metric.last_pool_factor == 3
-
-
-def split_features(batch: dict, columns: tuple[str, ...]) -> list[dict]:
-    return [{key.removeprefix(f"{name}_"): value for key, value in batch.items() if key.startswith(f"{name}_")}
-            for name in columns]
 
 
 def test_trimmed_batches_score_as_pylates_padded_ones_with_less_padding(tmp_path):

@@ -2,6 +2,9 @@
 expression that does not name them (`-m "not slow"`) leaves them out too."""
 
 import pytest
+from helpers import write_params
+
+from retrieval_pipeline.core.resolve import load_family
 
 
 def pytest_addoption(parser):
@@ -23,3 +26,10 @@ def pytest_collection_modifyitems(config, items):
     if left_out:
         config.hook.pytest_deselected(items=left_out)
         items[:] = kept
+
+
+@pytest.fixture(scope="module")
+def colbert_family(tmp_path_factory):
+    """The colbert family with the repository's params (embedded profile), resolved in a folder of its own."""
+    root = tmp_path_factory.mktemp("colbert-bench")
+    return load_family("colbert", write_params(root), root)

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import write_params
+from helpers import split_features
 
-from retrieval_pipeline.core.resolve import load_family
 from retrieval_pipeline.core.world import build_world
 from retrieval_pipeline.families.colbert.losses import pooling_distillation
 from retrieval_pipeline.families.colbert.model import colbert_of_model_base
@@ -25,14 +24,8 @@ TRAIN_GROUP = f"colbert train step ({QUERIES} queries x {N_WAYS} abstracts of th
 
 
 @pytest.fixture(scope="module")
-def family(tmp_path_factory):
-    root = tmp_path_factory.mktemp("colbert-batches")
-    return load_family("colbert", write_params(root), root)
-
-
-@pytest.fixture(scope="module")
-def triplets(family):
-    pretrain = family.params.model.pretrain
+def triplets(colbert_family):
+    pretrain = colbert_family.params.model.pretrain
     corpus, queries, qrels = claim_collection(build_world(pretrain.world_seed, 16, 4), 1, pretrain.world_seed)
     text_of = {document["_id"]: document["text"] for document in corpus}
     ids = list(text_of)
@@ -42,8 +35,8 @@ def triplets(family):
 
 
 @pytest.fixture(scope="module")
-def lists(family):
-    synthetic = family.params.data.synthetic
+def lists(colbert_family):
+    synthetic = colbert_family.params.data.synthetic
     corpus, queries, _ = claim_collection(build_world(0, 16, 4), 1, 0, synthetic.chunks_per_abstract)
     texts = [document["text"] for document in corpus]
     return [{"query": query["text"], "documents": texts[index * N_WAYS:(index + 1) * N_WAYS],
@@ -55,9 +48,7 @@ def training_step(model, loss, collator, examples, columns):
 
     def step():
         batch = collator(examples)
-        features = [{key.removeprefix(f"{name}_"): value for key, value in batch.items()
-                     if key.startswith(f"{name}_")} for name in columns]
-        loss(features, batch.get("label")).backward()
+        loss(split_features(batch, columns), batch.get("label")).backward()
         optimizer.step()
         optimizer.zero_grad()
 
@@ -74,20 +65,20 @@ def collator_of(name: str, model):
 
 @pytest.mark.parametrize("collator", ["pylate", "trimmed"])
 @pytest.mark.benchmark(group=BASE_GROUP)
-def test_base_stage_step(benchmark, family, triplets, collator):
+def test_base_stage_step(benchmark, colbert_family, triplets, collator):
     from pylate.losses import Contrastive
 
-    model = colbert_of_model_base(family)
+    model = colbert_of_model_base(colbert_family)
     benchmark.pedantic(training_step(model, Contrastive(model), collator_of(collator, model), triplets,
                                      ("query", "positive", "negative")), rounds=3, warmup_rounds=1)
 
 
 @pytest.mark.parametrize("collator", ["pylate", "trimmed"])
 @pytest.mark.benchmark(group=TRAIN_GROUP)
-def test_train_stage_step(benchmark, family, lists, collator):
-    model = colbert_of_model_base(family)
-    pooling = family.params.model.pooling
-    loss = pooling_distillation(model, family.params.train.pool_factors, family.params.seed,
+def test_train_stage_step(benchmark, colbert_family, lists, collator):
+    model = colbert_of_model_base(colbert_family)
+    pooling = colbert_family.params.model.pooling
+    loss = pooling_distillation(model, colbert_family.params.train.pool_factors, colbert_family.params.seed,
                                 pooling.kmeans_iterations, pooling.protected_tokens)
     benchmark.pedantic(training_step(model, loss, collator_of(collator, model), lists, ("query", "documents")),
                        rounds=3, warmup_rounds=1)

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import write_params
 
-from retrieval_pipeline.core.resolve import load_family
 from retrieval_pipeline.core.world import build_world
 from retrieval_pipeline.families.colbert.losses import pooling_distillation
 from retrieval_pipeline.families.colbert.model import colbert_of_model_base
@@ -23,21 +21,15 @@ GROUP = f"colbert train step ({QUERIES} queries x {N_WAYS} documents, embedded p
 
 
 @pytest.fixture(scope="module")
-def family(tmp_path_factory):
-    root = tmp_path_factory.mktemp("colbert-bench")
-    return load_family("colbert", write_params(root), root)
-
-
-@pytest.fixture(scope="module")
-def batch(family):
+def batch(colbert_family):
     corpus, queries, _ = claim_collection(build_world(0, 16, 4), 1, 0)
     documents = [f"{row['title']} {row['text']}" for row in corpus[:QUERIES * N_WAYS]]
     return [query["text"] for query in queries[:QUERIES]], documents
 
 
-def distillation_step(family, batch, pool_factor: int):
-    model = colbert_of_model_base(family)
-    pooling = family.params.model.pooling
+def distillation_step(colbert_family, batch, pool_factor: int):
+    model = colbert_of_model_base(colbert_family)
+    pooling = colbert_family.params.model.pooling
     loss = pooling_distillation(model, [pool_factor], 0, pooling.kmeans_iterations, pooling.protected_tokens)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     queries, documents = batch
@@ -53,22 +45,22 @@ def distillation_step(family, batch, pool_factor: int):
 
 
 @pytest.mark.benchmark(group=GROUP)
-def test_step_with_kmeans_pooling(benchmark, family, batch):
-    benchmark.pedantic(distillation_step(family, batch, POOL_FACTOR), rounds=3, warmup_rounds=1)
+def test_step_with_kmeans_pooling(benchmark, colbert_family, batch):
+    benchmark.pedantic(distillation_step(colbert_family, batch, POOL_FACTOR), rounds=3, warmup_rounds=1)
 
 
 @pytest.mark.benchmark(group=GROUP)
-def test_step_without_pooling(benchmark, family, batch):
-    benchmark.pedantic(distillation_step(family, batch, 1), rounds=3, warmup_rounds=1)
+def test_step_without_pooling(benchmark, colbert_family, batch):
+    benchmark.pedantic(distillation_step(colbert_family, batch, 1), rounds=3, warmup_rounds=1)
 
 
 @pytest.mark.benchmark(group=GROUP)
-def test_kmeans_pooling_alone(benchmark, family, batch):
-    model = colbert_of_model_base(family)
+def test_kmeans_pooling_alone(benchmark, colbert_family, batch):
+    model = colbert_of_model_base(colbert_family)
     features = model.tokenize(batch[1], is_query=False)
     with torch.no_grad():
         embeddings = torch.nn.functional.normalize(model(features)["token_embeddings"], dim=-1)
-    pooling = family.params.model.pooling
+    pooling = colbert_family.params.model.pooling
     pooled, mask = benchmark.pedantic(pool_batch, args=(embeddings, features["attention_mask"], POOL_FACTOR,
                                                         pooling.kmeans_iterations, pooling.protected_tokens),
                                       rounds=5, warmup_rounds=1)
