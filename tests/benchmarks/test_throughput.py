@@ -141,11 +141,17 @@ def stage_breakdown(training_log: Path, seconds: float) -> dict:
 def record_stage(name: str, seconds: float, pairs: int, epochs: int, breakdown: dict | None = None) -> None:
     STAGE_RESULTS[name] = {"seconds": seconds, "pairs": pairs, "epochs": epochs,
                            "pairs_per_s": pairs * epochs / seconds, "breakdown": breakdown}
-    if len(STAGE_RESULTS) < 2:
+    write_throughput()
+
+
+def write_throughput() -> None:
+    """docs/throughput.md, once the train stage, the bare trainer and the dev corpus sizes have run."""
+    if set(STAGE_RESULTS) != {"train stage", "bare trainer"} or not DEV_SIZES:
         return
     family, bare = STAGE_RESULTS["train stage"], STAGE_RESULTS["bare trainer"]
     parts = family["breakdown"]
     evaluations = sum(parts["evaluations"])
+    stage_size = " (the stage's)"
     THROUGHPUT.write_text("\n".join([
         "# Training throughput", "",
         "Written by `make bench` (tests/benchmarks/test_throughput.py): the matryoshka train stage as `dvc repro` "
@@ -165,7 +171,19 @@ def record_stage(name: str, seconds: float, pairs: int, epochs: int, breakdown: 
         f"Its training steps with their checkpoint saves run at {bare['seconds'] / parts['steps']:.2f}x the bare "
         f"trainer's speed; the dev evaluations that select the checkpoint take {evaluations / parts['steps']:.1%} "
         "of the steps' time, so a stage that selects its checkpoint by "
-        "a dev evaluation each epoch stays under the bare trainer by about that much.", ""]),
+        "a dev evaluation each epoch stays under the bare trainer by about that much.", "",
+        "## What the dev evaluation costs by the documents it searches", "",
+        "The same train stage once more, with the dev evaluation of every epoch also run, and timed, on smaller "
+        "dev corpora (every judged document plus a seeded sample of the others, as `evaluate.dev_corpus_size` "
+        f"draws them; {DEV_SIZES['judged']} documents are judged for the {DEV_SIZES['queries']} dev queries). "
+        "The last column is the train stage's pairs/s over the bare trainer's with the evaluations of that size in "
+        "place of the stage's own, the other parts as measured above.", "",
+        f"| dev corpus (documents) | seconds per evaluation | {DEV_SIZES['metric']} by epoch | epoch kept | "
+        "train stage / bare trainer |", "|---|---|---|---|---|",
+        *(f"| {size}{stage_size if size == DEV_SIZES['stage'] else ''} | {row['seconds']:.2f} | "
+          f"{' / '.join(f'{value:.4f}' for value in row['curve'])} | {row['epoch']} of {len(row['curve'])} | "
+          f"{bare['seconds'] / (parts['steps'] + row['seconds'] * len(row['curve']) + parts['around']):.2f}x |"
+          for size, row in DEV_SIZES["rows"].items()), ""]),
         encoding="utf-8")
 
 
@@ -199,3 +217,44 @@ def test_bare_trainer_on_the_same_pairs(benchmark, stage_family, tmp_path):
     start = time.perf_counter()
     benchmark.pedantic(trainer.train, rounds=1, iterations=1)
     record_stage("bare trainer", time.perf_counter() - start, pairs.height, train.epochs)
+
+
+# The dev evaluation at several dev corpus sizes, on the checkpoints of one more run of the same train stage.
+DEV_CORPUS_SIZES = [300, 200, 150, 100]
+DEV_SIZES: dict = {}
+
+
+@pytest.mark.benchmark(group=STAGE_GROUP)
+def test_dev_evaluation_by_dev_corpus_size(benchmark, stage_family, tmp_path):
+    from transformers import TrainerCallback
+
+    from retrieval_pipeline.core.retrieval import bounded_corpus
+    from retrieval_pipeline.families.matryoshka.train import DimensionEvaluator
+
+    family, params = stage_family.stage("train"), stage_family.params
+    collection = load_collection(stage_family.paths.prepared)
+    queries, qrels = collection.split("dev")
+    judged = {document for documents in qrels.values() for document in documents}
+    dim = params.train.best_checkpoint_dim
+    sizes = sorted({min(params.evaluate.dev_corpus_size, collection.corpus.height), *DEV_CORPUS_SIZES}, reverse=True)
+    evaluators = {size: DimensionEvaluator(queries, bounded_corpus(collection.corpus, judged, size, params.seed),
+                                           qrels, [dim], dim, params.evaluate.batch_size) for size in sizes}
+    timings: dict[int, list[float]] = {size: [] for size in sizes}
+    curves: dict[int, list[float]] = {size: [] for size in sizes}
+
+    class EverySize(TrainerCallback):
+        def on_evaluate(self, args, state, control, model=None, **kwargs):
+            for size, evaluator in evaluators.items():
+                start = time.perf_counter()
+                curves[size].append(evaluator(model)[evaluator.primary_metric])
+                timings[size].append(time.perf_counter() - start)
+
+    trainer = build_trainer(family, fresh_model(stage_family), tmp_path / "checkpoints")
+    trainer.add_callback(EverySize())
+    benchmark.pedantic(trainer.train, rounds=1, iterations=1)
+    assert all(len(curve) == params.train.epochs for curve in curves.values())
+    DEV_SIZES.update(
+        judged=len(judged), queries=queries.height, metric=f"dev_dim_{dim}_ndcg@10", stage=sizes[0],
+        rows={size: {"seconds": sum(timings[size]) / len(timings[size]), "curve": curves[size],
+                     "epoch": curves[size].index(max(curves[size])) + 1} for size in sizes})
+    write_throughput()
