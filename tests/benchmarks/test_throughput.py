@@ -146,12 +146,12 @@ def record_stage(name: str, seconds: float, pairs: int, epochs: int, breakdown: 
 
 def write_throughput() -> None:
     """docs/throughput.md, once the train stage, the bare trainer and the dev corpus sizes have run."""
-    if set(STAGE_RESULTS) != {"train stage", "bare trainer"} or not DEV_SIZES:
+    if set(STAGE_RESULTS) != {"train stage", "bare trainer"} or not DEV_EVALUATIONS:
         return
     family, bare = STAGE_RESULTS["train stage"], STAGE_RESULTS["bare trainer"]
     parts = family["breakdown"]
     evaluations = sum(parts["evaluations"])
-    stage_size = " (the stage's)"
+    stage_label = " (the stage's)"
     THROUGHPUT.write_text("\n".join([
         "# Training throughput", "",
         "Written by `make bench` (tests/benchmarks/test_throughput.py): the matryoshka train stage as `dvc repro` "
@@ -175,15 +175,16 @@ def write_throughput() -> None:
         "## What the dev evaluation costs by the documents it searches", "",
         "The same train stage once more, with the dev evaluation of every epoch also run, and timed, on smaller "
         "dev corpora (every judged document plus a seeded sample of the others, as `evaluate.dev_corpus_size` "
-        f"draws them; {DEV_SIZES['judged']} documents are judged for the {DEV_SIZES['queries']} dev queries). "
+        f"draws them; {DEV_EVALUATIONS['judged']} documents are judged for the "
+        f"{DEV_EVALUATIONS['queries']} dev queries). "
         "The last column is the train stage's pairs/s over the bare trainer's with the evaluations of that size in "
         "place of the stage's own, the other parts as measured above.", "",
-        f"| dev corpus (documents) | seconds per evaluation | {DEV_SIZES['metric']} by epoch | epoch kept | "
+        f"| dev corpus (documents) | seconds per evaluation | {DEV_EVALUATIONS['metric']} by epoch | epoch kept | "
         "train stage / bare trainer |", "|---|---|---|---|---|",
-        *(f"| {size}{stage_size if size == DEV_SIZES['stage'] else ''} | {row['seconds']:.2f} | "
+        *(f"| {size}{stage_label if size == DEV_EVALUATIONS['stage'] else ''} | {row['seconds']:.2f} | "
           f"{' / '.join(f'{value:.4f}' for value in row['curve'])} | {row['epoch']} of {len(row['curve'])} | "
           f"{bare['seconds'] / (parts['steps'] + row['seconds'] * len(row['curve']) + parts['around']):.2f}x |"
-          for size, row in DEV_SIZES["rows"].items()), ""]),
+          for size, row in DEV_EVALUATIONS["rows"].items()), ""]),
         encoding="utf-8")
 
 
@@ -221,7 +222,7 @@ def test_bare_trainer_on_the_same_pairs(benchmark, stage_family, tmp_path):
 
 # The dev evaluation at several dev corpus sizes, on the checkpoints of one more run of the same train stage.
 DEV_CORPUS_SIZES = [300, 200, 150, 100]
-DEV_SIZES: dict = {}
+DEV_EVALUATIONS: dict = {}
 
 
 @pytest.mark.benchmark(group=STAGE_GROUP)
@@ -236,7 +237,8 @@ def test_dev_evaluation_by_dev_corpus_size(benchmark, stage_family, tmp_path):
     queries, qrels = collection.split("dev")
     judged = {document for documents in qrels.values() for document in documents}
     dim = params.train.best_checkpoint_dim
-    sizes = sorted({min(params.evaluate.dev_corpus_size, collection.corpus.height), *DEV_CORPUS_SIZES}, reverse=True)
+    stage_size = min(params.evaluate.dev_corpus_size, collection.corpus.height)
+    sizes = sorted({stage_size, *DEV_CORPUS_SIZES}, reverse=True)
     evaluators = {size: DimensionEvaluator(queries, bounded_corpus(collection.corpus, judged, size, params.seed),
                                            qrels, [dim], dim, params.evaluate.batch_size) for size in sizes}
     timings: dict[int, list[float]] = {size: [] for size in sizes}
@@ -253,8 +255,8 @@ def test_dev_evaluation_by_dev_corpus_size(benchmark, stage_family, tmp_path):
     trainer.add_callback(EverySize())
     benchmark.pedantic(trainer.train, rounds=1, iterations=1)
     assert all(len(curve) == params.train.epochs for curve in curves.values())
-    DEV_SIZES.update(
-        judged=len(judged), queries=queries.height, metric=f"dev_dim_{dim}_ndcg@10", stage=sizes[0],
+    DEV_EVALUATIONS.update(
+        judged=len(judged), queries=queries.height, metric=evaluators[stage_size].primary_metric, stage=stage_size,
         rows={size: {"seconds": sum(timings[size]) / len(timings[size]), "curve": curves[size],
                      "epoch": curves[size].index(max(curves[size])) + 1} for size in sizes})
     write_throughput()
