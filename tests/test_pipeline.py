@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 from helpers import (
     REPO,
@@ -451,18 +452,22 @@ def test_a_beir_folder_is_one_exp_run_away(repo, tmp_path):
 
 
 def readme_collection_lines() -> list[str]:
-    """The README's one-family lines for a BEIR folder."""
+    """The README's lines for a BEIR folder: the one for every family, then one per family."""
     lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
     return [line for line in lines if line.startswith("dvc exp run") and "/data/my-collection" in line]
 
 
-@pytest.mark.parametrize("line", readme_collection_lines(), ids=lambda line: line.split()[-1])
+def readme_family_collection_lines() -> list[str]:
+    return [line for line in readme_collection_lines() if line.split()[-1].startswith("evaluate@")]
+
+
+@pytest.mark.parametrize("line", readme_family_collection_lines(), ids=lambda line: line.split()[-1])
 def test_each_readme_collection_line_runs_verbatim_on_a_fresh_clone(repo, tmp_path, line):
     """As a new user runs it: a clone with no DVC outputs, no cache and no reachable remote, the README's line
     with only the folder's path changed."""
     from helpers import write_beir_collection
 
-    assert len(readme_collection_lines()) == len(FAMILIES)
+    assert len(readme_family_collection_lines()) == len(FAMILIES)
     folder = write_beir_collection(tmp_path / "collection")
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
@@ -472,6 +477,39 @@ def test_each_readme_collection_line_runs_verbatim_on_a_fresh_clone(repo, tmp_pa
     metrics = json.loads((clone / "eval" / family / "metrics.json").read_text())
     assert metrics, output
     assert [family] == [name for name in FAMILIES if (clone / "eval" / name).exists()]
+
+
+def test_the_readme_collection_line_runs_every_family_on_one_folder_and_the_same_test_queries(repo, tmp_path):
+    """`dvc exp run -S collection=<folder>` on a fresh clone: every family prepares the folder's corpus, is scored
+    on the folder's test queries, and the report names the collection and what the reranker keeps of its own."""
+    from helpers import write_beir_collection
+
+    from retrieval_pipeline.core.beir import read_beir_folder
+
+    (line,) = [line for line in readme_collection_lines() if line not in readme_family_collection_lines()]
+    folder = write_beir_collection(tmp_path / "collection")
+    clone = fresh_clone(repo, tmp_path / "clone")
+    output = run(shlex.split(line.replace("/data/my-collection", str(folder))), clone)
+    assert all(ran(output, family) == set(STAGES) for family in FAMILIES)
+    assert "Running stage 'report'" in output
+    collection = read_beir_folder(folder, {"train": "train", "test": "test"})
+    judged = set(collection.positives("test")["query_id"])
+    # the reranker's factual dataset is the collection; its multi-hop stage 1 keeps the recipe's own
+    prepared = {family: clone / "data" / family / "prepared" / ("factual" if family == "reranker" else "")
+                for family in FAMILIES}
+    for family, where in prepared.items():
+        corpus = pl.read_parquet(where / "corpus.parquet")
+        assert set(corpus["document_id"]) == set(collection.corpus["document_id"]), family
+    tested = {}
+    for family in FAMILIES:
+        per_query = pl.read_parquet(clone / "eval" / family / "per_query.parquet")
+        if "dataset" in per_query.columns:
+            per_query = per_query.filter(pl.col("dataset").is_in(["test", "factual"]))
+        tested[family] = set(per_query["query_id"])
+    assert all(queries == judged for queries in tested.values()), tested
+    report = (clone / "metrics" / "report.md").read_text()
+    assert f"Collection `{folder.name}`" in report and str(folder) not in report
+    assert "the multihop dataset of stage 1 stays the recipe's own" in report
 
 
 TOY_FAMILY = '''"""A fifth family for the extensibility test: word-overlap retrieval whose one trained value,

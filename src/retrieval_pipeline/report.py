@@ -302,7 +302,8 @@ def publish(paths: FamilyPaths) -> None:
 
 def write_report(params_file: Path, root: Path) -> None:
     params = load_report_params(params_file)
-    profile = read_params_file(params_file).get("profile", "embedded")
+    document = read_params_file(params_file)
+    profile = document.get("profile", "embedded")
     entries = report_entries(params, dag_families(root), params_file)
     report = root / "metrics" / "report.md"
     for family in entries:
@@ -318,6 +319,13 @@ def write_report(params_file: Path, root: Path) -> None:
               "is a two-sided paired randomization test over per-query scores "
               f"({params.permutations} resamples). Written by the `report` stage from eval/<family>/per_query.parquet.",
               ""]
+    collection = document.get("collection")
+    if collection is not None:
+        # named by the folder's name: the report travels through remotes, the machine's path does not
+        header += [f"Collection `{Path(collection).name}` (`collection` in params.yaml): every family's collection "
+                   "source is this BEIR folder, so the families are scored on its test queries against its whole "
+                   "corpus; a dataset a family's recipe needs besides it stays the family's own (its notes say "
+                   "which).", ""]
     if verdicts:
         header += [f"Expectations met: {met} of {len(verdicts)} (each family's "
                    f"`report.families.<family>.expect.{profile}` in params.yaml, judged under its section; under "

@@ -108,6 +108,9 @@ class Family(ABC):
     Params: ClassVar[type[FamilyParams]]
     labels: ClassVar[tuple[str, ...]]  # every model label its stages can produce, in the order reports show them
     stages: ClassVar[dict[str, str]]  # stage -> the module of the family's package that holds it
+    # The data source (a dotted key of Params, a SourceParams) that params.yaml's top-level `collection` replaces
+    # with its BEIR folder: what the family trains, selects checkpoints and is tested on.
+    collection_source: ClassVar[str] = "data"
 
     def __init__(self, params: FamilyParams, profile: str, root: Path, overridden: Collection[str] = ()) -> None:
         self.params = params

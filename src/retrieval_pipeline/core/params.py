@@ -201,10 +201,12 @@ def ignored_changes(document: dict[str, Any], committed: dict[str, Any], family:
     return messages
 
 
-def load_params(path: Path, family: str, model: type[ParamsT]) -> tuple[str, ParamsT, tuple[str, ...]]:
+def load_params(path: Path, family: str, model: type[ParamsT],
+                applied: dict[str, Any] | None = None) -> tuple[str, ParamsT, tuple[str, ...]]:
     """The profile, the family's validated params (checked before any work starts), and the keys the embedded
-    override sets."""
+    override sets; `applied` (a top-level switch's values inside the section) is merged in after the profile."""
     profile, merged, overridden = select_profile(path, family)
+    merged = deep_merge(merged, applied or {})
     where = f" (profile '{profile}', after applying {family}.embedded)" if profile == "embedded" else ""
     return profile, validate_section(merged, model, path, family, where, profile, overridden), overridden
 

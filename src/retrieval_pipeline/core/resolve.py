@@ -7,7 +7,11 @@ data/sections.yaml, who reads each top-level key, which every resolve stage depe
 The resolve stage: a family's section of params.yaml validated under the active profile and written to
 data/<family>/params.yaml, the file every other stage of the family reads and DVC tracks, with what the family
 loads from outside the repository recorded in data/<family>/inputs.yaml. It also checks the family's report
-entry, and warns about a changed key the active profile does not read and about each unpinned hub input."""
+entry, and warns about a changed key the active profile does not read and about each unpinned hub input.
+
+params.yaml's top-level `collection`, a BEIR folder, is applied here: it replaces each family's collection source
+(Family.collection_source) under either profile, so that every family trains and is tested on the same queries
+and corpus; unset, it changes nothing."""
 
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ from retrieval_pipeline.core.stage import (
 )
 
 SECTIONS = Path("data/sections.yaml")
+COLLECTION = "collection"
 
 
 def section_readers(params_file: Path, root: Path) -> dict[str, str]:
@@ -42,8 +47,8 @@ def section_readers(params_file: Path, root: Path) -> dict[str, str]:
     report section is checked now rather than after every family has trained."""
     document = read_params_file(params_file)
     families = dag_families(root)
-    readers = {"profile": "every stage", **{name: f"the {name} stages" for name in families},
-               "report": "the report stage"}
+    readers = {"profile": "every stage", COLLECTION: "every family's resolve stage and the report",
+               **{name: f"the {name} stages" for name in families}, "report": "the report stage"}
     for key in document:
         if key not in readers:
             raise ParamsError(f"{params_file}: {key}: no family, section or the report reads this key; "
@@ -73,10 +78,35 @@ def run_params(argv: list[str] | None = None) -> int:
     return 0
 
 
+def collection_folder(document: dict, params_file: Path) -> Path | None:
+    """params.yaml's `collection`: the BEIR folder every family reads instead of its own collection source, or
+    None when it is unset."""
+    value = document.get(COLLECTION)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ParamsError(f"{params_file}: {COLLECTION}: expected the path of a BEIR folder or null (got {value!r})")
+    if not Path(value).is_dir():
+        raise ParamsError(f"{params_file}: {COLLECTION}: {value!r} is not a folder; expected a BEIR folder "
+                          "(corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
+    return Path(value)
+
+
+def at_key(dotted: str, value: dict) -> dict:
+    """`value` nested under a dotted key: ("data.factual", v) -> {"data": {"factual": v}}."""
+    for part in reversed(dotted.split(".")):
+        value = {part: value}
+    return value
+
+
 def load_family(name: str, params_file: Path, root: Path) -> Family:
-    """The family with its whole params section from params.yaml, under the file's profile (resolve, preflight)."""
+    """The family with its whole params section from params.yaml, under the file's profile and with the
+    `collection` folder as its collection source where one is set (resolve, preflight)."""
     cls = family_class(name)
-    profile, params, overridden = load_params(params_file, name, cls.Params)
+    folder = collection_folder(read_params_file(params_file), params_file)
+    collection = at_key(cls.collection_source, {"source": "local", "local": {"path": str(folder)}}) \
+        if folder is not None else None
+    profile, params, overridden = load_params(params_file, name, cls.Params, collection)
     return cls(params, profile, root, overridden)
 
 
@@ -92,6 +122,9 @@ def write_resolved_params(family: Family, params_file: Path) -> None:
     atomic_write_text(family.paths.resolved_inputs, yaml.safe_dump(record(requirements), sort_keys=False))
     print(f"resolve: {family.paths.resolved_params.relative_to(family.paths.root)} (profile {family.profile}), "
           f"inputs in {family.paths.resolved_inputs.relative_to(family.paths.root)}")
+    folder = collection_folder(read_params_file(params_file), params_file)
+    if folder is not None:
+        print(f"resolve: {family.collection_source}: the collection {folder.name} (params.yaml {COLLECTION})")
     for line in unpinned_warnings(requirements):
         print(f"WARNING: {params_file}: {line}", file=sys.stderr)
     committed = committed_params(params_file)

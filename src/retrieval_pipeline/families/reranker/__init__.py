@@ -32,6 +32,7 @@ class Reranker(Family):
     labels = (FIRST_STAGE, *(f"{variant}/{stage}" for variant in VARIANTS.values()
                              for stage in (*CURRICULUM, REPLAY)))
     stages = {"prepare": "prepare", "mine": "mine", "baseline": "ranking", "train": "train", "evaluate": "evaluate"}
+    collection_source = "data.factual"  # stage 1's multi-hop data stays the recipe's own under `collection`
     params: RerankerParams
 
     def requirements(self) -> list[Requirement]:
