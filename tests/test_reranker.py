@@ -273,6 +273,7 @@ def test_ranking_counts_positives_the_first_stage_missed():
     means, _ = ranking(frame, "first_stage_score", qrels)
     assert means["mrr@10"] == pytest.approx(1 / 3)
     assert means["map"] == pytest.approx((1 / 3) / 2)  # q2/7 is never retrieved
+    assert means["recall@100"] == pytest.approx(1 / 2)  # the list holds one of the two relevant sentences
     with pytest.raises(DataError, match="expected positives and negatives"):
         classification(np.array([0, 0]), np.array([0.1, 0.9]), 0.5, "test candidates", "raise mine.candidates")
     assert classification(np.array([0, 1, 1]), np.array([0.2, 0.6, 0.4]), 0.5, "x", "") == \

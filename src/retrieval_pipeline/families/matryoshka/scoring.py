@@ -7,10 +7,14 @@ import polars as pl
 
 from retrieval_pipeline.core.beir import load_collection
 from retrieval_pipeline.core.family import Scores
-from retrieval_pipeline.core.metrics import evaluate_run
+from retrieval_pipeline.core.metrics import DEFAULT_CUTOFFS, evaluate_run
 from retrieval_pipeline.core.retrieval import search, truncate_and_normalise
 from retrieval_pipeline.families.matryoshka import BASE, Matryoshka
 from retrieval_pipeline.families.matryoshka.model import load_model
+
+# The recipe's cutoffs, and 100: Recall@100 is what every family reports beside NDCG@10 (the report's
+# cross-recipe section compares them on one collection).
+CUTOFFS = (*DEFAULT_CUTOFFS, 100)
 
 
 def rank_at_dims(model, queries: pl.DataFrame, corpus: pl.DataFrame, dims: list[int], batch_size: int,
@@ -40,7 +44,7 @@ def score(family: Matryoshka, model, label: str) -> Scores:
     run_rows, query_rows = [], []
     for dim, (run, scores) in rank_at_dims(model, queries, collection.corpus, family.params.model.dims,
                                            evaluate.batch_size, evaluate.top_k).items():
-        means, per_query = evaluate_run(run, qrels)
+        means, per_query = evaluate_run(run, qrels, cutoffs=CUTOFFS)
         metrics[f"dim_{dim}"] = {**means, "bytes_per_vector": dim * 4}
         for query, documents in run.items():
             run_rows += [(label, dim, query, document, rank + 1, score)

@@ -12,16 +12,19 @@ from retrieval_pipeline.core.family import Scores
 from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.families.reranker import DATASETS, FIRST_STAGE, Reranker
 
-RANKING_METRICS = {"ndcg@10": "ndcg@10", "map": "map@1000", "mrr@10": "mrr@10"}
+# Recall@100 is the share of the relevant documents inside the list (mine.candidates long), the same for the first
+# stage and every checkpoint: reordering cannot change it. Every family reports it beside NDCG@10.
+RANKING_METRICS = {"ndcg@10": "ndcg@10", "map": "map@1000", "mrr@10": "mrr@10", "recall@100": "recall@100"}
 
 
 def ranking(frame: pl.DataFrame, score: str, qrels) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """NDCG@10, MAP and MRR@10 of each query's candidate list ordered by `score` (ties by first-stage rank)."""
+    """NDCG@10, MAP, MRR@10 and Recall@100 of each query's candidate list ordered by `score` (ties by first-stage
+    rank)."""
     ordered = frame.sort(["query_id", score, "first_stage_rank"], descending=[False, True, False])
     run = {query_id: group["sentence_id"].to_list()
            for (query_id,), group in ordered.group_by("query_id", maintain_order=True)}
     judged = {query: qrels[query] for query in run}
-    means, per_query = evaluate_run(run, judged, map_k=1000)
+    means, per_query = evaluate_run(run, judged, cutoffs=(100,), map_k=1000)
     pick = lambda values: {name: values[source] for name, source in RANKING_METRICS.items()}  # noqa: E731
     return pick(means), {query: pick(values) for query, values in per_query.items()}
 
