@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import polars as pl
@@ -209,6 +210,27 @@ def test_exact_maxsim_is_the_same_in_blocks_and_the_plaid_index_ranks_alike(tmp_
     assert not (tmp_path / "index").exists()
 
 
+def test_colbert_serves_from_the_index_its_evaluation_searches_and_counts_its_bytes(tmp_path):
+    """Up to evaluate.index.above_documents the float32 token vectors searched by exact MaxSim, above a PLAID index
+    whose files are counted, and deleted on leaving."""
+    from retrieval_pipeline.core.resolve import load_family
+    from retrieval_pipeline.families.colbert.evaluate import searcher
+
+    generator = torch.Generator().manual_seed(0)
+    documents = [torch.nn.functional.normalize(torch.randn(30, 32, generator=generator), dim=-1) for _ in range(200)]
+    query = documents[7][:8]
+    index = {"above_documents": 200, "nbits": 8, "kmeans_iterations": 2, "centroid_sample": 50}
+    for above, exact in ((200, True), (199, False)):
+        family = load_family("colbert", write_params(tmp_path / str(above), deep_merge(TINY_COLBERT, {"colbert": {
+            "embedded": {"evaluate": {"index": {**index, "above_documents": above}}}}})), tmp_path / str(above))
+        with searcher(family, documents) as (search, stored):
+            assert search(query)[0][0] == 7
+            # exact: the float32 vectors; PLAID: its files (codes, residuals, centroids, the inverted file), which
+            # at 200 documents outweigh the vectors they compress
+            assert stored == 200 * 30 * 32 * 4 if exact else stored > 0
+        assert not [path for path in (tmp_path / str(above)).rglob("*") if "serving-index" in path.name]
+
+
 def test_the_plaid_index_takes_its_centroids_from_the_sample(tmp_path):
     """The count follows fast-plaid's rule on `centroid_sample` documents' token vectors, and fast-plaid really
     builds that many (a fast-plaid whose create() no longer goes through compute_kmeans fails here)."""
@@ -227,3 +249,18 @@ def test_the_plaid_index_takes_its_centroids_from_the_sample(tmp_path):
             use_triton_kmeans=False)
     assert fast_plaid.fast_plaid.compute_kmeans is compute_kmeans
     assert np.load(tmp_path / "index" / "centroids.npy", allow_pickle=False).shape == (512, 32)
+
+
+def test_query_latency_times_each_query_alone_after_a_warm_up():
+    from retrieval_pipeline.core.serving import dense_answer, dense_index, dense_index_bytes, query_latency
+
+    asked = []
+    latency = query_latency(lambda query: asked.append(query) or time.sleep(0.01 if query == "slow" else 0.0),
+                            ["fast"] * 18 + ["slow"] * 2)
+    assert asked == ["fast"] + ["fast"] * 18 + ["slow"] * 2  # the first query once more, as the warm-up
+    assert latency["latency_ms_median"] < 5 <= latency["latency_ms_p95"]
+    vectors = np.eye(4, dtype=np.float32)
+    index = dense_index(vectors)
+    assert dense_index_bytes(index) == vectors.nbytes
+    _, positions = dense_answer(lambda query: vectors[[int(query)]], index, top_k=100)("2")
+    assert positions[0].tolist()[0] == 2 and len(positions[0]) == 4  # top_k bounded by the corpus

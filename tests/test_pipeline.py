@@ -508,9 +508,41 @@ def test_the_readme_collection_line_runs_every_family_on_one_folder_and_the_same
             per_query = per_query.filter(pl.col("dataset").is_in(["test", "factual"]))
         tested[family] = set(per_query["query_id"])
     assert all(queries == judged for queries in tested.values()), tested
+    # each family's evaluate stage measured its serving cost: query latency, and bytes per document read from the
+    # index it built, which agree with what the family's own metrics say it stores
+    metrics = {family: json.loads((clone / "metrics" / "families" / f"{family}.json").read_text())
+               for family in FAMILIES}
+    served = {family: pl.read_parquet(clone / "eval" / family / "serving.parquet") for family in FAMILIES}
+    for family, rows in served.items():
+        assert set(rows["model"]) == set(metrics[family]["serving"]), family
+        assert (rows["latency_ms_median"] > 0).all() and (rows["latency_ms_p95"] >= rows["latency_ms_median"]).all()
+    assert served["matryoshka"].select("model", "dim", "bytes_per_document").rows() == [
+        (model, dim, dim * 4.0) for model in ("base", "finetuned") for dim in (384, 128, 32)]
+    assert served["dpr"].select("model", "bytes_per_document").rows() == [("base", 1536.0), ("finetuned", 1536.0)]
+    for model, pool_factor, stored in served["colbert"].select("model", "pool_factor", "bytes_per_document").rows():
+        vectors = metrics["colbert"][model]["kmeans"][f"pf_{pool_factor}"]["vectors_per_document"]
+        assert stored == pytest.approx(vectors * 64 * 4), (model, pool_factor)
+    reranker = served["reranker"]
+    assert reranker["model"].to_list() == ["first_stage", "plain/stage2_replay"]
+    assert reranker["bytes_per_document"].to_list() == [1536.0, 1536.0]  # the first stage's index serves both
+    assert metrics["matryoshka"]["serving"]["finetuned"]["dim_128"]["bytes_per_document"] == 512.0
     report = (clone / "metrics" / "report.md").read_text()
     assert f"Collection `{folder.name}`" in report and str(folder) not in report
     assert "the multihop dataset of stage 1 stays the recipe's own" in report
+    # the cross-recipe table: a row per served model and setting, its numbers each family's own metrics
+    table = {cells[0]: cells[1:] for line in report.split("## Every recipe on the collection")[1].split("\n## ")[0]
+             .splitlines() if line.startswith("| ") and not line.startswith("| model")
+             for cells in [[cell.strip() for cell in line.strip("|").split("|")]]}
+    assert len(table) == sum(rows.height for rows in served.values())
+    own = {"matryoshka finetuned dim 128": metrics["matryoshka"]["finetuned"]["dim_128"],
+           "dpr base": metrics["dpr"]["base"], "dpr finetuned": metrics["dpr"]["finetuned"],
+           "reranker plain/stage2_replay": metrics["reranker"]["plain"]["stage2_replay"]["factual"],
+           "colbert pooling_aware pool_factor 2": metrics["colbert"]["pooling_aware"]["kmeans"]["pf_2"]}
+    for name, values in own.items():
+        assert table[name][1:3] == [f"{values['ndcg@10']:.4f}", f"{values['recall@100']:.4f}"], name
+        assert table[name][0] == str(len(judged))
+    assert sum(cells[-1] == "" for cells in table.values()) == 1  # the best, which the others are tested against
+    assert (clone / "metrics" / "report" / "collection.png").read_bytes()[:4] == b"\x89PNG"
 
 
 TOY_FAMILY = '''"""A fifth family for the extensibility test: word-overlap retrieval whose one trained value,

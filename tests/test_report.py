@@ -206,3 +206,29 @@ def test_a_published_number_names_one_place():
 
     with pytest.raises(ValueError, match="exactly one of model"):
         Published(kind="published", metric="loss", value=1.0, tolerance=0.1, source="s")
+
+
+def test_the_collection_section_sets_every_served_model_against_the_best(tmp_path):
+    """With `collection` set, one table of every family's served models (here one toy family at two dims): each
+    family's per-query means, its measured serving cost, its training time, and a paired test against the best."""
+    toy_evaluation(tmp_path)
+    folder = tmp_path / "eval" / "toy"
+    per_query_frame().with_columns(pl.col("ndcg@10").alias("recall@100")).write_parquet(folder / "per_query.parquet")
+    pl.DataFrame([{"model": model, "fine_tuned": model == "tuned", "dim": dim, "bytes_per_document": 4.0 * dim,
+                   "latency_ms_median": 1.0, "latency_ms_p95": 2.0} for model in ("base", "tuned") for dim in (64, 32)]
+                 ).write_parquet(folder / "serving.parquet")
+    (tmp_path / "dvclive" / "toy" / "stage1" / "metrics.json").write_text('{"train": {"runtime": 12.5}}\n')
+    params = report_params(tmp_path, families={"toy": {"metrics": ["ndcg@10"], "compare": [["base", "tuned"]]}})
+    document = yaml.safe_load(params.read_text())
+    params.write_text(yaml.safe_dump({**document, "collection": str(tmp_path / "my-collection")}))
+    write_report(params, tmp_path)
+    report = (tmp_path / "metrics" / "report.md").read_text()
+    assert "## Every recipe on the collection" in report and "`my-collection`" in report
+    assert str(tmp_path) not in report
+    assert "| toy tuned dim 64 | 6 | 0.5500 | 0.5500 | 256 | 1.0 | 2.0 | 12 |  |  |" in report  # the best
+    assert "| toy base dim 64 | 6 | 0.2500 | 0.2500 | 256 | 1.0 | 2.0 |  | -0.3000 | 0.0312 |" in report
+    assert "| toy base dim 32 | 6 | 0.2500 | 0.2500 | 128 |" in report
+    assert (tmp_path / "metrics" / "report" / "collection.png").read_bytes()[:4] == b"\x89PNG"
+    (folder / "serving.parquet").unlink()
+    with pytest.raises(DataError, match=r"eval/toy/serving.parquet: missing; expected the evaluate stage's serving"):
+        write_report(params, tmp_path)

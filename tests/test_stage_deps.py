@@ -12,7 +12,7 @@ from stage_imports import FAMILIES, FAMILY_FOLDER, as_deps, expected_deps, impor
 from retrieval_pipeline.core.dag import dag_families
 
 PER_FAMILY = ("resolve", "prepare", "base", "mine", "baseline", "train", "evaluate")
-DATA = ("data/", "scores/", "eval", "dvclive")
+DATA = ("data/", "scores/", "models/", "eval", "dvclive")  # stage outputs, not code
 
 
 def code_deps(entries: list[str]) -> list[str]:

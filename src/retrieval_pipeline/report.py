@@ -281,6 +281,106 @@ def family_section(root: Path, family: str, report: FamilyReport, params: Report
     return "\n".join(parts), verdicts
 
 
+@dataclass(frozen=True)
+class Served:
+    """One model in one setting on the collection: its per-query scores and what serving it costs."""
+
+    name: str
+    per_query: pl.DataFrame  # query_id, ndcg@10, recall@100
+    bytes_per_document: float
+    latency_median: float
+    latency_p95: float
+    training_seconds: float | None  # the family's train stage, for a fine-tuned model
+
+
+SERVING_METRICS = ("ndcg@10", "recall@100")
+
+
+def training_seconds(paths: FamilyPaths) -> float:
+    """The family's training runs' wall time (each DVCLive summary's train.runtime), summed."""
+    return sum(float(json.loads(summary.read_text(encoding="utf-8")).get("train", {}).get("runtime", 0.0))
+               for summary in sorted(paths.training_log.rglob("metrics.json")))
+
+
+def served_models(root: Path, family: str) -> list[Served]:
+    """The family's serving rows (eval/<family>/serving.parquet), each with the per-query scores of the same model
+    and setting, so that its means are the family's own metrics."""
+    paths = FamilyPaths(root, family)
+    table, origin = paths.evaluation / "serving.parquet", paths.evaluation / "per_query.parquet"
+    if not table.is_file():
+        raise DataError(f"{table}: missing; expected the evaluate stage's serving cost, which it measures when the "
+                        f"family reads a BEIR collection (`dvc repro evaluate@{family}` with `collection` set)")
+    per_query = pl.read_parquet(origin)
+    missing = [metric for metric in SERVING_METRICS if metric not in per_query.columns]
+    if missing:
+        raise DataError(f"{origin}: no column(s) {', '.join(missing)}; expected every family's per-query metrics")
+    served = []
+    for row in pl.read_parquet(table).iter_rows(named=True):
+        setting = {name: value for name, value in row.items()
+                   if name not in ("model", "fine_tuned", "bytes_per_document", "latency_ms_median", "latency_ms_p95")}
+        scores = _matching(per_query.filter(pl.col("model") == row["model"]), setting, str(origin))
+        shown = " ".join(f"{name} {value}" for name, value in setting.items() if name not in ("dataset", "method"))
+        served.append(Served(" ".join(part for part in (family, row["model"], shown) if part),
+                             scores.select("query_id", *SERVING_METRICS), row["bytes_per_document"],
+                             row["latency_ms_median"], row["latency_ms_p95"],
+                             training_seconds(paths) if row["fine_tuned"] else None))
+    return served
+
+
+def plot_quality_against_bytes(served: list[Served], path: Path) -> None:
+    """NDCG@10 against bytes per document (log scale), one point per model and setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 5))
+    for model in served:
+        quality = float(model.per_query["ndcg@10"].mean())
+        axis.scatter(model.bytes_per_document, quality)
+        axis.annotate(model.name, (model.bytes_per_document, quality), fontsize=6, xytext=(3, 3),
+                      textcoords="offset points")
+    axis.set_xscale("log")
+    axis.set_xlabel("bytes per document in the index")
+    axis.set_ylabel("ndcg@10")
+    axis.set_title("Quality against index size, every family on one collection")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(figure)
+
+
+def collection_section(root: Path, families: list[str], params: ReportParams, collection: str,
+                       figures: Path) -> str:
+    """Every family's base and recommended model on the collection in one table, each against the best NDCG@10
+    (a paired randomization test over the same test queries), and the quality-against-bytes figure."""
+    served = [model for family in families for model in served_models(root, family)]
+    best = max(served, key=lambda model: float(model.per_query["ndcg@10"].mean()))
+    lines = ["## Every recipe on the collection", "",
+             f"Each family's base and recommended model on `{collection}`'s test queries against its whole corpus. "
+             "NDCG@10 and Recall@100 are each family's own per-query scores; bytes per document are read from the "
+             "index the evaluate stage built, and latency is its wall time answering each test query alone (encode "
+             "and search; the reranker's includes its first stage) on the machine that ran it. Training is the "
+             "family's train stage (every run it trains). The p-value compares each model with the best NDCG@10 "
+             f"(`{best.name}`) on the queries both answered.", "",
+             f"![quality against bytes](report/{COLLECTION_FIGURE})", "",
+             "| model | queries | ndcg@10 | recall@100 | bytes/doc | latency median (ms) | latency p95 (ms) "
+             "| training (s) | ndcg@10 vs best | p-value |", "|" + "---|" * 10]
+    for model in served:
+        paired = best.per_query.join(model.per_query, on="query_id", suffix="_other")
+        before, after = paired["ndcg@10"].to_numpy(), paired["ndcg@10_other"].to_numpy()
+        p_value = "" if model is best else f"{paired_p_value(before, after, params.permutations, params.seed):.4f}"
+        change = "" if model is best else f"{float(after.mean() - before.mean()):+.4f}"
+        training = "" if model.training_seconds is None else f"{model.training_seconds:.0f}"
+        lines.append(f"| {model.name} | {model.per_query.height} | {model.per_query['ndcg@10'].mean():.4f} "
+                     f"| {model.per_query['recall@100'].mean():.4f} | {model.bytes_per_document:.0f} "
+                     f"| {model.latency_median:.1f} | {model.latency_p95:.1f} | {training} | {change} | {p_value} |")
+    plot_quality_against_bytes(served, figures / COLLECTION_FIGURE)
+    return "\n".join(lines + [""])
+
+
+COLLECTION_FIGURE = "collection.png"
+
+
 def publish(paths: FamilyPaths) -> None:
     """Copy a family's metrics and plot data from its evaluation, and each training run's summary and curves from
     its DVCLive folder (cached DVC outputs, so that DVC's run-cache can restore them), into metrics/, which git
@@ -303,7 +403,7 @@ def publish(paths: FamilyPaths) -> None:
 def write_report(params_file: Path, root: Path) -> None:
     params = load_report_params(params_file)
     document = read_params_file(params_file)
-    profile = document.get("profile", "embedded")
+    profile, collection = document.get("profile", "embedded"), document.get("collection")
     entries = report_entries(params, dag_families(root), params_file)
     report = root / "metrics" / "report.md"
     for family in entries:
@@ -311,6 +411,9 @@ def write_report(params_file: Path, root: Path) -> None:
     with atomic_directory(root / "metrics" / "report") as figures:
         sections = [family_section(root, family, settings, params, profile, figures)
                     for family, settings in entries.items()]
+        if collection is not None:
+            # named by the folder's name: the report travels through remotes, the machine's path does not
+            sections.insert(0, (collection_section(root, list(entries), params, Path(collection).name, figures), []))
     verdicts = [verdict for _, family_verdicts in sections for verdict in family_verdicts
                 if verdict.met is not None]
     met = sum(bool(verdict.met) for verdict in verdicts)
@@ -319,9 +422,7 @@ def write_report(params_file: Path, root: Path) -> None:
               "is a two-sided paired randomization test over per-query scores "
               f"({params.permutations} resamples). Written by the `report` stage from eval/<family>/per_query.parquet.",
               ""]
-    collection = document.get("collection")
     if collection is not None:
-        # named by the folder's name: the report travels through remotes, the machine's path does not
         header += [f"Collection `{Path(collection).name}` (`collection` in params.yaml): every family's collection "
                    "source is this BEIR folder, so the families are scored on its test queries against its whole "
                    "corpus; a dataset a family's recipe needs besides it stays the family's own (its notes say "

@@ -86,12 +86,11 @@ def build_index(plaid, documents: list[torch.Tensor], index: PlaidSettings, seed
                      n_samples_kmeans=index.centroid_sample, seed=seed, use_triton_kmeans=False)
 
 
-def plaid_search(queries: list[torch.Tensor], documents: list[torch.Tensor], k: int, index: PlaidSettings,
-                 scratch: Path, seed: int) -> np.ndarray:
-    """Approximate late-interaction search through a PLAID index (fast-plaid, which pylate's PLAID index wraps):
-    token vectors compressed against centroids trained on the token vectors of `centroid_sample` documents,
-    candidate documents from the `n_ivf_probe` nearest centroids of each query token, the best `n_full_scores` of
-    them scored with their decompressed vectors. Built in `scratch`, then deleted."""
+@contextlib.contextmanager
+def plaid_index(documents: list[torch.Tensor], index: PlaidSettings, scratch: Path, seed: int) -> Iterator:
+    """A PLAID index (fast-plaid, which pylate's PLAID index wraps) over `documents`, built in `scratch` and
+    deleted on leaving: token vectors compressed against centroids trained on the token vectors of
+    `centroid_sample` documents."""
     from fast_plaid import search as fast_plaid
 
     shutil.rmtree(scratch, ignore_errors=True)
@@ -99,8 +98,22 @@ def plaid_search(queries: list[torch.Tensor], documents: list[torch.Tensor], k: 
     try:
         plaid = fast_plaid.FastPlaid(index=str(scratch), device=device())
         build_index(plaid, documents, index, seed)
-        found = plaid.search(queries_embeddings=queries, top_k=k, n_full_scores=index.n_full_scores,
-                             n_ivf_probe=index.n_ivf_probe, show_progress=False)
+        yield plaid
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def search_plaid(plaid, queries: list[torch.Tensor], k: int, index: PlaidSettings) -> np.ndarray:
+    """Each query's top-k document positions from a built PLAID index: candidate documents from the `n_ivf_probe`
+    nearest centroids of each query token, the best `n_full_scores` of them scored with their decompressed
+    vectors (padded with -1 where it returns fewer)."""
+    found = plaid.search(queries_embeddings=queries, top_k=k, n_full_scores=index.n_full_scores,
+                         n_ivf_probe=index.n_ivf_probe, show_progress=False)
     return np.array([[document for document, _ in row] + [-1] * (k - len(row)) for row in found])
+
+
+def plaid_search(queries: list[torch.Tensor], documents: list[torch.Tensor], k: int, index: PlaidSettings,
+                 scratch: Path, seed: int) -> np.ndarray:
+    """Approximate late-interaction search through a PLAID index built for these queries, then deleted."""
+    with plaid_index(documents, index, scratch, seed) as plaid:
+        return search_plaid(plaid, queries, k, index)
