@@ -377,7 +377,7 @@ def test_a_stage_that_reads_a_section_its_dvc_params_do_not_list_stops(tmp_path,
     family = load_stage_family("colbert", "evaluate", tmp_path)
     assert family.params.evaluate.pool_factors and family.params.seed == 42
     with pytest.raises(UndeclaredSection, match=r"dvc.yaml: evaluate@colbert reads colbert.train, but the stage's "
-                                                r"params list only seed, model, evaluate"):
+                                                r"params list only seed, data, model, mine, evaluate"):
         _ = family.params.train
     with pytest.raises(UndeclaredSection, match="reads every section"):
         family.params.model_dump()
