@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 import faiss
 import numpy as np
+import polars as pl
 
 SERVING = "serving"  # the evaluation's table and metrics key
 LATENCY = ("latency_ms_median", "latency_ms_p95")
@@ -50,6 +51,11 @@ def serving_metrics(rows: list[dict]) -> dict:
         tree.setdefault(row["model"], {})[setting] = {
             name: row[name] for name in ("bytes_per_document", *LATENCY)}
     return tree
+
+
+def record_serving(metrics: dict, tables: dict, rows: list[dict]) -> None:
+    """Add the rows to a family's evaluation (what write_evaluation writes): the `serving` table and metrics key."""
+    metrics[SERVING], tables[SERVING] = serving_metrics(rows), pl.DataFrame(rows)
 
 
 def dense_index(vectors: np.ndarray) -> faiss.IndexFlatIP:

@@ -14,7 +14,7 @@ import torch
 
 from retrieval_pipeline.core.family import Scores
 from retrieval_pipeline.core.models import device
-from retrieval_pipeline.core.serving import SERVING, serving_metrics, serving_row
+from retrieval_pipeline.core.serving import record_serving, serving_row
 from retrieval_pipeline.families.colbert import BASE, POOLING_AWARE, Colbert
 from retrieval_pipeline.families.colbert.model import base_colbert
 from retrieval_pipeline.families.colbert.scoring import TEST, pool, test_set
@@ -81,8 +81,7 @@ def evaluate(family: Colbert, scores: dict[str, Scores]) -> None:
         + "\n" for pf in sorted(evaluate_params.pool_factors))
     tables = {"per_query": pl.concat([scores[label].tables["per_query"] for label in labels])}
     if family.params.data.source == "local":  # a BEIR folder
-        rows = serving(family)
-        metrics[SERVING], tables[SERVING] = serving_metrics(rows), pl.DataFrame(rows)
+        record_serving(metrics, tables, serving(family))
     family.write_evaluation(metrics, tables, {"ndcg_by_pool_factor": plot})
     for label in labels:
         for method, by_factor in metrics[label].items():

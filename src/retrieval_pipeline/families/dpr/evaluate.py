@@ -3,18 +3,15 @@ on a BEIR collection, each pair's serving cost (core/serving.py)."""
 
 from __future__ import annotations
 
-import polars as pl
-
 from retrieval_pipeline.core.beir import load_collection
 from retrieval_pipeline.core.errors import DataError
 from retrieval_pipeline.core.family import Scores, concat_tables
 from retrieval_pipeline.core.models import load_sentence_transformer
 from retrieval_pipeline.core.serving import (
-    SERVING,
     dense_answer,
     dense_index,
     dense_index_bytes,
-    serving_metrics,
+    record_serving,
     serving_row,
 )
 from retrieval_pipeline.families.dpr import BASE, FINETUNED, TOWERS, Dpr
@@ -59,8 +56,7 @@ def evaluate(family: Dpr, scores: dict[str, Scores]) -> None:
     check_not_collapsed(metrics[FINETUNED], scores[FINETUNED].tables["per_query"].height)
     tables = {"per_query": concat_tables(scores, "per_query")}
     if family.params.data.is_collection():
-        rows = serving(family)
-        metrics[SERVING], tables[SERVING] = serving_metrics(rows), pl.DataFrame(rows)
+        record_serving(metrics, tables, serving(family))
     family.write_evaluation(metrics, tables)
     for label, values in ((label, metrics[label]) for label in scores):
         print(f"evaluate: {label:9s} NDCG@10 {values['ndcg@10']:.4f}  R@1 {values['recall@1']:.4f}"

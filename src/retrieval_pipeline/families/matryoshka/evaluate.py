@@ -3,17 +3,14 @@ BEIR collection, each model's serving cost at every dim (core/serving.py)."""
 
 from __future__ import annotations
 
-import polars as pl
-
 from retrieval_pipeline.core.beir import load_collection
 from retrieval_pipeline.core.family import Scores, concat_tables
 from retrieval_pipeline.core.retrieval import truncate_and_normalise
 from retrieval_pipeline.core.serving import (
-    SERVING,
     dense_answer,
     dense_index,
     dense_index_bytes,
-    serving_metrics,
+    record_serving,
     serving_row,
 )
 from retrieval_pipeline.families.matryoshka import BASE, FINETUNED, PRIMARY_METRIC, Matryoshka
@@ -50,8 +47,7 @@ def evaluate(family: Matryoshka, scores: dict[str, Scores]) -> None:
         f"{metrics[FINETUNED][f'dim_{dim}'][PRIMARY_METRIC]:.6f}" for dim in dims]
     tables = {"run": concat_tables(scores, "run"), "per_query": concat_tables(scores, "per_query")}
     if family.params.data.is_collection():
-        rows = serving(family)
-        metrics[SERVING], tables[SERVING] = serving_metrics(rows), pl.DataFrame(rows)
+        record_serving(metrics, tables, serving(family))
     family.write_evaluation(metrics, tables, {"ndcg_by_dim": "\n".join(plot_lines) + "\n"})
     for dim in dims:
         base, tuned = (metrics[label][f"dim_{dim}"][PRIMARY_METRIC] for label in (BASE, FINETUNED))

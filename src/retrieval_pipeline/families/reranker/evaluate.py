@@ -4,18 +4,15 @@ the recommended checkpoint (core/serving.py)."""
 
 from __future__ import annotations
 
-import polars as pl
-
 from retrieval_pipeline.core.beir import load_collection
 from retrieval_pipeline.core.cross_encoders import load_cross_encoder
 from retrieval_pipeline.core.family import Scores, concat_tables
 from retrieval_pipeline.core.models import load_sentence_transformer
 from retrieval_pipeline.core.serving import (
-    SERVING,
     dense_answer,
     dense_index,
     dense_index_bytes,
-    serving_metrics,
+    record_serving,
     serving_row,
 )
 from retrieval_pipeline.families.reranker import DATASETS, FIRST_STAGE, REPLAY, VARIANTS, Reranker
@@ -72,7 +69,6 @@ def evaluate(family: Reranker, scores: dict[str, Scores]) -> None:
             metrics.setdefault(variant, {})[stage] = result.metrics
     tables = {"per_query": concat_tables(scores, "per_query"), "scores": concat_tables(scores, "scores")}
     if getattr(family.params.data, COLLECTION).is_collection():
-        rows = serving(family, next(label for label in RECOMMENDED if label in scores))
-        metrics[SERVING], tables[SERVING] = serving_metrics(rows), pl.DataFrame(rows)
+        record_serving(metrics, tables, serving(family, next(label for label in RECOMMENDED if label in scores)))
     family.write_evaluation(metrics, tables)
     print_summary(metrics)
