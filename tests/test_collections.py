@@ -182,6 +182,42 @@ def test_colbert_reads_a_gzipped_crlf_folder(tmp_path):
     assert corpus.height == 14 and sorted(qrels["claim00000"].values()) == [0, 1, 2]
 
 
+HUB_COLLECTION = ("{corpus: {path: BeIR/scifact, name: corpus, split: corpus}, "
+                  "queries: {path: BeIR/scifact, name: queries, split: queries}, qrels: {path: BeIR/scifact-qrels}}")
+
+
+@pytest.mark.slow
+def test_every_family_prepares_one_beir_dataset_on_the_hub_named_by_collection(twin_cache, tmp_path):
+    """`dvc exp run -S collection={corpus, queries, qrels}` on BEIR's hub layout (the twins' cache holds BeIR/scifact
+    as its gzipped files beside a loading script, and BeIR/scifact-qrels): every family's prepared collection is
+    that corpus with its train and test queries, the reranker's factual dataset among them."""
+    from helpers import REPO, copy_repo, run
+
+    from retrieval_pipeline.core.beir import read_beir_hub
+    from retrieval_pipeline.core.dag import dag_families
+    from retrieval_pipeline.core.sources import HubSource
+
+    families = dag_families(REPO)
+    repo = copy_repo(tmp_path, deep_merge(deep_merge(TINY_MATRYOSHKA, TINY_DPR), deep_merge(TINY_RERANKER,
+                                                                                            TINY_COLBERT)))
+    output = run(["dvc", "exp", "run", "-S", f"collection={HUB_COLLECTION}",
+                  *[f"prepare@{family}" for family in families]], repo, **twin_cache)
+    prepared = [line for line in output.splitlines() if line.startswith("prepare: ")]
+    assert sum("BEIR BeIR/scifact with qrels BeIR/scifact-qrels: " in line for line in prepared) == len(families), \
+        output
+    # each unpinned part warns once per family, naming the key the user set
+    assert output.count("WARNING: params.yaml: collection.corpus: BeIR/scifact is not pinned") == len(families)
+    assert "hf_beir" not in output
+    expected = read_beir_hub(HubSource(path="BeIR/scifact"), HubSource(path="BeIR/scifact"),
+                             HubSource(path="BeIR/scifact-qrels"), SPLITS)
+    for family in families:
+        prepared = load_collection(repo / "data" / family / "prepared" / ("factual" if family == "reranker" else ""))
+        assert set(prepared.corpus["document_id"]) == set(expected.corpus["document_id"]), family
+        assert set(prepared.positives("test")["query_id"]) == set(expected.positives("test")["query_id"]), family
+        assert set(prepared.positives("train")["query_id"]) | set(prepared.positives("dev")["query_id"]) \
+            == set(expected.positives("train")["query_id"]), family
+
+
 # Search at scale ------------------------------------------------------------------------------------------------
 
 

@@ -50,7 +50,7 @@ def test_embedded_profile_overrides_only_what_it_sets(tmp_path):
     ({"matryoshka": {"embedded": {"train": {"best_checkpoint_dim": 100}}}},
      "train.best_checkpoint_dim: expected one of model.dims"),
     ({"matryoshka": {"embedded": {"data": {"source": "ftp"}}}},
-     "matryoshka.embedded.data.source: Input should be 'synthetic', 'hf' or 'local'"),
+     "matryoshka.embedded.data.source: Input should be 'synthetic', 'hf', 'hf_beir' or 'local'"),
     ({"matryoshka": {"embedded": {"data": {"source": "local"}}}}, "source is 'local' but the 'local' section"),
     ({"matryoshka": {"embedded": {"evaluate": {"top_k": 10}}}},
      "matryoshka.embedded.evaluate.top_k: Input should be greater than or equal to 100"),
@@ -158,3 +158,35 @@ def test_the_collection_key_points_every_family_at_one_folder_and_unset_changes_
             assert family.params.data.multihop == before.params.data.multihop
         # every other section as the profile resolves it
         assert family.params.model_dump(exclude={"data"}) == before.params.model_dump(exclude={"data"})
+
+
+def test_the_collection_key_names_a_beir_dataset_on_the_hub_for_every_family(tmp_path):
+    """`collection` as the hub's three BEIR datasets: each family's collection source reads them (colbert's own hub
+    source, the others' `hf_beir`), its pins kept, and each is a hub input named by `collection`'s key."""
+    from operator import attrgetter
+
+    from helpers import REPO
+
+    from retrieval_pipeline.core.dag import dag_families
+    from retrieval_pipeline.core.resolve import load_family
+
+    commit = "0" * 40
+    hub = {"corpus": {"path": "BeIR/scifact", "name": "corpus", "split": "corpus", "revision": commit},
+           "queries": {"path": "BeIR/scifact", "name": "queries", "split": "queries"},
+           "qrels": {"path": "BeIR/scifact-qrels"}}
+    chosen = write_params(tmp_path, {"collection": hub})
+    for name in dag_families(REPO):
+        family = load_family(name, chosen, tmp_path)
+        source = attrgetter(family.collection_source)(family.params)
+        collection = getattr(source, source.source)
+        assert source.source == ("hf" if name == "colbert" else "hf_beir"), name
+        assert (collection.corpus.path, collection.corpus.revision, collection.qrels.path) == \
+            ("BeIR/scifact", commit, "BeIR/scifact-qrels")
+        assert source.is_collection()
+        needed = {(requirement.key, requirement.dataset.path, requirement.dataset.split)
+                  for requirement in family.requirements() if requirement.kind == "dataset"}
+        # named by the key the user set
+        assert {("collection.corpus", "BeIR/scifact", "corpus"), ("collection.queries", "BeIR/scifact", "queries"),
+                ("collection.qrels", "BeIR/scifact-qrels", "train"),
+                ("collection.qrels", "BeIR/scifact-qrels", "test")} <= needed, name
+

@@ -55,6 +55,9 @@ def test_the_recipes_models_and_sizes_are_the_ones_that_ran(seed_repo):
     for by_model in colbert["nanobeir"].values():
         assert set(by_model) == {"base", "without_pooling", "pooling_aware"}
         assert set(by_model["pooling_aware"]["kmeans"]) == {"pf_1", "pf_2", "pf_4", "pf_6"}
+    # its collection is a BEIR dataset on the hub (SciFact), so its evaluate stage measured serving it
+    assert set(colbert["serving"]) == {"base", "pooling_aware"}
+    assert len(colbert["serving"]["pooling_aware"]) == len(colbert["pooling_aware"]["kmeans"])  # one per factor
 
 
 def test_colbert_mining_does_not_depend_on_the_reranker(seed_repo):

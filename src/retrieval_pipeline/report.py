@@ -400,6 +400,12 @@ def publish(paths: FamilyPaths) -> None:
                 shutil.copytree(curves, out, dirs_exist_ok=True)
 
 
+def collection_name(collection: str | dict) -> str:
+    """params.yaml's `collection` (checked by the resolve stage) as the report names it: a folder by its name, as
+    the report travels through remotes and the machine's path does not; a hub dataset by its corpus repository."""
+    return collection["corpus"]["path"] if isinstance(collection, dict) else Path(collection).name
+
+
 def write_report(params_file: Path, root: Path) -> None:
     params = load_report_params(params_file)
     document = read_params_file(params_file)
@@ -412,8 +418,8 @@ def write_report(params_file: Path, root: Path) -> None:
         sections = [family_section(root, family, settings, params, profile, figures)
                     for family, settings in entries.items()]
         if collection is not None:
-            # named by the folder's name: the report travels through remotes, the machine's path does not
-            sections.insert(0, (collection_section(root, list(entries), params, Path(collection).name, figures), []))
+            sections.insert(0, (collection_section(root, list(entries), params, collection_name(collection), figures),
+                                []))
     verdicts = [verdict for _, family_verdicts in sections for verdict in family_verdicts
                 if verdict.met is not None]
     met = sum(bool(verdict.met) for verdict in verdicts)
@@ -423,10 +429,10 @@ def write_report(params_file: Path, root: Path) -> None:
               f"({params.permutations} resamples). Written by the `report` stage from eval/<family>/per_query.parquet.",
               ""]
     if collection is not None:
-        header += [f"Collection `{Path(collection).name}` (`collection` in params.yaml): every family's collection "
-                   "source is this BEIR folder, so the families are scored on its test queries against its whole "
-                   "corpus; a dataset a family's recipe needs besides it stays the family's own (its notes say "
-                   "which).", ""]
+        header += [f"Collection `{collection_name(collection)}` (`collection` in params.yaml): every family's "
+                   "collection source is this BEIR collection, so the families are scored on its test queries against "
+                   "its whole corpus; a dataset a family's recipe needs besides it stays the family's own (its notes "
+                   "say which).", ""]
     if verdicts:
         header += [f"Expectations met: {met} of {len(verdicts)} (each family's "
                    f"`report.families.<family>.expect.{profile}` in params.yaml, judged under its section; under "

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -109,20 +109,29 @@ class Family(ABC):
     labels: ClassVar[tuple[str, ...]]  # every model label its stages can produce, in the order reports show them
     stages: ClassVar[dict[str, str]]  # stage -> the module of the family's package that holds it
     # The data source (a dotted key of Params, a SourceParams) that params.yaml's top-level `collection` replaces
-    # with its BEIR folder: what the family trains, selects checkpoints and is tested on.
+    # with its BEIR folder or hub dataset: what the family trains, selects checkpoints and is tested on.
     collection_source: ClassVar[str] = "data"
+    # The key of that source which names a BEIR collection on the hub (colbert's `hf` holds one and only one)
+    collection_hub_key: ClassVar[str] = "hf_beir"
 
-    def __init__(self, params: FamilyParams, profile: str, root: Path, overridden: Collection[str] = ()) -> None:
+    def __init__(self, params: FamilyParams, profile: str, root: Path, overridden: Collection[str] = (),
+                 applied: Mapping[str, str] = {}) -> None:
         self.params = params
         self.profile = profile
         self.paths = FamilyPaths(root, self.name)
         self.overridden = tuple(overridden)  # keys (inside the section) the embedded override sets
+        # keys (inside the section, longest first) set from a top-level key of params.yaml -> that key (`collection`)
+        self.applied = dict(sorted(applied.items(), key=lambda item: -len(item[0])))
 
     def key(self, path: str) -> str:
-        """The params key a user edits for `path` (e.g. "model.base") under the active profile, for messages. The
-        path is checked against the params model, so a message can never name a key that does not exist."""
+        """The params key a user edits for `path` (e.g. "model.base") under the active profile, for messages: a
+        top-level key's where one set it. The path is checked against the params model, so a message can never name
+        a key that does not exist."""
         if not field_exists(self.Params, path):
             raise ValueError(f"{self.name}: {path!r} is not a key of {self.Params.__name__}")
+        for inner, top in self.applied.items():
+            if path == inner or path.startswith(f"{inner}."):
+                return top + path[len(inner):]
         return profile_key(self.name, path, self.profile, self.overridden)
 
     @abstractmethod
@@ -134,9 +143,14 @@ class Family(ABC):
         """Each training run's model and micro-step shape, for the preflight's GPU memory estimate."""
 
     def hub_dataset(self, source: SourceParams, path: str) -> list[Requirement]:
-        """The hub dataset a data source at `path` (e.g. "data") reads, for the preflight; none for other sources."""
-        return [Requirement("dataset", self.key(f"{path}.hf"), "prepare", dataset=source.hf)] \
-            if source.source == "hf" else []
+        """The hub datasets a data source at `path` (e.g. "data") reads, for the preflight; none for other sources."""
+        if source.source == "hf":
+            return [Requirement("dataset", self.key(f"{path}.hf"), "prepare", dataset=source.hf)]
+        if source.source == "hf_beir":
+            splits = source.hf_beir.splits
+            return [Requirement("dataset", self.key(f"{path}.hf_beir.{part}"), "prepare", dataset=dataset)
+                    for part, dataset in source.hf_beir.datasets((splits.train, splits.test))]
+        return []
 
     def write_evaluation(self, metrics: dict, tables: dict[str, pl.DataFrame],
                          plots: dict[str, str] | None = None) -> None:

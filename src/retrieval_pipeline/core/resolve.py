@@ -9,9 +9,9 @@ data/<family>/params.yaml, the file every other stage of the family reads and DV
 loads from outside the repository recorded in data/<family>/inputs.yaml. It also checks the family's report
 entry, and warns about a changed key the active profile does not read and about each unpinned hub input.
 
-params.yaml's top-level `collection`, a BEIR folder, is applied here: it replaces each family's collection source
-(Family.collection_source) under either profile, so that every family trains and is tested on the same queries
-and corpus; unset, it changes nothing."""
+params.yaml's top-level `collection`, a BEIR folder or a BEIR dataset on the hub, is applied here: it replaces each
+family's collection source (Family.collection_source) under either profile, so that every family trains and is
+tested on the same queries and corpus; unset, it changes nothing."""
 
 from __future__ import annotations
 
@@ -27,8 +27,9 @@ from retrieval_pipeline.core.errors import ParamsError
 from retrieval_pipeline.core.family import Family
 from retrieval_pipeline.core.inputs import record, unpinned_warnings
 from retrieval_pipeline.core.io import atomic_write_text
-from retrieval_pipeline.core.params import ignored_changes, load_params, nearest, read_params_file
+from retrieval_pipeline.core.params import ignored_changes, load_params, nearest, read_params_file, validate_section
 from retrieval_pipeline.core.report_params import check_report_entry, load_report_params, report_entries
+from retrieval_pipeline.core.sources import BeirHub
 from retrieval_pipeline.core.stage import (
     RESOLVED_OVERRIDDEN,
     RESOLVED_PROFILE,
@@ -78,18 +79,37 @@ def run_params(argv: list[str] | None = None) -> int:
     return 0
 
 
-def collection_folder(document: dict, params_file: Path) -> Path | None:
-    """params.yaml's `collection`: the BEIR folder every family reads instead of its own collection source, or
-    None when it is unset."""
+def collection_value(document: dict, params_file: Path) -> Path | BeirHub | None:
+    """params.yaml's `collection`: the BEIR folder, or the BEIR dataset on the hub, that every family reads instead
+    of its own collection source; None when it is unset."""
     value = document.get(COLLECTION)
     if value is None:
         return None
+    if isinstance(value, dict):
+        return validate_section(value, BeirHub, params_file, COLLECTION)
     if not isinstance(value, str) or not value.strip():
-        raise ParamsError(f"{params_file}: {COLLECTION}: expected the path of a BEIR folder or null (got {value!r})")
+        raise ParamsError(f"{params_file}: {COLLECTION}: expected the path of a BEIR folder, a BEIR dataset on the hub "
+                          f"({{corpus, queries, qrels}}) or null (got {value!r})")
     if not Path(value).is_dir():
         raise ParamsError(f"{params_file}: {COLLECTION}: {value!r} is not a folder; expected a BEIR folder "
                           "(corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
     return Path(value)
+
+
+def collection_name(collection: Path | BeirHub) -> str:
+    """How messages name the collection: a folder by its name (outputs travel, the machine's path does not)."""
+    return collection.name if isinstance(collection, Path) else collection.describe()
+
+
+def applied_collection(cls: type[Family], collection: Path | BeirHub) -> tuple[dict, dict[str, str]]:
+    """The collection as the family's collection source, nested at its key of the family's params, and the keys it
+    sets (inside the section) -> `collection`, so that messages name the key the user set."""
+    if isinstance(collection, Path):
+        source, key = {"source": "local", "local": {"path": str(collection)}}, "local.path"
+    else:
+        key = cls.collection_hub_key
+        source = {"source": key, key: collection.model_dump(mode="json")}
+    return at_key(cls.collection_source, source), {f"{cls.collection_source}.{key}": COLLECTION}
 
 
 def at_key(dotted: str, value: dict) -> dict:
@@ -101,13 +121,12 @@ def at_key(dotted: str, value: dict) -> dict:
 
 def load_family(name: str, params_file: Path, root: Path) -> Family:
     """The family with its whole params section from params.yaml, under the file's profile and with the
-    `collection` folder as its collection source where one is set (resolve, preflight)."""
+    `collection` as its collection source where one is set (resolve, preflight)."""
     cls = family_class(name)
-    folder = collection_folder(read_params_file(params_file), params_file)
-    collection = at_key(cls.collection_source, {"source": "local", "local": {"path": str(folder)}}) \
-        if folder is not None else None
-    profile, params, overridden = load_params(params_file, name, cls.Params, collection)
-    return cls(params, profile, root, overridden)
+    collection = collection_value(read_params_file(params_file), params_file)
+    applied, keys = applied_collection(cls, collection) if collection is not None else ({}, {})
+    profile, params, overridden = load_params(params_file, name, cls.Params, applied)
+    return cls(params, profile, root, overridden, keys)
 
 
 def write_resolved_params(family: Family, params_file: Path) -> None:
@@ -122,9 +141,10 @@ def write_resolved_params(family: Family, params_file: Path) -> None:
     atomic_write_text(family.paths.resolved_inputs, yaml.safe_dump(record(requirements), sort_keys=False))
     print(f"resolve: {family.paths.resolved_params.relative_to(family.paths.root)} (profile {family.profile}), "
           f"inputs in {family.paths.resolved_inputs.relative_to(family.paths.root)}")
-    folder = collection_folder(read_params_file(params_file), params_file)
-    if folder is not None:
-        print(f"resolve: {family.collection_source}: the collection {folder.name} (params.yaml {COLLECTION})")
+    collection = collection_value(read_params_file(params_file), params_file)
+    if collection is not None:
+        print(f"resolve: {family.collection_source}: the collection {collection_name(collection)} "
+              f"(params.yaml {COLLECTION})")
     for line in unpinned_warnings(requirements):
         print(f"WARNING: {params_file}: {line}", file=sys.stderr)
     committed = committed_params(params_file)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -68,11 +69,37 @@ class HubSource(Section):
 
 
 class CollectionSplits(Section):
-    """The qrels splits of a BEIR folder: training pairs, checkpoint selection (optional) and evaluation."""
+    """The qrels splits of a BEIR collection: training pairs, checkpoint selection (optional) and evaluation."""
 
     train: str = "train"
     dev: str = "dev"
     test: str = "test"
+
+
+class BeirHub(Section):
+    """A BEIR collection on the hub as three datasets: BEIR's own repositories hold the corpus and the queries in
+    one (configs `corpus` and `queries`) and the qrels in another (`<name>-qrels`, a split per qrels file)."""
+
+    corpus: HubSource
+    queries: HubSource
+    qrels: HubSource  # its split is ignored: the collection's train and test (and dev) splits are read
+
+    def describe(self) -> str:
+        return f"BEIR {self.corpus.path} with qrels {self.qrels.path}"
+
+    def datasets(self, splits: Sequence[str]) -> list[tuple[str, HubSource]]:
+        """Each dataset read (its key under this section, the source at the split read), qrels once per split."""
+        return [("corpus", self.corpus), ("queries", self.queries),
+                *[("qrels", self.qrels.model_copy(update={"split": split})) for split in splits]]
+
+    def hub_datasets(self) -> list[str]:
+        return list(dict.fromkeys([self.corpus.path, self.queries.path, self.qrels.path]))
+
+
+class BeirHubSource(BeirHub):
+    """A BEIR collection on the hub as a family's data source, with the names of its qrels splits."""
+
+    splits: CollectionSplits = CollectionSplits()
 
 
 class LocalSource(Section):
@@ -91,8 +118,9 @@ class SyntheticSource(Section):
 
 
 class SourceParams(Section):
-    source: Literal["synthetic", "hf", "local"]
+    source: Literal["synthetic", "hf", "hf_beir", "local"]  # hf: a dataset of rows; hf_beir: a BEIR collection
     hf: HubSource | None = None
+    hf_beir: BeirHubSource | None = None
     local: LocalSource | None = None
     synthetic: SyntheticSource = SyntheticSource()
 
@@ -100,6 +128,8 @@ class SourceParams(Section):
     def _selected_source_is_configured(self) -> SourceParams:
         if self.source == "hf" and self.hf is None:
             raise ValueError("source is 'hf' but the 'hf' section (path, name, split) is missing")
+        if self.source == "hf_beir" and self.hf_beir is None:
+            raise ValueError("source is 'hf_beir' but the 'hf_beir' section (corpus, queries, qrels) is missing")
         if self.source == "local" and self.local is None:
             raise ValueError("source is 'local' but the 'local' section (path, format) is missing")
         return self
@@ -108,16 +138,19 @@ class SourceParams(Section):
         """Where the rows come from, as error messages and model cards name it."""
         if self.source == "hf":
             return self.hf.describe()
+        if self.source == "hf_beir":
+            return self.hf_beir.describe()
         if self.source == "local":
             return str(self.local.path)
         return "synthetic world"
 
     def hub_datasets(self) -> list[str]:
-        return [self.hf.path] if self.source == "hf" else []
+        return [self.hf.path] if self.source == "hf" else self.hf_beir.hub_datasets() if self.source == "hf_beir" \
+            else []
 
     def is_collection(self) -> bool:
-        """A BEIR folder rather than a file of rows."""
-        return self.source == "local" and self.local.is_collection()
+        """A BEIR collection (a folder or a hub dataset) rather than rows of pairs."""
+        return self.source == "hf_beir" or (self.source == "local" and self.local.is_collection())
 
 
 def local_files(folder: Path) -> list[dict]:

@@ -80,7 +80,7 @@ def evaluate(family: Colbert, scores: dict[str, Scores]) -> None:
         f"{pf}," + ",".join(f"{metrics[label][first_method][f'pf_{pf}']['ndcg@10']:.6f}" for label in labels)
         + "\n" for pf in sorted(evaluate_params.pool_factors))
     tables = {"per_query": pl.concat([scores[label].tables["per_query"] for label in labels])}
-    if family.params.data.source == "local":  # a BEIR folder
+    if family.params.data.is_collection():
         record_serving(metrics, tables, serving(family))
     family.write_evaluation(metrics, tables, {"ndcg_by_pool_factor": plot})
     for label in labels:

@@ -8,13 +8,7 @@ from typing import Literal
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from retrieval_pipeline.core.params import FamilyParams, Section, Seed, TrainingSection
-from retrieval_pipeline.core.sources import HubSource, Reference
-
-
-class BeirHub(Section):
-    corpus: HubSource
-    queries: HubSource
-    qrels: HubSource  # its split is ignored: data.train_split and data.test_split are read
+from retrieval_pipeline.core.sources import BeirHub, HubSource, Reference
 
 
 class BeirLocal(Section):
@@ -46,14 +40,17 @@ class DataParams(Section):
 
     def describe(self) -> str:
         if self.source == "hf":
-            return f"BEIR {self.hf.corpus.path} with qrels {self.hf.qrels.path}"
+            return self.hf.describe()
         if self.source == "local":
             return f"BEIR folder {self.local.path}"
         return "synthetic world (claims)"
 
     def hub_datasets(self) -> list[str]:
-        return list(dict.fromkeys([self.hf.corpus.path, self.hf.queries.path, self.hf.qrels.path])) \
-            if self.source == "hf" else []
+        return self.hf.hub_datasets() if self.source == "hf" else []
+
+    def is_collection(self) -> bool:
+        """A BEIR collection (a folder or a hub dataset) rather than the synthetic world's claims."""
+        return self.source != "synthetic"
 
 
 class PoolingParams(Section):

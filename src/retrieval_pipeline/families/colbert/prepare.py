@@ -9,18 +9,16 @@ from retrieval_pipeline.core.beir import (
     Collection,
     collection_from_frames,
     read_beir_folder,
-    read_beir_hub,
+    read_hub_collection,
     require_trainable,
     write_collection,
 )
-from retrieval_pipeline.core.errors import DataError
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
 from retrieval_pipeline.core.reading import read_hub
 from retrieval_pipeline.core.sources import HubSource, split_revision
 from retrieval_pipeline.core.splits import add_split_column
 from retrieval_pipeline.core.world import build_world
 from retrieval_pipeline.families.colbert import NANOBEIR, Colbert
-from retrieval_pipeline.families.colbert.params import BeirHub
 from retrieval_pipeline.families.colbert.synthetic import claim_collection
 
 
@@ -71,28 +69,6 @@ def read_collection(family: Colbert) -> Collection:
     return read_hub_collection(data.hf, splits)
 
 
-def read_hub_collection(hub: BeirHub, splits: dict[str, str]) -> Collection:
-    """A BEIR collection on the hub: the repositories' own BEIR files (BEIR's repositories hold them beside a
-    loading script, which `datasets` no longer runs), else the datasets as `datasets` loads them (parquet, or the
-    hub's parquet conversion when the revision names it); one error naming both attempts when neither works."""
-    try:
-        return read_beir_hub(hub.corpus, hub.queries, hub.qrels, splits)
-    except DataError as files_error:
-        try:
-            corpus, corpus_origin = read_hub(hub.corpus)
-            queries, queries_origin = read_hub(hub.queries)
-            loaded = {split: read_hub(hub.qrels.model_copy(update={"split": name})) for split, name in splits.items()}
-        except DataError as datasets_error:
-            raise DataError(f"{hub.corpus.path}: cannot read the BEIR collection: tried its files ({files_error}) and "
-                            f"`datasets` ({datasets_error}); expected corpus.jsonl[.gz], queries.jsonl[.gz] and "
-                            f"<split>.tsv qrels in the repositories, or datasets `datasets` can load (pin a revision "
-                            "such as refs/convert/parquet in data.hf.*.revision for the hub's parquet conversion)"
-                            ) from datasets_error
-    origins = {"corpus": corpus_origin, "queries": queries_origin,
-               **{split: origin for split, (_, origin) in loaded.items()}}
-    return collection_from_frames(corpus, queries, {split: frame for split, (frame, _) in loaded.items()}, origins)
-
-
 def prepare(family: Colbert) -> None:
     collection = read_collection(family)
     require_trainable(collection, family.params.data.describe())
@@ -107,4 +83,5 @@ def prepare(family: Colbert) -> None:
             atomic_write_json(out / NANOBEIR / "order.json", [collection_name(repo) for repo in nanobeir])
     counts = dict(collection.qrels.unique(["query_id", "split"])["split"].value_counts().iter_rows())
     extra = f"; NanoBEIR: {', '.join(collection_name(repo) for repo in nanobeir)}" if nanobeir else ""
-    print(f"prepare: {collection.corpus.height} documents; judged queries {counts}{extra}")
+    print(f"prepare: {family.params.data.describe()}: {collection.corpus.height} documents; judged queries "
+          f"{counts}{extra}")

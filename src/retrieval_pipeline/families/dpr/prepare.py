@@ -1,4 +1,4 @@
-"""DPR's prepare stage: claim/evidence pairs (synthetic, hub or a local file) or a BEIR folder, as one collection
+"""DPR's prepare stage: claim/evidence pairs (synthetic, hub or a local file) or a BEIR collection, as one collection
 with train and test claims over every evidence passage."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import hashlib
 
 import polars as pl
 
-from retrieval_pipeline.core.beir import Collection, for_training, read_beir_folder, write_collection
+from retrieval_pipeline.core.beir import Collection, for_training, read_beir_source, write_collection
 from retrieval_pipeline.core.errors import DataError
 from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.reading import map_columns, read_source, require_evaluable, require_text
@@ -23,10 +23,9 @@ def passage_id(text: str) -> str:
 def prepare(family: Dpr) -> None:
     data = family.params.data
     if data.is_collection():
-        names = data.local.splits
-        collection = for_training(read_beir_folder(data.local.path, {"train": names.train, "test": names.test}),
-                                  0.0, family.params.seed, data.describe())
-        print(f"prepare: BEIR folder {data.local.path}: {collection.summary()}")
+        collection, origin = read_beir_source(data, dev=False)
+        collection = for_training(collection, 0.0, family.params.seed, data.describe())
+        print(f"prepare: {origin}: {collection.summary()}")
     else:
         collection = pair_collection(family)
     with atomic_directory(family.paths.prepared) as out:

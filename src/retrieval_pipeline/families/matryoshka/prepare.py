@@ -1,11 +1,11 @@
-"""Matryoshka's prepare stage: question/chunk pairs (synthetic, hub or a local file) or a BEIR folder, as one
+"""Matryoshka's prepare stage: question/chunk pairs (synthetic, hub or a local file) or a BEIR collection, as one
 collection with train, dev and test queries over every chunk."""
 
 from __future__ import annotations
 
 import polars as pl
 
-from retrieval_pipeline.core.beir import Collection, for_training, read_beir_folder, write_collection
+from retrieval_pipeline.core.beir import Collection, for_training, read_beir_source, write_collection
 from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.reading import (
     map_columns,
@@ -25,11 +25,8 @@ def prepare(family: Matryoshka) -> None:
     data = family.params.data
     duplicates = 0
     if data.is_collection():
-        names = data.local.splits
-        collection = for_training(read_beir_folder(data.local.path, {"train": names.train, "test": names.test},
-                                                   {"dev": names.dev}),
-                                  data.dev_size, family.params.seed, data.describe())
-        origin = f"BEIR folder {data.local.path}"
+        collection, origin = read_beir_source(data, dev=True)
+        collection = for_training(collection, data.dev_size, family.params.seed, data.describe())
     else:
         collection, origin, duplicates = pair_collection(family)
     with atomic_directory(family.paths.prepared) as out:

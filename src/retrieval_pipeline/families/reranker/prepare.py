@@ -1,6 +1,6 @@
 """The reranker's prepare stage: each dataset (multi-hop for stage 1, factual for stage 2) as a collection. LongRAG
 rows become labelled sentences, each query judging every sentence of its own context (candidates "judged"); a BEIR
-folder stays a retrieval collection, whose first stage searches the whole corpus."""
+collection (a folder or a hub dataset) stays a retrieval collection, whose first stage searches the whole corpus."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-from retrieval_pipeline.core.beir import Collection, read_beir_folder, with_dev_split, write_collection
+from retrieval_pipeline.core.beir import Collection, read_beir_source, with_dev_split, write_collection
 from retrieval_pipeline.core.errors import DataError
 from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.reading import map_columns, read_source
@@ -58,13 +58,13 @@ def prepare_contexts(family: Reranker, dataset: str, folder: Path) -> None:
 
 
 def prepare_beir(family: Reranker, dataset: str, folder: Path) -> None:
-    """A BEIR folder as a dataset: the reranker reorders the first stage's top documents over its whole corpus
-    (query -> document), with its train, dev (else a share of train) and test qrels."""
+    """A BEIR collection (a folder or a hub dataset) as a dataset: the reranker reorders the first stage's top
+    documents over its whole corpus (query -> document), with its train, dev (else a share of train) and test
+    qrels."""
     source = getattr(family.params.data, dataset)
-    names = source.local.splits
-    collection = with_dev_split(read_beir_folder(source.local.path, {"train": names.train, "test": names.test},
-                                                 {"dev": names.dev}), family.params.data.dev_size, family.params.seed)
+    collection, origin = read_beir_source(source, dev=True)
+    collection = with_dev_split(collection, family.params.data.dev_size, family.params.seed)
     write_collection(collection, folder)
     counts = dict(collection.judged_queries()["split"].value_counts().iter_rows())
-    print(f"prepare: {dataset}: BEIR folder {source.local.path}: {collection.corpus.height} documents; queries "
+    print(f"prepare: {dataset}: {origin}: {collection.corpus.height} documents; queries "
           f"train {counts.get('train', 0)}, dev {counts.get('dev', 0)}, test {counts.get('test', 0)}")
