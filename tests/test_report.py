@@ -232,3 +232,19 @@ def test_the_collection_section_sets_every_served_model_against_the_best(tmp_pat
     (folder / "serving.parquet").unlink()
     with pytest.raises(DataError, match=r"eval/toy/serving.parquet: missing; expected the evaluate stage's serving"):
         write_report(params, tmp_path)
+
+
+def test_models_at_one_point_of_the_figure_share_one_label():
+    """The base model two families serve alike sits at one point: one label names both, the others keep their own."""
+    from retrieval_pipeline.report import Served, point_labels
+
+    def served(family: str, name: str, ndcg: list[float], size: float) -> Served:
+        return Served(family, f"{family} {name}", pl.DataFrame({"query_id": ["a", "b"], "ndcg@10": ndcg,
+                                                                 "recall@100": ndcg}), size, 1.0, 2.0, None)
+
+    labels = point_labels([served("matryoshka", "base dim 384", [0.25, 0.75], 1536.0),
+                           served("dpr", "base", [0.75, 0.25], 1536.0),
+                           served("dpr", "finetuned", [1.0, 0.5], 1536.0),
+                           served("matryoshka", "base dim 32", [0.25, 0.75], 128.0)])
+    assert labels == {(1536.0, 0.5): "matryoshka base dim 384\ndpr base", (1536.0, 0.75): "dpr finetuned",
+                      (128.0, 0.5): "matryoshka base dim 32"}

@@ -285,6 +285,7 @@ def family_section(root: Path, family: str, report: FamilyReport, params: Report
 class Served:
     """One model in one setting on the collection: its per-query scores and what serving it costs."""
 
+    family: str
     name: str
     per_query: pl.DataFrame  # query_id, ndcg@10, recall@100
     bytes_per_document: float
@@ -320,30 +321,42 @@ def served_models(root: Path, family: str) -> list[Served]:
                    if name not in ("model", "fine_tuned", "bytes_per_document", "latency_ms_median", "latency_ms_p95")}
         scores = _matching(per_query.filter(pl.col("model") == row["model"]), setting, str(origin))
         shown = " ".join(f"{name} {value}" for name, value in setting.items() if name not in ("dataset", "method"))
-        served.append(Served(" ".join(part for part in (family, row["model"], shown) if part),
+        served.append(Served(family, " ".join(part for part in (family, row["model"], shown) if part),
                              scores.select("query_id", *SERVING_METRICS), row["bytes_per_document"],
                              row["latency_ms_median"], row["latency_ms_p95"],
                              training_seconds(paths) if row["fine_tuned"] else None))
     return served
 
 
+def point_labels(served: list[Served]) -> dict[tuple[float, float], str]:
+    """One label per point of the figure: models at the same bytes per document and NDCG@10 (one base model serving
+    two families, say) share a label naming each on a line of its own, rather than labels drawn over one another."""
+    names: dict[tuple[float, float], list[str]] = {}
+    for model in served:
+        point = (model.bytes_per_document, round(float(model.per_query["ndcg@10"].mean()), 4))
+        names.setdefault(point, []).append(model.name)
+    return {point: "\n".join(models) for point, models in names.items()}
+
+
 def plot_quality_against_bytes(served: list[Served], path: Path) -> None:
-    """NDCG@10 against bytes per document (log scale), one point per model and setting."""
+    """NDCG@10 against bytes per document (log scale), one point per model and setting, a colour per family."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(8, 5))
-    for model in served:
-        quality = float(model.per_query["ndcg@10"].mean())
-        axis.scatter(model.bytes_per_document, quality)
-        axis.annotate(model.name, (model.bytes_per_document, quality), fontsize=6, xytext=(3, 3),
-                      textcoords="offset points")
+    for index, family in enumerate(dict.fromkeys(model.family for model in served)):
+        models = [model for model in served if model.family == family]
+        axis.scatter([model.bytes_per_document for model in models],
+                     [float(model.per_query["ndcg@10"].mean()) for model in models], color=f"C{index}", label=family)
+    for (size, quality), label in point_labels(served).items():
+        axis.annotate(label, (size, quality), fontsize=6, xytext=(3, 3), textcoords="offset points")
     axis.set_xscale("log")
     axis.set_xlabel("bytes per document in the index")
     axis.set_ylabel("ndcg@10")
     axis.set_title("Quality against index size, every family on one collection")
+    axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(figure)
