@@ -6,7 +6,9 @@ runs the command (its output still reaches the terminal), takes each stage's tim
 to the next (DVC runs stages one after another, so a stage's time includes DVC hashing and caching its outputs),
 and records the run in docs/timings.json under its label; docs/timings.md, the table the README links, is
 rewritten from that file. `make time-repro` records the full repro and what each family's one-parameter training
-experiment reruns.
+experiment reruns. Beside each stage it records the seconds its trainers spent in trainer.train() (steps, per-epoch
+dev evaluations, checkpoint saves), read from the DVCLive logs the run wrote: the part of the run that only fewer or
+faster training steps can shorten.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 # What `dvc exp run -S <family>.embedded.train.<key>=...` reruns: the family's resolved params change, so its
 # resolve, train and evaluate stages, then the report.
 EXPERIMENT_STAGES = ("resolve@{family}", "train@{family}", "evaluate@{family}", "report")
+# Where the stages' trainers keep their DVCLive logs, and the stage each belongs to. The colbert teacher's fine-tuning
+# in mine@colbert logs nothing, so it counts as the rest of that stage: the trainer seconds are a lower bound.
+TRAINER_LOGS = (("dvclive/*/**/metrics.json", "train@{family}"), ("data/*/base/**/metrics.json", "base@{family}"))
 
 
 def timed_stages(command: list[str], cwd: Path | None = None,
@@ -51,6 +56,21 @@ def timed_stages(command: list[str], cwd: Path | None = None,
     if current:
         stages[current] = finished - current_start
     return finished - started, stages
+
+
+def trainer_seconds(root: Path, since: float) -> dict[str, float]:
+    """Each stage's seconds in trainer.train(): DVCLive's `train.runtime` of every log written since `since` (a
+    time.time()), summed over the stage's runs (a family's variants, the reranker's curriculum stages)."""
+    seconds: dict[str, float] = {}
+    for pattern, stage in TRAINER_LOGS:
+        for path in root.glob(pattern):
+            if path.stat().st_mtime < since:
+                continue  # a log this run did not write (its stage was not rerun)
+            runtime = json.loads(path.read_text(encoding="utf-8")).get("train", {}).get("runtime")
+            if runtime is not None:
+                name = stage.format(family=path.relative_to(root).parts[1])
+                seconds[name] = seconds.get(name, 0.0) + runtime
+    return seconds
 
 
 def machine() -> str:
@@ -83,8 +103,7 @@ def render(records: dict[str, dict]) -> str:
         lines += [f"## {label}", "",
                   f"`{record['command']}` at commit `{record['commit']}` on {record['machine']}: "
                   f"**{duration(record['total_s'])}** in all.", "",
-                  "| stage | seconds |", "|---|---|"]
-        lines += [f"| {stage} | {seconds:.0f} |" for stage, seconds in stages.items()]
+                  *stage_table(stages, record.get("trainer_s"))]
         families = sorted({family_of(stage) for stage in stages} - {None})
         full_run = all(f"prepare@{family}" in stages for family in families)  # an experiment is not a whole run
         if "report" in stages and families and full_run:
@@ -94,8 +113,22 @@ def render(records: dict[str, dict]) -> str:
                 whole = sum(s for stage, s in stages.items() if family_of(stage) == family) + stages["report"]
                 experiment = sum(stages.get(stage.format(family=family), 0.0) for stage in EXPERIMENT_STAGES)
                 lines.append(f"| {family} | {whole:.0f} | {experiment:.0f} | {experiment / whole:.0%} |")
+        if record.get("trainer_s"):
+            training = sum(record["trainer_s"].values())
+            lines += ["", f"trainer.train() alone took {training:.0f} s, {training / record['total_s']:.0%} of the "
+                          f"run: with every other part of it taking no time, the run would still take "
+                          f"{training / record['total_s']:.0%} of this one."]
         lines.append("")
     return "\n".join(lines)
+
+
+def stage_table(stages: dict[str, float], trainer: dict[str, float] | None) -> list[str]:
+    if not trainer:
+        return ["| stage | seconds |", "|---|---|",
+                *(f"| {stage} | {seconds:.0f} |" for stage, seconds in stages.items())]
+    return ["| stage | seconds | of which trainer.train() |", "|---|---|---|",
+            *(f"| {stage} | {seconds:.0f} | {f'{trainer[stage]:.0f}' if stage in trainer else ''} |"
+              for stage, seconds in stages.items())]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,10 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     command = arguments.command[1:] if arguments.command[:1] == ["--"] else arguments.command
     if not command:
         parser.error("give the command to time after --")
+    started = time.time()
     total, stages = timed_stages(command)
     records = json.loads(RECORD.read_text(encoding="utf-8")) if RECORD.is_file() else {}
     records[arguments.label] = {"command": " ".join(command), "commit": commit(), "machine": machine(),
-                                "total_s": round(total, 1), "stages": {k: round(v, 1) for k, v in stages.items()}}
+                                "total_s": round(total, 1), "stages": {k: round(v, 1) for k, v in stages.items()},
+                                "trainer_s": {k: round(v, 1) for k, v in trainer_seconds(ROOT, started).items()
+                                              if k in stages}}  # a stage restored from the run-cache trained nothing
     RECORD.write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
     TABLE.write_text(render(records), encoding="utf-8")
     print(f"stage_times: {duration(total)}; {TABLE.relative_to(ROOT)} updated")
