@@ -293,6 +293,11 @@ class Served:
     latency_p95: float
     training_seconds: float | None  # the family's train stage, for a fine-tuned model
 
+    @property
+    def quality(self) -> float:
+        """Mean NDCG@10 over the test queries it answered: what the collection section ranks and plots models by."""
+        return float(self.per_query["ndcg@10"].mean())
+
 
 SERVING_METRICS = ("ndcg@10", "recall@100")
 
@@ -333,7 +338,7 @@ def point_labels(served: list[Served]) -> dict[tuple[float, float], str]:
     two families, say) share a label naming each on a line of its own, rather than labels drawn over one another."""
     names: dict[tuple[float, float], list[str]] = {}
     for model in served:
-        point = (model.bytes_per_document, round(float(model.per_query["ndcg@10"].mean()), 4))
+        point = (model.bytes_per_document, round(model.quality, 4))
         names.setdefault(point, []).append(model.name)
     return {point: "\n".join(models) for point, models in names.items()}
 
@@ -349,7 +354,7 @@ def plot_quality_against_bytes(served: list[Served], path: Path) -> None:
     for index, family in enumerate(dict.fromkeys(model.family for model in served)):
         models = [model for model in served if model.family == family]
         axis.scatter([model.bytes_per_document for model in models],
-                     [float(model.per_query["ndcg@10"].mean()) for model in models], color=f"C{index}", label=family)
+                     [model.quality for model in models], color=f"C{index}", label=family)
     for (size, quality), label in point_labels(served).items():
         axis.annotate(label, (size, quality), fontsize=6, xytext=(3, 3), textcoords="offset points")
     axis.set_xscale("log")
@@ -367,7 +372,7 @@ def collection_section(root: Path, families: list[str], params: ReportParams, co
     """Every family's base and recommended model on the collection in one table, each against the best NDCG@10
     (a paired randomization test over the same test queries), and the quality-against-bytes figure."""
     served = [model for family in families for model in served_models(root, family)]
-    best = max(served, key=lambda model: float(model.per_query["ndcg@10"].mean()))
+    best = max(served, key=lambda model: model.quality)
     lines = ["## Every recipe on the collection", "",
              f"Each family's base and recommended model on `{collection}`'s test queries against its whole corpus. "
              "NDCG@10 and Recall@100 are each family's own per-query scores; bytes per document are read from the "
@@ -384,7 +389,7 @@ def collection_section(root: Path, families: list[str], params: ReportParams, co
         p_value = "" if model is best else f"{paired_p_value(before, after, params.permutations, params.seed):.4f}"
         change = "" if model is best else f"{float(after.mean() - before.mean()):+.4f}"
         training = "" if model.training_seconds is None else f"{model.training_seconds:.0f}"
-        lines.append(f"| {model.name} | {model.per_query.height} | {model.per_query['ndcg@10'].mean():.4f} "
+        lines.append(f"| {model.name} | {model.per_query.height} | {model.quality:.4f} "
                      f"| {model.per_query['recall@100'].mean():.4f} | {model.bytes_per_document:.0f} "
                      f"| {model.latency_median:.1f} | {model.latency_p95:.1f} | {training} | {change} | {p_value} |")
     plot_quality_against_bytes(served, figures / COLLECTION_FIGURE)
