@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import sys
@@ -52,8 +53,12 @@ def repo(tmp_path_factory) -> Path:
     output = run(["dvc", "repro"], copy)
     assert all(ran(output, family) == set(STAGES) for family in FAMILIES)
     assert "Running stage 'report'" in output
+    (copy.parent / FIRST_REPRO_LOG).write_text(output, encoding="utf-8")
     commit(copy, "first run")
     return copy
+
+
+FIRST_REPRO_LOG = "first-repro.log"  # beside the copy, for the test of what a user reads
 
 
 def test_repro_writes_base_and_finetuned_metrics_at_every_dim(repo):
@@ -71,6 +76,20 @@ def test_repro_writes_base_and_finetuned_metrics_at_every_dim(repo):
     assert "base.dim_384.ndcg@10" in shown and "finetuned.dim_384.ndcg@10" in shown
     assert (repo / "dvclive/matryoshka/metrics.json").is_file()
     assert (repo / "dvclive/matryoshka/plots/metrics/train/loss.tsv").is_file()
+
+
+def test_the_log_a_user_reads_is_a_line_per_epoch_and_per_stage(repo):
+    """Every trainer, the colbert teacher fine-tuned while mining included, writes one line per epoch (its progress
+    bar vanishes), never transformers' raw log dicts; the matryoshka miner one summary line, not a statistics table."""
+    output = (repo.parent / FIRST_REPRO_LOG).read_text(encoding="utf-8")
+    assert "'train_runtime'" not in output and "'grad_norm'" not in output
+    assert "Negative candidates mined" not in output and not re.search(r"^Metric +Positive", output, re.MULTILINE)
+    assert re.search(r"^mine: \d+ of \d+ training pairs kept hard negatives", output, re.MULTILINE)
+    tune = yaml_value(repo, "colbert", "mine", "teacher")["fine_tune"]
+    teacher_epochs = re.findall(rf"^mine: teacher fold (\d+)/{tune['folds']}: epoch (\d+)/{tune['epochs']}  loss "
+                                r"\d+\.\d{4}$", output, re.MULTILINE)
+    assert teacher_epochs == [(str(fold), str(epoch)) for fold in range(1, tune["folds"] + 1)
+                              for epoch in range(1, tune["epochs"] + 1)]
 
 
 def test_the_model_card_and_the_metrics_are_one_scoring(repo):
@@ -349,8 +368,6 @@ def test_second_repro_does_nothing(repo):
 def test_an_edit_to_one_colbert_module_leaves_every_other_family_up_to_date(repo):
     """Each stage depends on the code it imports: colbert's pooling is in colbert's package, so only colbert's
     stages see the edit."""
-    import re
-
     module = repo / "src/retrieval_pipeline/families/colbert/pooling.py"
     original = module.read_text()
     module.write_text(original + "\n# an edit\n")

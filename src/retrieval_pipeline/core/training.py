@@ -25,12 +25,19 @@ def log_training(trainer, directory: Path, label: str, resume: bool = False) -> 
         return
     from dvclive import Live
     from transformers.integrations import DVCLiveCallback
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     if torch.cuda.is_available():
         trainer.add_callback(PeakMemory())
     live = Live(dir=str(directory), dvcyaml=None, save_dvc_exp=False, resume=resume)
     trainer.add_callback(DVCLiveCallback(live=live))
+    console_lines(trainer, label)
+
+
+def console_lines(trainer, label: str) -> None:
+    """Keep the trainer's console to a progress bar that vanishes when done and one line per epoch, in place of
+    transformers' own bar and the raw dict of every log it prints."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(EpochLines(label))
@@ -68,7 +75,7 @@ class EpochLines(TrainerCallback):
         loss = sum(self.losses) / len(self.losses) if self.losses else float("nan")
         self.losses = []
         self.pending = f"{self.label}: epoch {round(state.epoch or 0)}/{round(args.num_train_epochs)}  loss {loss:.4f}"
-        if str(args.eval_strategy).endswith("no"):
+        if args.eval_strategy == "no":  # the enum equals its value; its str() is "IntervalStrategy.NO"
             self._emit()
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):

@@ -20,7 +20,7 @@ from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
 from retrieval_pipeline.core.models import load_sentence_transformer
 from retrieval_pipeline.core.reading import read_hub
 from retrieval_pipeline.core.retrieval import search
-from retrieval_pipeline.core.training import shared_arguments
+from retrieval_pipeline.core.training import console_lines, shared_arguments
 from retrieval_pipeline.families.colbert import Colbert
 from retrieval_pipeline.families.colbert.teachers import (
     BiEncoderTeacher,
@@ -187,9 +187,11 @@ def fine_tuned_teacher(family: Colbert, lists: list[CandidateList], text_of: dic
     args = SentenceTransformerTrainingArguments(
         output_dir=str(scratch), num_train_epochs=tune.epochs, per_device_train_batch_size=tune.batch_size,
         learning_rate=tune.learning_rate, batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no",
-        logging_steps=10 ** 6, **shared_arguments(family.params.seed + fold, True, tune.warmup_ratio))
+        logging_steps=1,  # every step, for the epoch line's mean loss
+        **shared_arguments(family.params.seed + fold, True, tune.warmup_ratio))
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=Dataset.from_dict(columns),
                                          loss=MultipleNegativesRankingLoss(model, scale=teacher.scale))
+    console_lines(trainer, f"mine: teacher fold {fold + 1}/{tune.folds}")
     trainer.train()
     shutil.rmtree(scratch, ignore_errors=True)
     return model

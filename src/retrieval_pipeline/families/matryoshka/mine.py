@@ -21,7 +21,12 @@ def mine(family: Matryoshka) -> None:
         Dataset.from_polars(train.select(anchor="query", positive="document")), model, anchor_column_name="anchor",
         positive_column_name="positive", corpus=corpus, range_max=params.range_max,
         relative_margin=params.relative_margin, num_negatives=params.num_negatives, sampling_strategy="top",
-        output_format="n-tuple", output_scores=True, batch_size=params.batch_size, use_faiss=True)
+        output_format="n-tuple", output_scores=True, batch_size=params.batch_size, use_faiss=True,
+        verbose=False)  # its table of score statistics is detail; the line below is what the log needs
     with atomic_directory(family.paths.mined) as out:
         mined.to_polars().write_parquet(out / "hard_negatives.parquet")
-    print(f"mine: {len(mined)} of {train.height} training pairs kept hard negatives")
+    dropped = train.height - len(mined)
+    why = (f"; the other {dropped} had fewer than {params.num_negatives} candidates among the top "
+           f"{params.range_max} scoring at most {1 - params.relative_margin:.0%} of the positive "
+           f"({family.key('mine')}: range_max, relative_margin)") if dropped else ""
+    print(f"mine: {len(mined)} of {train.height} training pairs kept hard negatives{why}")
