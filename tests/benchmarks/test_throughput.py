@@ -146,7 +146,7 @@ def record_stage(name: str, seconds: float, pairs: int, epochs: int, breakdown: 
 
 
 def write_throughput() -> None:
-    """docs/throughput.md, once the train stage, the bare trainer and the dev corpus sizes have run."""
+    """docs/throughput.md, once the three trainers and the dev corpus sizes have run."""
     if set(STAGE_RESULTS) != {"train stage", "bare trainer", SELECTING} or not DEV_EVALUATIONS:
         return
     family, bare, selecting = STAGE_RESULTS["train stage"], STAGE_RESULTS["bare trainer"], STAGE_RESULTS[SELECTING]
