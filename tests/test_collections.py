@@ -158,7 +158,7 @@ def test_dpr_reads_a_beir_folder_with_graded_qrels(tmp_path):
 
 def test_the_reranker_reorders_the_first_stages_top_documents_of_a_collection(tmp_path):
     family = family_on(tmp_path, "reranker", write_beir_collection(tmp_path / "beir"),
-                       {"mine": {"candidates": 5, "hard_negatives": 2, "easy_negatives": 1}})
+                       {"mine": {"candidates": 5, "negatives": {"hard_per_positive": 2, "easy_per_positive": 1}}})
     family.prepare()
     family.mine()
     pool = pl.read_parquet(family.paths.mined / "factual.parquet")

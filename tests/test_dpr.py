@@ -46,6 +46,27 @@ def test_hub_source_keeps_only_supported_claims_with_the_recipes_mapping(tmp_pat
     assert set(corpus["text"]) == set(supported["hypothesis"])  # all evidence, not only held-out
 
 
+def test_a_claim_paired_with_several_passages_is_one_query_judging_each_of_them(tmp_path):
+    """nli_fever gives a claim several supporting passages in several rows: each is relevant to the one query of
+    that claim, in whichever split the claim falls, so a held-out claim's other passages are not counted as
+    misses."""
+    family = family_at(tmp_path, {"dpr": {"embedded": {"data": {
+        "source": "hf", "hf": {"path": str(HUB_FIXTURE), "split": "train"}, "test_size": 0.5}}}})
+    family.prepare()
+    collection = load_collection(family.paths.prepared)
+    source = pl.read_parquet(next(HUB_FIXTURE.glob("data/*.parquet"))).filter(pl.col("label") == 0)
+    judged = collection.qrels.join(collection.queries, on="query_id").join(
+        collection.corpus.rename({"text": "passage"}), on="document_id")
+    assert collection.queries.height == source["premise"].n_unique() == collection.queries["text"].n_unique()
+    for claim, rows in source.group_by("premise"):
+        mine = judged.filter(pl.col("text") == claim[0])
+        assert mine["query_id"].n_unique() == 1 and mine["split"].n_unique() == 1
+        assert set(mine["passage"]) == set(rows["hypothesis"])
+    several = source.group_by("premise").len().filter(pl.col("len") > 1)["premise"]
+    held_out = judged.filter(pl.col("text").is_in(several.implode()) & (pl.col("split") == "test"))
+    assert held_out["query_id"].n_unique() >= 1 and held_out.height >= 2  # a held-out claim with two passages
+
+
 def test_synthetic_source_exercises_the_label_filter(tmp_path):
     family = family_at(tmp_path)
     family.prepare()

@@ -63,15 +63,20 @@ def test_repro_writes_base_and_finetuned_metrics_at_every_dim(repo):
     metrics = json.loads((repo / "metrics/families/matryoshka.json").read_text())
     assert set(metrics) == {"base", "finetuned"}
     for model in metrics.values():
-        assert set(model) == {"dim_384", "dim_128", "dim_32"}
-        for values in model.values():
-            assert {"ndcg@10", "mrr@10", "map@100", "accuracy@1", "precision@10", "recall@5", "recall@100"} \
-                <= set(values)
-            assert 0.0 <= values["ndcg@10"] <= 1.0
+        assert set(model) == {"rows", "chunks"}  # the recipe's evaluation corpus and each chunk once
+        for by_dim in model.values():
+            assert set(by_dim) == {"dim_384", "dim_128", "dim_32"}
+            for values in by_dim.values():
+                assert {"ndcg@10", "mrr@10", "map@100", "accuracy@1", "precision@10", "recall@5", "recall@100"} \
+                    <= set(values)
+                assert 0.0 <= values["ndcg@10"] <= 1.0
+        # a question's chunk is in the corpus of rows once per question that names it, every copy relevant
+        assert model["rows"]["dim_384"]["recall@1"] < model["rows"]["dim_384"]["accuracy@1"]
+        assert model["chunks"]["dim_384"]["recall@1"] == model["chunks"]["dim_384"]["accuracy@1"]
     plot = (repo / "metrics/matryoshka_ndcg_by_dim.csv").read_text().splitlines()
     assert plot[0] == "dim,base,finetuned" and len(plot) == 4
     shown = run(["dvc", "metrics", "show"], repo)
-    assert "base.dim_384.ndcg@10" in shown and "finetuned.dim_384.ndcg@10" in shown
+    assert "base.rows.dim_384.ndcg@10" in shown and "finetuned.chunks.dim_384.ndcg@10" in shown
     assert (repo / "dvclive/matryoshka/metrics.json").is_file()
     assert (repo / "dvclive/matryoshka/plots/metrics/train/loss.tsv").is_file()
 
@@ -103,7 +108,7 @@ def test_the_model_card_and_the_metrics_are_one_scoring(repo):
     card = (repo / "models/matryoshka/README.md").read_text().split("---")[1]
     results = yaml.safe_load(card)["model-index"][0]["results"]
     value = next(r["metrics"][0]["value"] for r in results if r["metrics"][0]["name"].endswith("(dim 384)"))
-    assert value == round(trained["dim_384"]["ndcg@10"], 4)
+    assert trained["corpus"] == "rows" and value == round(trained["rows"]["dim_384"]["ndcg@10"], 4)
 
 
 def test_dpr_writes_both_towers_and_metrics(repo):
@@ -138,7 +143,7 @@ def test_reranker_curriculum_ablation_and_metrics(repo):
         for by_dataset in metrics[variant].values():
             for values in by_dataset.values():
                 assert set(values) == {"ndcg@10", "map", "mrr@10", "recall@100", "f1", "auc", "threshold"}
-                assert 0 < values["threshold"] < 1  # chosen on the dev queries
+                assert values["threshold"] == 0.5  # the recipe's code's
     weights = {}
     for variant in ("features", "plain"):
         for stage in ("stage1", "stage2"):
@@ -175,7 +180,7 @@ def test_colbert_is_evaluated_at_every_pool_factor_and_its_checkpoints_load(repo
     assert 0 < metrics["mining"]["teacher_positive_mrr"] <= 1 and metrics["mining"]["training_queries"] > 0
     assert 0 <= metrics["mining"]["false_negatives_dropped_share"] < 1 and 0 <= metrics["mining"]["skipped_share"] < 1
     for by_method in (metrics[model] for model in ("base", "without_pooling", "pooling_aware")):
-        assert set(by_method) == {"kmeans", "hierarchical"}
+        assert set(by_method) == {"kmeans", "kmeans_lloyd", "hierarchical"}
         for by_factor in by_method.values():
             assert list(by_factor) == ["pf_1", "pf_2", "pf_4"]
             vectors = [values["vectors_per_document"] for values in by_factor.values()]
@@ -190,13 +195,14 @@ def test_colbert_is_evaluated_at_every_pool_factor_and_its_checkpoints_load(repo
         model = ColBERT(str(path), device="cpu")
         assert model.encode(["A claim about a wind farm."], is_query=True)[0].shape[-1] == 64
         assert (repo / f"dvclive/colbert/{variant}/plots/metrics/train/loss.tsv").is_file()
-    # the mined lists are in pylate's distillation layout, with the teacher's likely false negatives dropped
-    from retrieval_pipeline.families.colbert.teachers import false_negatives
-
+    # the mined lists are the recipe's: in pylate's distillation layout, best-scored first, labelled, each with its
+    # positive, and no negative scoring above 0.95 x the positive's score (the likely false negatives dropped)
     train = pl.read_parquet(repo / "data/colbert/mined/train.parquet")
-    margin = yaml_value(repo, "colbert", "mine", "relative_margin")
-    for scores in train["scores"]:
-        assert len(scores) == 4 and not false_negatives(scores[0], scores[1:].to_numpy(), margin).any()
+    share = yaml_value(repo, "colbert", "mine", "negative_threshold_share")
+    for scores, labels in zip(train["scores"].to_list(), train["labels"].to_list()):
+        assert len(scores) == 4 and scores == sorted(scores, reverse=True) and labels.count("positive") == 1
+        positive = scores[labels.index("positive")]
+        assert all(score <= share * positive for score, label in zip(scores, labels) if label != "positive")
     # the teacher is fine-tuned inside the colbert family: no other family's stage feeds its mining
     assert "reranker" not in run(["dvc", "dag", "mine@colbert"], repo)
     assert metrics["mining"]["source"] == "mined" and metrics["mining"]["teacher_positive_mrr"] > 0
@@ -244,7 +250,7 @@ def test_every_checkpoint_card_has_its_test_metrics_and_loading_code_that_runs(r
     reranker, colbert = metrics["reranker"], metrics["colbert"]
     expected = {  # checkpoint -> the NDCG@10 its card must report, as the evaluate stage measured it
         "models/matryoshka": {f"NDCG@10 (dim {key[4:]})": values["ndcg@10"]
-                              for key, values in metrics["matryoshka"]["finetuned"].items()},
+                              for key, values in metrics["matryoshka"]["finetuned"]["rows"].items()},
         **{f"models/dpr/{tower}": {"NDCG@10 (query + passage towers)": metrics["dpr"]["finetuned"]["ndcg@10"]}
            for tower in ("query_encoder", "passage_encoder")},
         **{f"models/reranker/{variant}/{stage}": {f"NDCG@10 ({dataset} test candidates)": values["ndcg@10"]
@@ -464,7 +470,8 @@ def test_a_beir_folder_is_one_exp_run_away(repo, tmp_path):
     assert ran(output) == set(STAGES)
     assert "BEIR folder" in output and "corpus 14 documents" in output
     metrics = json.loads((repo / "metrics/families/matryoshka.json").read_text())
-    assert 0 <= metrics["finetuned"]["dim_384"]["ndcg@10"] <= 1
+    assert set(metrics["finetuned"]) == {"chunks"}  # a BEIR corpus holds each document once
+    assert 0 <= metrics["finetuned"]["chunks"]["dim_384"]["ndcg@10"] <= 1
 
 
 def readme_collection_lines() -> list[str]:
@@ -549,7 +556,7 @@ def test_the_readme_collection_line_runs_every_family_on_one_folder_and_the_same
              .splitlines() if line.startswith("| ") and not line.startswith("| model")
              for cells in [[cell.strip() for cell in line.strip("|").split("|")]]}
     assert len(table) == sum(rows.height for rows in served.values())
-    own = {"matryoshka finetuned dim 128": metrics["matryoshka"]["finetuned"]["dim_128"],
+    own = {"matryoshka finetuned dim 128": metrics["matryoshka"]["finetuned"]["chunks"]["dim_128"],
            "dpr base": metrics["dpr"]["base"], "dpr finetuned": metrics["dpr"]["finetuned"],
            "reranker plain/stage2_replay": metrics["reranker"]["plain"]["stage2_replay"]["factual"],
            "colbert pooling_aware pool_factor 2": metrics["colbert"]["pooling_aware"]["kmeans"]["pf_2"]}

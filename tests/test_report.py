@@ -206,6 +206,43 @@ def test_a_published_number_names_one_place():
 
     with pytest.raises(ValueError, match="exactly one of model"):
         Published(kind="published", metric="loss", value=1.0, tolerance=0.1, source="s")
+    with pytest.raises(ValueError, match="exactly one of model"):
+        Published(kind="published", metric="f1", value=1.0, tolerance=0.1, source="s", model="m", evaluation="a.b")
+    with pytest.raises(ValueError, match="beside: expected columns of where to change with model"):
+        Published(kind="published", metric="f1", value=1.0, tolerance=0.1, source="s", model="m", beside="a.b")
+    with pytest.raises(ValueError, match="not with summary"):
+        Published(kind="published", metric="f1", value=1.0, tolerance=0.1, source="s", summary="t", beside={"a": 1})
+
+
+def test_a_published_number_is_judged_the_authors_way_with_the_projects_way_beside_it(tmp_path):
+    """The seed's number set against this run's computed as its authors computed theirs (a `where` selecting their
+    corpus, or a number of the evaluation such as an F1 over their held-out pairs), the same quantity computed the
+    project's way shown beside it and not judged."""
+    toy_evaluation(tmp_path)
+    (tmp_path / "eval/toy/metrics.json").write_text(
+        '{"tuned": {"stage1": {"f1": 0.71, "held_out_examples": {"f1": 0.97, "pairs": 40}}}}\n')
+    toy = {"metrics": ["ndcg@10"], "compare": [["base", "tuned"]], "expect": {"seed": [
+        {"kind": "published", "model": "tuned", "metric": "ndcg@10", "where": {"dim": 64}, "beside": {"dim": 32},
+         "value": 0.56, "tolerance": 0.02, "source": "seed 9"},  # this run 0.55; at dim 32: 0.25
+        {"kind": "published", "evaluation": "tuned.stage1.held_out_examples", "metric": "f1",
+         "beside": "tuned.stage1", "value": 0.98, "tolerance": 0.02, "source": "seed 9"}]}}
+    params = report_params(tmp_path, families={"toy": toy})
+    document = yaml.safe_load(params.read_text())
+    params.write_text(yaml.safe_dump({**document, "profile": "seed"}))
+    write_report(params, tmp_path)
+    report = (tmp_path / "metrics" / "report.md").read_text()
+    pm = "\u00b1"
+    assert (f"| tuned ndcg@10, dim 64 as published: 0.56 {pm} 0.02 (seed 9) | yes | seed 0.56, this run 0.5500 "
+            "(-0.0100; 6 queries); the project's way (dim 32): 0.2500 |") in report
+    assert (f"| tuned.stage1.held_out_examples: f1 as published: 0.98 {pm} 0.02 (seed 9) | yes | seed 0.98, this run "
+            "0.9700 (-0.0100; tuned.stage1.held_out_examples); the project's way (tuned.stage1): 0.7100 |") in report
+    broken = {**toy, "expect": {"seed": [{"kind": "published", "evaluation": "tuned.stage2", "metric": "f1",
+                                          "value": 0.9, "tolerance": 0.1, "source": "seed 9"}]}}
+    params = report_params(tmp_path, families={"toy": broken})
+    params.write_text(yaml.safe_dump({**yaml.safe_load(params.read_text()), "profile": "seed"}))
+    with pytest.raises(DataError, match=r"eval/toy/metrics.json: no tuned.stage2.f1; expected the family's "
+                                        r"evaluation to hold it"):
+        write_report(params, tmp_path)
 
 
 def test_the_collection_section_sets_every_served_model_against_the_best(tmp_path):

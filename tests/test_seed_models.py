@@ -34,11 +34,12 @@ def test_a_hub_revision_with_only_pickle_weights_is_refused_with_the_revision_to
     assert f"set reranker.model.base: {DEBERTA}@refs/pr/1" in message
 
 
-def test_the_named_conversion_loads_deberta_with_its_sentencepiece_tokenizer(twin_cache):
+def test_the_named_conversion_loads_deberta_with_its_sentencepiece_tokenizer(twin_cache, tmp_path):
     from retrieval_pipeline.families.reranker.features import special_tokens
     from retrieval_pipeline.families.reranker.train import base_cross_encoder
 
-    model = base_cross_encoder(f"{DEBERTA}@refs/pr/1", 64, special_tokens(3), 0, "reranker.model.base",
+    features = seed_family(tmp_path, "reranker").params.mine.features
+    model = base_cross_encoder(f"{DEBERTA}@refs/pr/1", 64, special_tokens(features), 0, "reranker.model.base",
                                "reranker.model.max_length")
     assert type(model.model).__name__ == "DebertaV2ForSequenceClassification"
     assert type(model.tokenizer).__name__ == "DebertaV2Tokenizer"  # built from spm.model: sentencepiece, protobuf
@@ -99,22 +100,29 @@ def test_the_gemma_teacher_keeps_its_prompt_and_query_when_the_passage_is_long(t
     assert scores.shape == (2,) and np.isfinite(scores).all()
 
 
-def test_colbert_reads_the_recipes_mined_set_positive_first(twin_cache, tmp_path):
+def test_colbert_reads_the_recipes_mined_set_as_its_training_script_does(twin_cache, tmp_path):
+    """The published lists are sorted by the teacher's score with string labels, so a positive may be second or
+    last: each is cut to its first n_ways (4 here) in that order, and one without its positive there is dropped."""
     family = seed_family(tmp_path, "colbert", {"colbert": {"data": {"nanobeir": []}}})
     family.prepare()
     family.mine()
     train = pl.read_parquet(family.paths.mined / "train.parquet")
     published = pl.read_parquet(FIXTURES / "hub/scifact-train-mined-reranker-scores/data/train-00000-of-00001.parquet")
-    assert train["query_id"].to_list() == published["query_id"].to_list()
-    assert train["document_ids"].to_list() == published["document_ids"].to_list()  # the positive (label 1) first
+    assert train["query_id"].to_list() == ["1", "3"]  # query 5's positive is fifth of five
+    for row in train.iter_rows(named=True):
+        source = published.filter(pl.col("query_id") == row["query_id"]).row(0, named=True)
+        assert row["document_ids"] == source["document_ids"][:4] and row["labels"] == source["labels"][:4]
+    assert train["labels"].to_list()[1][:2] == ["hard_negative", "positive"]  # not re-sorted, positive second
     report = json.loads((family.paths.mined / "mining_report.json").read_text())
     assert report["source"] == "hf:stefan-jo/scifact-train-mined-reranker-scores[train]"
-    assert report["teacher_positive_mrr"] == 1.0  # the published teacher ranks every positive first
+    assert report["capped"] == 3 and report["dropped_without_positive"] == 1 and report["dropped_short"] == 0
+    assert report["teacher_positive_mrr"] == 0.75  # first, then second
 
 
 def test_a_mined_set_naming_an_unknown_document_names_the_row(twin_cache, tmp_path):
     rows = pl.read_parquet(FIXTURES / "hub/scifact-train-mined-reranker-scores/data/train-00000-of-00001.parquet")
-    rows = rows.with_columns(pl.when(pl.col("query_id") == "3").then(pl.lit(["5836", "99999", "4983", "33370"]))
+    unknown = ["19238", "99999", "4983", "33370", "18670"]
+    rows = rows.with_columns(pl.when(pl.col("query_id") == "3").then(pl.lit(unknown))
                              .otherwise(pl.col("document_ids")).alias("document_ids"))
     (tmp_path / "mined").mkdir()
     rows.write_parquet(tmp_path / "mined" / "train.parquet")
@@ -127,15 +135,18 @@ def test_a_mined_set_naming_an_unknown_document_names_the_row(twin_cache, tmp_pa
 
 
 def test_colbert_mines_again_with_the_recipes_miner_and_llm_teacher(twin_cache, tmp_path):
-    # a random twin's "Yes" logits are all alike, so the 5% false-negative margin would drop every candidate
-    family = seed_family(tmp_path, "colbert", {"colbert": {"data": {"nanobeir": []},
-                                                           "mine": {"source": "mine", "n_ways": 2,
-                                                                    "relative_margin": 0.0}}})
+    # a random twin's "Yes" logits are all alike: only negatives scoring above the positive itself are dropped
+    family = seed_family(tmp_path, "colbert", {"colbert": {"data": {"nanobeir": []}, "mine": {
+        "source": "mine", "n_ways": 2, "negative_threshold_share": 1.0,
+        "selection": {"positives": 1, "hard": 1, "medium": 0, "random": 0}}}})
     family.prepare()
     family.mine()
     report = json.loads((family.paths.mined / "mining_report.json").read_text())
     assert report["source"] == "mined" and report["training_queries"] + report["skipped_queries"] == 3
+    assert report["training_queries"] >= 1 and report["documents"]["positive"] == report["training_queries"]
     assert 0 < report["teacher_positive_mrr"] <= 1 and 0 < report["miner_positive_mrr"] <= 1
+    train = pl.read_parquet(family.paths.mined / "train.parquet")
+    assert all(labels == ["positive", "hard_negative"] for labels in train["labels"].to_list())  # positive first
 
 
 def test_nanobeir_collections_are_prepared_beside_the_test_split(twin_cache, tmp_path):

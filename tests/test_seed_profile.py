@@ -44,7 +44,8 @@ def test_every_stage_of_every_family_runs_and_writes_its_outputs(seed_repo):
 def test_the_recipes_models_and_sizes_are_the_ones_that_ran(seed_repo):
     repo, _ = seed_repo
     matryoshka = json.loads((repo / "metrics/families/matryoshka.json").read_text())
-    assert set(matryoshka["finetuned"]) == {f"dim_{dim}" for dim in (768, 512, 256, 128, 64)}
+    assert set(matryoshka["finetuned"]) == {"rows", "chunks"}
+    assert set(matryoshka["finetuned"]["rows"]) == {f"dim_{dim}" for dim in (768, 512, 256, 128, 64)}
     card = (repo / "models/matryoshka/README.md").read_text()
     assert "Base model: `nomic-ai/modernbert-embed-base`" in card and "Profile: `seed`" in card
     config = json.loads((repo / "models/reranker/plain/stage1/config.json").read_text())
@@ -54,10 +55,32 @@ def test_the_recipes_models_and_sizes_are_the_ones_that_ran(seed_repo):
     assert set(colbert["nanobeir"]) == {"NanoSciFact", "NanoFiQA2018", "NanoNFCorpus", "NanoSCIDOCS", "NanoTouche2020"}
     for by_model in colbert["nanobeir"].values():
         assert set(by_model) == {"base", "without_pooling", "pooling_aware"}
-        assert set(by_model["pooling_aware"]["kmeans"]) == {"pf_1", "pf_2", "pf_4", "pf_6"}
+        # documents cut to the recipe's evaluation length (180) and to the model's; three poolings each
+        assert set(by_model["pooling_aware"]) == {"length_180", "length_300"}
+        assert set(by_model["pooling_aware"]["length_180"]) == {"kmeans", "kmeans_lloyd", "hierarchical"}
+        assert set(by_model["pooling_aware"]["length_180"]["kmeans"]) == {"pf_1", "pf_2", "pf_4", "pf_6"}
     # its collection is a BEIR dataset on the hub (SciFact), so its evaluate stage measured serving it
     assert set(colbert["serving"]) == {"base", "pooling_aware"}
     assert len(colbert["serving"]["pooling_aware"]) == len(colbert["pooling_aware"]["kmeans"])  # one per factor
+    # the reranker's F1 and AUC as the recipe measures them too: over the training pairs held out pair by pair
+    reranker = json.loads((repo / "metrics/families/reranker.json").read_text())
+    for stage, dataset in (("stage1", "multihop"), ("stage2", "factual")):
+        held_out = reranker["features"][stage][dataset]["held_out_examples"]
+        assert 0 <= held_out["f1"] <= 1 and held_out["pairs"] > 0
+        assert reranker["features"][stage][dataset]["threshold"] == 0.5
+
+
+def test_each_published_number_has_this_runs_number_computed_the_authors_way_and_the_projects_beside(seed_repo):
+    repo, _ = seed_repo
+    report = (repo / "metrics/report.md").read_text()
+    rows = [line for line in report.splitlines() if " as published: " in line]
+    assert rows and all("this run " in line for line in rows)
+    sections = {family: report.split(f"## {family}")[1].split("\n## ")[0] for family in FAMILIES}
+    assert "corpus rows" in sections["matryoshka"] and "the project's way (corpus chunks): " in sections["matryoshka"]
+    assert "document_length 180" in sections["colbert"]
+    assert "the project's way (method kmeans_lloyd, document_length 300): " in sections["colbert"]
+    assert "features.stage1.multihop.held_out_examples: f1 as published: 0.9814" in sections["reranker"]
+    assert "the project's way (features.stage1.multihop): " in sections["reranker"]
 
 
 def test_colbert_mining_does_not_depend_on_the_reranker(seed_repo):

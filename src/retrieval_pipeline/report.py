@@ -125,24 +125,48 @@ def _matching(frame: pl.DataFrame, where: dict, origin: str) -> pl.DataFrame:
     return frame
 
 
+def evaluation_value(paths: FamilyPaths, path: str, metric: str) -> float:
+    """The number at `path`.`metric` of the family's evaluation (eval/<family>/metrics.json)."""
+    node = json.loads(paths.metrics.read_text(encoding="utf-8")) if paths.metrics.is_file() else {}
+    for part in [*path.split("."), metric]:
+        if not isinstance(node, dict) or part not in node:
+            raise DataError(f"{paths.metrics}: no {path}.{metric}; expected the family's evaluation to hold it")
+        node = node[part]
+    return float(node)
+
+
+def query_mean(per_query: pl.DataFrame, model: str, metric: str, where: dict, origin: str) -> tuple[float, int]:
+    rows = _matching(per_query.filter(pl.col("model") == model), where, origin)
+    if rows.is_empty() or metric not in rows.columns:
+        raise DataError(f"{origin}: no {metric} rows for {model!r} where {where}")
+    return float(rows[metric].mean()), rows.height
+
+
 def judge_published(per_query: pl.DataFrame, expectation: Published, paths: FamilyPaths, origin: str) -> Verdict:
-    """This run's number beside the seed's: a held-out metric's mean over the matching queries, or the last value
-    a training run logged."""
+    """This run's number beside the seed's, computed the seed's way: a held-out metric's mean over the matching
+    queries, a number of the family's evaluation, or the last value a training run logged; and, with `beside`,
+    the project's own way of computing it, shown."""
+    metric = expectation.metric
     if expectation.summary is not None:
         summary = paths.published_training(expectation.summary)
         logged = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else {}
-        if expectation.metric not in logged:
-            raise DataError(f"{summary}: no {expectation.metric!r}; expected the training run's logged values")
-        value, where = float(logged[expectation.metric]), f"last logged in {expectation.summary}"
+        if metric not in logged:
+            raise DataError(f"{summary}: no {metric!r}; expected the training run's logged values")
+        value, where = float(logged[metric]), f"last logged in {expectation.summary}"
+    elif expectation.evaluation is not None:
+        value, where = evaluation_value(paths, expectation.evaluation, metric), expectation.evaluation
     else:
-        rows = _matching(per_query.filter(pl.col("model") == expectation.model), expectation.where, origin)
-        if rows.is_empty() or expectation.metric not in rows.columns:
-            raise DataError(f"{origin}: no {expectation.metric} rows for {expectation.model!r} where "
-                            f"{expectation.where}")
-        value, where = float(rows[expectation.metric].mean()), f"{rows.height} queries"
-    met = abs(value - expectation.value) <= expectation.tolerance
-    return Verdict(expectation.describe(), met, f"seed {expectation.value:g}, this run {value:.4f} "
-                                                f"({value - expectation.value:+.4f}; {where})")
+        value, queries = query_mean(per_query, expectation.model, metric, expectation.where, origin)
+        where = f"{queries} queries"
+    detail = f"seed {expectation.value:g}, this run {value:.4f} ({value - expectation.value:+.4f}; {where})"
+    if isinstance(expectation.beside, str):
+        detail += (f"; the project's way ({expectation.beside}): "
+                   f"{evaluation_value(paths, expectation.beside, metric):.4f}")
+    elif expectation.beside:
+        own, _ = query_mean(per_query, expectation.model, metric, {**expectation.where, **expectation.beside}, origin)
+        changed = ", ".join(f"{column} {value}" for column, value in expectation.beside.items())
+        detail += f"; the project's way ({changed}): {own:.4f}"
+    return Verdict(expectation.describe(), abs(value - expectation.value) <= expectation.tolerance, detail)
 
 
 def judge(per_query: pl.DataFrame, expectation: Expectation, permutations: int, seed: int, origin: str,

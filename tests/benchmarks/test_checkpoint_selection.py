@@ -85,7 +85,7 @@ def record(run: str, family: FamilyStages, seconds: float, documents: int) -> No
     evaluation = sum(curve(family.paths.training_log, "runtime"))
     RESULTS[run] = {"dev_documents": min(params.evaluate.dev_corpus_size, documents), "seconds": seconds,
                     "evaluation": evaluation, "dev": dev, "epoch": dev.index(max(dev)) + 1,
-                    "test": test[f"dim_{params.train.best_checkpoint_dim}"]["ndcg@10"]}
+                    "test": test["chunks"][f"dim_{params.train.best_checkpoint_dim}"]["ndcg@10"]}
     if len(RESULTS) == len(RUNS):
         write_report(documents, metric)
 

@@ -77,8 +77,8 @@ def test_base_stage_step(benchmark, colbert_family, triplets, collator):
 @pytest.mark.benchmark(group=TRAIN_GROUP)
 def test_train_stage_step(benchmark, colbert_family, lists, collator):
     model = colbert_of_model_base(colbert_family)
-    pooling = colbert_family.params.model.pooling
-    loss = pooling_distillation(model, colbert_family.params.train.pool_factors, colbert_family.params.seed,
-                                pooling.kmeans_iterations, pooling.protected_tokens)
+    train = colbert_family.params.train
+    loss = pooling_distillation(model, train.pool_factors, colbert_family.params.seed, train.pool_method,
+                                colbert_family.params.model.pooling, train.normalize_scores)
     benchmark.pedantic(training_step(model, loss, collator_of(collator, model), lists, ("query", "documents")),
                        rounds=3, warmup_rounds=1)

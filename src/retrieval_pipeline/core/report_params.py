@@ -73,9 +73,12 @@ class Drop(Section):
 
 
 class Published(Section):
-    """A number the recipe's seed publishes, and this run's beside it: `model`'s mean `metric` over the held-out
-    queries in the rows matching `where` (or, with `summary`, the last value a training run logged) within
-    `tolerance` of `value`."""
+    """A number the recipe's seed publishes, and this run's beside it, computed the way the seed's authors computed
+    theirs: `model`'s mean `metric` over the held-out queries in the rows matching `where`; or, with `evaluation`, a
+    number of the family's evaluation (metrics.json) at that dotted path (a classification F1, not a mean over
+    queries); or, with `summary`, the last value a training run logged. Judged within `tolerance` of `value`.
+    `beside`, where the project computes the same quantity its own way, says how (`where` with these columns
+    changed, or another dotted path): that number is shown next to it, not judged."""
 
     kind: Literal["published"]
     metric: str
@@ -84,12 +87,21 @@ class Published(Section):
     source: str  # where the seed publishes the number
     model: str | None = None  # a model label, for a held-out metric
     where: dict[str, str | int] = {}
+    evaluation: str | None = None  # a dotted path in eval/<family>/metrics.json, e.g. features.stage1.multihop
     summary: str | None = None  # a training run's summary (metrics/training/<family>/<summary>.json), instead
+    beside: dict[str, str | int] | str | None = None
 
     @model_validator(mode="after")
     def _one_place(self) -> Published:
-        if (self.model is None) == (self.summary is None):
-            raise ValueError("expected exactly one of model (a held-out metric) and summary (a training run's log)")
+        if sum(place is not None for place in (self.model, self.evaluation, self.summary)) != 1:
+            raise ValueError("expected exactly one of model (a held-out metric), evaluation (a path in the "
+                             "family's metrics) and summary (a training run's log)")
+        if self.beside is not None and self.summary is not None:
+            raise ValueError("beside: expected it with model (columns of where to change) or evaluation (another "
+                             "path), not with summary")
+        if self.beside is not None and isinstance(self.beside, str) != (self.evaluation is not None):
+            raise ValueError("beside: expected columns of where to change with model, a dotted path with "
+                             "evaluation")
         return self
 
     def models(self) -> tuple[str, ...]:
@@ -97,7 +109,9 @@ class Published(Section):
 
     def describe(self) -> str:
         scope = "".join(f", {column} {value}" for column, value in self.where.items())
-        what = f"{self.model} {self.metric}{scope}" if self.model else f"training run {self.summary}: {self.metric}"
+        what = (f"{self.model} {self.metric}{scope}" if self.model else
+                f"{self.evaluation}: {self.metric}" if self.evaluation else
+                f"training run {self.summary}: {self.metric}")
         return f"{what} as published: {self.value:g} ± {self.tolerance:g} ({self.source})"
 
 

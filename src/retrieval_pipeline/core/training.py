@@ -9,11 +9,13 @@ import torch
 from transformers import TrainerCallback
 
 
-def shared_arguments(seed: int, bf16: bool, warmup_ratio: float) -> dict[str, Any]:
-    """Trainer arguments every family sets alike: seeded model and data order, bf16 only where the GPU
-    supports it, the CPU when there is no GPU, and logs through DVCLive rather than a tracker's default."""
+def shared_arguments(seed: int, bf16: bool, warmup_ratio: float, fp16: bool = False) -> dict[str, Any]:
+    """Trainer arguments every family sets alike: seeded model and data order, bf16 (or fp16) only on a GPU that
+    supports it (bf16 where both are asked for), the CPU when there is no GPU, and logs through DVCLive rather than a
+    tracker's default."""
     cuda = torch.cuda.is_available()
-    return {"seed": seed, "data_seed": seed, "bf16": bf16 and cuda and torch.cuda.is_bf16_supported(),
+    use_bf16 = bf16 and cuda and torch.cuda.is_bf16_supported()
+    return {"seed": seed, "data_seed": seed, "bf16": use_bf16, "fp16": fp16 and cuda and not use_bf16,
             "use_cpu": not cuda, "report_to": "none",
             "warmup_steps": warmup_ratio}  # transformers 5 reads a value below 1 as a ratio
 

@@ -1,7 +1,7 @@
 """Pooling-aware distillation: pylate's Distillation loss (KL between the student's and the teacher's score
-distributions over each query's candidates), given a score function that first k-means pools the documents' token
-embeddings at a pool factor drawn once per batch. pylate computes the embeddings, masks and normalisation as it
-always does, so its own fixes reach this loss with an upgrade."""
+distributions over each query's candidates), given a score function that first pools the documents' token
+embeddings (colbert/pooling.py) at a pool factor drawn once per batch. pylate computes the embeddings, masks and
+normalisation as it always does, so its own fixes reach this loss with an upgrade."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from retrieval_pipeline.families.colbert.pooling import pool_batch
+from retrieval_pipeline.families.colbert.pooling import PoolingSettings, pool_batch, pool_tokens
 
 
 class PoolFactorSampler:
@@ -25,11 +25,11 @@ class PoolFactorSampler:
 
 
 class PooledScores:
-    """A score metric for pylate's Distillation: each candidate document's token embeddings k-means pooled at a
+    """A score metric for pylate's Distillation: each candidate document's token embeddings pooled by `method` at a
     pool factor drawn for the batch, then pylate's ColBERT scores against the queries."""
 
-    def __init__(self, sampler: PoolFactorSampler, iterations: int, protected: int) -> None:
-        self.sampler, self.iterations, self.protected = sampler, iterations, protected
+    def __init__(self, sampler: PoolFactorSampler, method: str, settings: PoolingSettings, seed: int) -> None:
+        self.sampler, self.method, self.settings, self.seed = sampler, method, settings, seed
         self.last_pool_factor = 1
 
     def __call__(self, queries: torch.Tensor, documents: torch.Tensor, queries_mask: torch.Tensor | None = None,
@@ -38,15 +38,18 @@ class PooledScores:
 
         n_queries, n_ways = documents.shape[:2]
         self.last_pool_factor = self.sampler.draw()
-        pooled, mask = pool_batch(documents.flatten(0, 1), documents_mask.flatten(0, 1), self.last_pool_factor,
-                                  self.iterations, self.protected)
+        factor = self.last_pool_factor
+        pooled, mask = pool_batch(documents.flatten(0, 1), documents_mask.flatten(0, 1), lambda tokens: pool_tokens(
+            tokens, self.method, factor, self.settings, self.seed))
         return colbert_kd_scores(queries, pooled.view(n_queries, n_ways, *pooled.shape[1:]), queries_mask=queries_mask,
                                  documents_mask=mask.view(n_queries, n_ways, mask.shape[-1]))
 
 
-def pooling_distillation(model, pool_factors: Sequence[int], seed: int, iterations: int, protected: int):
-    """pylate's Distillation loss with documents pooled at a factor drawn per batch from `pool_factors`."""
+def pooling_distillation(model, pool_factors: Sequence[int], seed: int, method: str, settings: PoolingSettings,
+                         normalize_scores: bool):
+    """pylate's Distillation loss with documents pooled by `method` at a factor drawn per batch from
+    `pool_factors`, the student's scores min-max normalised per query where `normalize_scores` says so."""
     from pylate.losses import Distillation
 
-    return Distillation(model, score_metric=PooledScores(PoolFactorSampler(pool_factors, seed), iterations,
-                                                         protected))
+    return Distillation(model, score_metric=PooledScores(PoolFactorSampler(pool_factors, seed), method, settings,
+                                                         seed), normalize_scores=normalize_scores)

@@ -1,14 +1,20 @@
-"""ColBERT's mine stage: for every training query, the dense miner's candidates scored by the teacher, likely false
-negatives dropped, in pylate's distillation layout (or the recipe's published mined set), with a mining report
-that says how the teacher and the miner rank the labelled positives."""
+"""ColBERT's mine stage: for every training query a candidate list in pylate's distillation layout, built as the
+recipe author's data scripts build theirs (stefan-jo/pylate, examples/pooling/train/data/): the positives, the
+dense miner's top documents (hard candidates) and random ones, all scored by the teacher; negatives scoring above a
+share of the positives' median dropped as likely unlabelled positives; the best-scored positive, hard negatives,
+medium ones drawn from the other hard candidates and random ones kept, labelled, best-scored first. Or the recipe's
+published mined set, read as it is. Each list is then cut to its `n_ways` best-scored documents, and one without a
+positive there or shorter is dropped, as the recipe's training script does. A mining report says how many of each."""
 
 from __future__ import annotations
 
+import random
 import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 
 import numpy as np
 import polars as pl
@@ -22,22 +28,32 @@ from retrieval_pipeline.core.reading import read_hub
 from retrieval_pipeline.core.retrieval import search
 from retrieval_pipeline.core.training import console_lines, shared_arguments
 from retrieval_pipeline.families.colbert import Colbert
+from retrieval_pipeline.families.colbert.params import SelectionParams
 from retrieval_pipeline.families.colbert.teachers import (
     BiEncoderTeacher,
     CrossEncoderTeacher,
     YesLogitTeacher,
-    false_negatives,
     teacher_warning,
 )
+
+POSITIVE = "positive"
+KINDS = (POSITIVE, "hard_negative", "medium_negative", "random_negative")
 
 
 @dataclass(frozen=True)
 class CandidateList:
-    """A training query and its candidates for distillation: the labelled positive first, then the miner's others."""
+    """A training query's candidates: its relevant documents, the miner's top others (hard candidates, best first)
+    and random others."""
 
     query_id: str
     query: str
-    documents: list[str]
+    positives: list[str]
+    hard: list[str]
+    random: list[str]
+
+    @property
+    def documents(self) -> list[str]:
+        return [*self.positives, *self.hard, *self.random]
 
 
 def pairs_of(lists: Sequence[CandidateList], text_of: dict[str, str]) -> list[tuple[str, str]]:
@@ -48,6 +64,65 @@ def split_scores(scores: np.ndarray, lists: Sequence[CandidateList]) -> list[np.
     """Flat pair scores back into one array per candidate list."""
     bounds = np.cumsum([len(candidates.documents) for candidates in lists])[:-1]
     return np.split(np.asarray(scores, dtype=np.float32), bounds)
+
+
+def select(candidates: CandidateList, scores: np.ndarray, selection: SelectionParams, share: float,
+           rng: random.Random) -> tuple[list[tuple[str, float, str]], list[tuple[str, float]]]:
+    """The recipe's list for one query, best-scored first: (document, teacher score, kind) kept, and (document,
+    score) of the negatives dropped for scoring above `share` x the median of the positives' scores. `rng` is one
+    generator for every query in turn, as the recipe's script draws."""
+    scored = dict(zip(candidates.documents, (float(score) for score in scores)))
+    positives = sorted(((d, scored[d]) for d in candidates.positives), key=lambda item: item[1], reverse=True)
+    threshold = share * median(score for _, score in positives)
+    hard = [(d, scored[d]) for d in candidates.hard]
+    randoms = [(d, scored[d]) for d in candidates.random]
+    dropped = [(d, score) for d, score in hard + randoms if score > threshold]
+    hard = sorted((item for item in hard if item[1] <= threshold), key=lambda item: item[1], reverse=True)
+    randoms = [item for item in randoms if item[1] <= threshold]
+    chosen_hard, medium_pool = hard[:selection.hard], hard[selection.hard:]
+    rng.shuffle(medium_pool)
+    chosen_medium, medium_pool = medium_pool[:selection.medium], medium_pool[selection.medium:]
+    random_pool = list(randoms)
+    rng.shuffle(random_pool)
+    chosen_random, random_pool = random_pool[:selection.random], random_pool[selection.random:]
+    short = selection.hard + selection.medium + selection.random - len(chosen_hard) - len(chosen_medium) - len(
+        chosen_random)
+    extra_medium = medium_pool[:max(short, 0)]
+    chosen_medium += extra_medium
+    chosen_random += random_pool[:max(short - len(extra_medium), 0)]
+    kept = [(d, score, kind) for kind, items in zip(KINDS, (positives[:selection.positives], chosen_hard,
+                                                           chosen_medium, chosen_random)) for d, score in items]
+    return sorted(kept, key=lambda item: item[1], reverse=True), dropped
+
+
+def distillation_rows(rows: list[dict], n_ways: int) -> tuple[list[dict], dict[str, int]]:
+    """The recipe training script's rule: each list (best-scored first) cut to its first `n_ways` documents; a
+    list shorter than that, or without a positive among them, dropped. Returns the rows kept and the counts."""
+    kept, counts = [], {"capped": 0, "dropped_short": 0, "dropped_without_positive": 0}
+    for row in rows:
+        if len(row["document_ids"]) > n_ways:
+            counts["capped"] += 1
+        cut = {key: row[key][:n_ways] for key in ("document_ids", "scores", "labels")}
+        if len(cut["document_ids"]) < n_ways:
+            counts["dropped_short"] += 1
+        elif POSITIVE not in cut["labels"]:
+            counts["dropped_without_positive"] += 1
+        else:
+            kept.append({"query_id": row["query_id"], **cut})
+    return kept, counts
+
+
+def positive_mrr(rows: list[dict]) -> float:
+    """How high the teacher scores each list's positive among its documents: the mean of 1 / its rank."""
+    return float(np.mean([1 / (sum(score > row["scores"][row["labels"].index(POSITIVE)] for score in row["scores"])
+                               + 1) for row in rows]))
+
+
+def candidate_positive_mrr(lists: Sequence[CandidateList], scores: Sequence[np.ndarray]) -> float:
+    """How high the teacher scores each query's first positive among all its candidates, before any is dropped or
+    chosen (in a kept list, the threshold has already put the positive first)."""
+    return float(np.mean([1 / (int((row[len(candidates.positives):] > row[0]).sum()) + 1)
+                          for candidates, row in zip(lists, scores)]))
 
 
 def load_teacher(family: Colbert) -> BiEncoderTeacher | CrossEncoderTeacher | YesLogitTeacher:
@@ -95,52 +170,53 @@ def mine(family: Colbert) -> None:
                                     normalize_embeddings=True, show_progress_bar=True)
     query_vectors = miner.encode(queries["text"].to_list(), batch_size=mine.batch_size, convert_to_numpy=True,
                                  normalize_embeddings=True, show_progress_bar=True)
-    _, neighbours = search(query_vectors, document_vectors, min(mine.candidates, corpus.height))
+    most = max(len(relevant) for relevant in positives.values())
+    _, neighbours = search(query_vectors, document_vectors, min(mine.candidates + most, corpus.height))
     del miner
     document_ids, texts = corpus["document_id"].to_list(), corpus["text"].to_list()
     text_of = dict(zip(document_ids, texts))
+    draw = np.random.default_rng(family.params.seed)
     lists, miner_ranks = [], []
     for (query_id, query), row in zip(queries.select("query_id", "text").iter_rows(), neighbours):
-        positive = positives[query_id][0]
+        relevant = positives[query_id]
         ranked = [document_ids[i] for i in row]
-        candidates = [document for document in ranked if document not in positives[query_id]]
-        miner_ranks.append(ranked.index(positive) + 1 if positive in ranked else len(ranked) + 1)
-        lists.append(CandidateList(query_id, query, [positive] + candidates))
+        hard = [document for document in ranked if document not in relevant][:mine.candidates]
+        others = sorted(set(document_ids) - set(relevant) - set(hard))
+        chosen = draw.choice(len(others), size=min(mine.random_candidates, len(others)), replace=False)
+        lists.append(CandidateList(query_id, query, relevant, hard, [others[i] for i in sorted(chosen)]))
+        miner_ranks.append(ranked.index(relevant[0]) + 1 if relevant[0] in ranked else len(ranked) + 1)
     scores = teacher_scores(family, lists, text_of)
-    examples, filtered, short = [], [], 0
+    rng = random.Random(family.params.seed)
+    rows, dropped = [], []
     for candidates, list_scores in zip(lists, scores):
-        documents = candidates.documents
-        dropped = false_negatives(list_scores[0], list_scores[1:], mine.relative_margin)
-        filtered += [{"query_id": candidates.query_id, "document_id": document, "teacher_score": float(score),
-                      "positive_score": float(list_scores[0])}
-                     for document, score, drop in zip(documents[1:], list_scores[1:], dropped) if drop]
-        kept = [(documents[0], float(list_scores[0]))] + [
-            (document, float(score)) for document, score, drop in zip(documents[1:], list_scores[1:], dropped)
-            if not drop][:mine.n_ways - 1]
-        if len(kept) < mine.n_ways:
-            short += 1
-            continue
-        examples.append({"query_id": candidates.query_id, "document_ids": [d for d, _ in kept],
-                         "scores": [s for _, s in kept]})
+        kept, above = select(candidates, list_scores, mine.selection, mine.negative_threshold_share, rng)
+        rows.append({"query_id": candidates.query_id, "document_ids": [d for d, _, _ in kept],
+                     "scores": [score for _, score, _ in kept], "labels": [kind for _, _, kind in kept]})
+        dropped += [{"query_id": candidates.query_id, "document_id": document, "teacher_score": score}
+                    for document, score in above]
+    examples, counts = distillation_rows(rows, mine.n_ways)
     if not examples:
-        raise DataError(f"{family.paths.prepared}: no training query keeps {mine.n_ways} candidates after the "
-                        f"false-negative filter; lower {family.key('mine.n_ways')} or raise "
-                        f"{family.key('mine.candidates')}")
-    # Is the teacher worth distilling? How high it and the dense miner rank each training query's positive.
-    teacher_mrr = float(np.mean([1 / (int((row[1:] > row[0]).sum()) + 1) for row in scores]))
-    negatives = sum(len(candidates.documents) - 1 for candidates in lists)
-    report = {"source": "mined", "training_queries": len(examples), "skipped_queries": short,
-              "skipped_share": short / len(lists), "false_negatives_dropped": len(filtered),
-              "false_negatives_dropped_share": len(filtered) / negatives if negatives else 0.0,
-              "teacher_positive_mrr": teacher_mrr,
+        raise DataError(f"{family.paths.prepared}: no training query keeps {mine.n_ways} documents with its positive "
+                        f"among them; lower {family.key('mine.n_ways')} or raise {family.key('mine.selection')}")
+    kinds = {kind: sum(row["labels"].count(kind) for row in examples) for kind in KINDS}
+    negatives = sum(len(candidates.documents) - len(candidates.positives) for candidates in lists)
+    report = {"source": "mined", "training_queries": len(examples), **counts,
+              "skipped_queries": counts["dropped_short"] + counts["dropped_without_positive"],
+              "skipped_share": (counts["dropped_short"] + counts["dropped_without_positive"]) / len(lists),
+              "documents": kinds, "false_negatives_dropped": len(dropped),
+              "false_negatives_dropped_share": len(dropped) / negatives if negatives else 0.0,
+              "teacher_positive_mrr": candidate_positive_mrr(lists, scores),
               "miner_positive_mrr": float(np.mean([1 / rank for rank in miner_ranks]))}
-    write_mined(family, examples, queries, corpus, filtered, report)
-    print(f"mine: {len(examples)} training queries x {mine.n_ways} teacher-scored documents; "
-          f"{len(filtered)} likely false negatives dropped ({report['false_negatives_dropped_share']:.0%} of the "
-          f"candidates); {short} queries with too few candidates skipped")
+    write_mined(family, examples, queries, corpus, dropped, report)
+    print(f"mine: {len(examples)} training queries x {mine.n_ways} teacher-scored documents ("
+          + ", ".join(f"{count} {kind.replace('_', ' ')}" for kind, count in kinds.items())
+          + f"); {len(dropped)} negatives above {mine.negative_threshold_share:g} x the median positive score dropped "
+          f"({report['false_negatives_dropped_share']:.0%} of the candidates); {report['skipped_queries']} lists "
+          "short of documents or of a positive dropped")
     report_path = family.paths.mined / "mining_report.json"
-    for warning in (teacher_warning(teacher_mrr, report["miner_positive_mrr"], report_path, family.key("mine.teacher")),
-                    skipped_warning(short, len(lists), report_path, family)):
+    for warning in (teacher_warning(report["teacher_positive_mrr"], report["miner_positive_mrr"], report_path,
+                                    family.key("mine.teacher")),
+                    skipped_warning(report["skipped_queries"], len(lists), report_path, family)):
         if warning:
             print(warning, file=sys.stderr)
 
@@ -176,11 +252,11 @@ def fine_tuned_teacher(family: Colbert, lists: list[CandidateList], text_of: dic
 
     teacher = family.params.mine.teacher
     tune = teacher.fine_tune
-    usable = [candidates for candidates in lists if len(candidates.documents) > tune.negatives]
+    usable = [candidates for candidates in lists if len(candidates.hard) >= tune.negatives]
     columns = {"query": [candidates.query for candidates in usable],
-               "positive": [text_of[candidates.documents[0]] for candidates in usable],
-               **{f"negative_{k}": [text_of[candidates.documents[k]] for candidates in usable]
-                  for k in range(1, tune.negatives + 1)}}
+               "positive": [text_of[candidates.positives[0]] for candidates in usable],
+               **{f"negative_{k + 1}": [text_of[candidates.hard[k]] for candidates in usable]
+                  for k in range(tune.negatives)}}
     set_seed(family.params.seed + fold)
     model = bi_encoder(family)
     scratch = family.paths.scratch("teacher-trainer")
@@ -197,8 +273,26 @@ def fine_tuned_teacher(family: Colbert, lists: list[CandidateList], text_of: dic
     return model
 
 
+def labels_of(value, documents: int, origin: str, row: int) -> list[str]:
+    """A published list's labels as the recipe's set writes them (positive, hard_negative, medium_negative,
+    random_negative); 1 and 0 (an older layout) read as positive and negative, no labels as the first positive."""
+    if value is None:
+        return [POSITIVE] + ["negative"] * (documents - 1)
+    labels = []
+    for label in value:
+        if isinstance(label, str):
+            labels.append(label)
+        elif isinstance(label, (bool, int)) and label in (0, 1):
+            labels.append(POSITIVE if label == 1 else "negative")
+        else:
+            raise DataError(f"{origin}: row {row}: label {label!r}; expected a string such as 'positive' or "
+                            "'hard_negative' (or 1 / 0)")
+    return labels
+
+
 def read_published_mined_set(family: Colbert) -> None:
-    """The recipe's own mined set (query_id, document_ids, scores, labels) in place of mining again."""
+    """The recipe's own mined set (query_id, document_ids, scores, labels: each list best-scored first, so its
+    positive is not always first) in place of mining again, cut and filtered as the recipe's training does."""
     mine = family.params.mine
     frame, origin = read_hub(mine.hub)
     missing = [column for column in ("query_id", "document_ids", "scores") if column not in frame.columns]
@@ -207,11 +301,11 @@ def read_published_mined_set(family: Colbert) -> None:
                         f"document_ids, scores (and labels) (got {', '.join(frame.columns)})")
     corpus, queries, _ = training_collection(family)
     known_queries, known_documents = set(queries["query_id"]), set(corpus["document_id"])
-    examples, short = [], 0
+    rows = []
     for row, record in enumerate(frame.iter_rows(named=True), start=1):
         query_id, documents = str(record["query_id"]), [str(d) for d in record["document_ids"]]
         scores = [float(score) for score in record["scores"]]
-        labels = record.get("labels") or [1] + [0] * (len(documents) - 1)
+        labels = labels_of(record.get("labels"), len(documents), origin, row)
         if not len(documents) == len(scores) == len(labels):
             raise DataError(f"{origin}: row {row}: document_ids, scores and labels differ in length; expected "
                             "one score and one label per document")
@@ -222,23 +316,23 @@ def read_published_mined_set(family: Colbert) -> None:
         if unknown:
             raise DataError(f"{origin}: row {row}: document {unknown[0]!r} is not in the corpus of the prepared "
                             "collection")
-        if len(documents) < mine.n_ways:
-            short += 1
-            continue
-        order = sorted(range(len(documents)), key=lambda index: -labels[index])[:mine.n_ways]  # positive first
-        examples.append({"query_id": query_id, "document_ids": [documents[i] for i in order],
-                         "scores": [scores[i] for i in order]})
+        rows.append({"query_id": query_id, "document_ids": documents, "scores": scores, "labels": labels})
+    examples, counts = distillation_rows(rows, mine.n_ways)
     if not examples:
-        raise DataError(f"{origin}: no row has {mine.n_ways} documents; lower {family.key('mine.n_ways')}")
-    teacher_mrr = float(np.mean([1 / (sum(score > example["scores"][0] for score in example["scores"][1:]) + 1)
-                                 for example in examples]))
-    report = {"source": origin, "training_queries": len(examples), "skipped_queries": short,
-              "skipped_share": short / frame.height, "false_negatives_dropped": 0,
-              "false_negatives_dropped_share": 0.0, "teacher_positive_mrr": teacher_mrr, "miner_positive_mrr": None}
+        raise DataError(f"{origin}: no row has {mine.n_ways} documents with a positive among its first "
+                        f"{mine.n_ways}; lower {family.key('mine.n_ways')}")
+    skipped = counts["dropped_short"] + counts["dropped_without_positive"]
+    report = {"source": origin, "training_queries": len(examples), **counts, "skipped_queries": skipped,
+              "skipped_share": skipped / frame.height,
+              "documents": {kind: sum(row["labels"].count(kind) for row in examples)
+                            for kind in dict.fromkeys(label for row in examples for label in row["labels"])},
+              "false_negatives_dropped": 0, "false_negatives_dropped_share": 0.0,
+              "teacher_positive_mrr": positive_mrr(examples), "miner_positive_mrr": None}
     write_mined(family, examples, queries, corpus, [], report)
     print(f"mine: {origin}: {len(examples)} training queries x {mine.n_ways} teacher-scored documents; "
-          f"{short} rows with fewer documents skipped")
-    warning = skipped_warning(short, frame.height, family.paths.mined / "mining_report.json", family)
+          f"{counts['capped']} lists cut to {mine.n_ways}, {counts['dropped_short']} shorter and "
+          f"{counts['dropped_without_positive']} without a positive among them dropped")
+    warning = skipped_warning(skipped, frame.height, family.paths.mined / "mining_report.json", family)
     if warning:
         print(warning, file=sys.stderr)
 
@@ -247,25 +341,27 @@ SKIPPED_WARNING_SHARE = 0.05  # above this share of skipped training queries, th
 
 
 def skipped_warning(skipped: int, queries: int, report: Path, family: Colbert) -> str | None:
-    """Training queries skipped for too few candidates are training data lost: past a few percent, say so."""
+    """Training queries dropped (a list short of n_ways documents, or without its positive among them) are training
+    data lost: past a few percent, say so."""
     if not queries or skipped / queries <= SKIPPED_WARNING_SHARE:
         return None
     return (f"warning: {report}: {skipped} of {queries} training queries ({skipped / queries:.0%}) kept fewer than "
-            f"{family.params.mine.n_ways} candidates and were skipped; raise {family.key('mine.candidates')}, lower "
-            f"{family.key('mine.n_ways')} or {family.key('mine.relative_margin')}")
+            f"{family.params.mine.n_ways} documents or no positive among them and were dropped; lower "
+            f"{family.key('mine.n_ways')} or raise {family.key('mine.selection')}")
 
 
 def write_mined(family: Colbert, examples: list[dict], queries: pl.DataFrame, corpus: pl.DataFrame,
-                filtered: list[dict], report: dict) -> None:
-    """pylate's distillation layout (train, queries, documents), the dropped false negatives and the report."""
+                dropped: list[dict], report: dict) -> None:
+    """pylate's distillation layout (train, queries, documents) with each document's label, the negatives dropped as
+    likely unlabelled positives, and the report."""
     train = pl.DataFrame(examples, schema={"query_id": pl.String, "document_ids": pl.List(pl.String),
-                                           "scores": pl.List(pl.Float32)})
+                                           "scores": pl.List(pl.Float32), "labels": pl.List(pl.String)})
     used = set(train["query_id"])
     with atomic_directory(family.paths.mined) as out:
         train.write_parquet(out / "train.parquet")
         used_queries = queries.filter(pl.col("query_id").is_in(used)).select("query_id", "text")
         used_queries.write_parquet(out / "queries.parquet")
         corpus.write_parquet(out / "documents.parquet")
-        pl.DataFrame(filtered, schema={"query_id": pl.String, "document_id": pl.String, "teacher_score": pl.Float32,
-                                       "positive_score": pl.Float32}).write_parquet(out / "false_negatives.parquet")
+        pl.DataFrame(dropped, schema={"query_id": pl.String, "document_id": pl.String,
+                                      "teacher_score": pl.Float32}).write_parquet(out / "false_negatives.parquet")
         atomic_write_json(out / "mining_report.json", report)

@@ -53,9 +53,18 @@ class DataParams(Section):
         return self.source != "synthetic"
 
 
+PoolMethod = Literal["kmeans", "kmeans_lloyd", "hierarchical"]
+
+
 class PoolingParams(Section):
-    """How document tokens are k-means pooled, the same in training and evaluation."""
-    kmeans_iterations: PositiveInt
+    """How document tokens are pooled, the same in training and evaluation. `kmeans` is the recipe author's
+    (stefan-jo/pylate, ColBERT.pool_embeddings_kmeans): max(n // pool factor, 1) clusters of the n tokens after the
+    protected ones, max(min(12 + ceil(6 log2 r), 50), 20) iterations for r = n / clusters, from a seeded library
+    k-means; `kmeans_lloyd` is this project's: ceil(all tokens / pool factor) vectors from `kmeans_iterations` of
+    Lloyd's k-means started at evenly spaced tokens."""
+
+    kmeans_backend: Literal["fastkmeans", "sklearn"]  # kmeans: the library that clusters
+    kmeans_iterations: PositiveInt  # kmeans_lloyd only
     protected_tokens: int = Field(ge=0)  # leading tokens ([CLS]) kept out of pooling
 
 
@@ -112,13 +121,26 @@ class TeacherParams(Section):
         return self
 
 
+class SelectionParams(Section):
+    """What a mined list keeps, as the recipe's score_beir_training_data.py selects it: the best-scored positives,
+    the best-scored hard negatives, `medium` others drawn from the rest of the hard ones and `random` drawn from the
+    random ones; a shortfall is filled from the medium pool, then the random pool."""
+
+    positives: PositiveInt
+    hard: int = Field(ge=0)
+    medium: int = Field(ge=0)
+    random: int = Field(ge=0)
+
+
 class MineParams(Section):
     source: Literal["mine", "hub"]  # mine: dense candidates scored by the teacher; hub: a published mined set
     hub: HubSource | None = None  # the published set (query_id, document_ids, scores, labels), ids of the collection
     miner_model: Reference
-    candidates: PositiveInt  # dense top-k per training query
-    n_ways: int = Field(ge=2)  # documents per query in a training example: the positive and n_ways - 1 others
-    relative_margin: float = Field(ge=0, lt=1)
+    candidates: PositiveInt  # hard candidates: the miner's top documents per training query, positives left out
+    random_candidates: int = Field(ge=0)  # random candidates per training query, drawn from the other documents
+    negative_threshold_share: float = Field(gt=0, le=1)  # drop a negative scoring above this x the median positive
+    selection: SelectionParams
+    n_ways: int = Field(ge=2)  # documents per training example: each list cut to its n_ways best-scored
     batch_size: PositiveInt
     teacher: TeacherParams
 
@@ -131,7 +153,9 @@ class MineParams(Section):
 
 class TrainParams(TrainingSection):
     pool_factors: list[PositiveInt] = Field(min_length=1)  # drawn uniformly, once per batch
+    pool_method: Literal["kmeans", "kmeans_lloyd"]  # how training pools the documents (model.pooling)
     pooling_ablation: bool  # also train with pool factor 1 only, to separate pooling-aware training from fine-tuning
+    normalize_scores: bool  # pylate's Distillation: min-max normalise the student's scores per query
     epochs: PositiveInt
     learning_rate: PositiveFloat
 
@@ -149,9 +173,12 @@ class IndexParams(Section):
 
 class EvaluateParams(Section):
     pool_factors: list[PositiveInt] = Field(min_length=1)
-    methods: list[Literal["kmeans", "hierarchical"]] = Field(min_length=1)
+    methods: list[PoolMethod] = Field(min_length=1)  # the first is the plot's and the serving cost's
     batch_size: PositiveInt
     top_k: PositiveInt = Field(ge=100)
+    # the NanoBEIR collections' documents are cut to each of these lengths in turn (the recipe's evaluation script
+    # cuts them to 180 tokens; model.document_length is what the model trains on)
+    nanobeir_document_lengths: list[PositiveInt] = Field(min_length=1)
     index: IndexParams
 
 

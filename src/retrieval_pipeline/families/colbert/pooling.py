@@ -1,9 +1,11 @@
-"""Token pooling for late-interaction models: k-means (inside training and at inference) and pylate-style
-hierarchical pooling."""
+"""Token pooling for late-interaction models, inside training and at inference: the recipe author's k-means
+(`kmeans`), this project's deterministic Lloyd's k-means (`kmeans_lloyd`) and pylate's hierarchical pooling."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -48,6 +50,44 @@ def kmeans_assign(tokens: torch.Tensor, clusters: int, iterations: int) -> torch
     return assignment
 
 
+def recipe_kmeans_schedule(tokens: int, pool_factor: int) -> tuple[int, int]:
+    """The recipe author's cluster count and iteration budget for `tokens` poolable tokens: max(tokens // pool
+    factor, 1) clusters, and max(min(12 + ceil(6 log2 r), 50), 20) iterations for r tokens per cluster."""
+    clusters = max(tokens // pool_factor, 1)
+    ratio = max(tokens / clusters, 1.0)
+    return clusters, max(min(12 + math.ceil(6 * math.log2(max(ratio, 2))), 50), 20)
+
+
+def recipe_kmeans_labels(points: np.ndarray, clusters: int, iterations: int, backend: str, seed: int) -> np.ndarray:
+    """A cluster per point from the library k-means the recipe author's pooling calls, on the CPU, seeded, with its
+    tolerance of 1e-4."""
+    if backend == "sklearn":
+        from sklearn.cluster import KMeans
+
+        return KMeans(n_clusters=clusters, random_state=seed, max_iter=iterations, tol=1e-4).fit_predict(points)
+    from fastkmeans import FastKMeans
+
+    kmeans = FastKMeans(points.shape[1], clusters, niter=iterations, tol=1e-4, gpu=False, verbose=False, seed=seed,
+                        device="cpu", use_triton=False)
+    kmeans.train(points)
+    return kmeans.predict(points)
+
+
+def recipe_kmeans_pool(tokens: torch.Tensor, pool_factor: int, protected: int, backend: str,
+                       seed: int) -> torch.Tensor:
+    """The recipe author's k-means pooling (stefan-jo/pylate, ColBERT.pool_embeddings_kmeans): the first
+    `protected` tokens unchanged, the others clustered (recipe_kmeans_schedule) without gradient and each non-empty
+    cluster replaced by its mean, which keeps the gradient to its tokens."""
+    rest = tokens[protected:]
+    if pool_factor == 1 or len(rest) <= 1:
+        return tokens
+    clusters, iterations = recipe_kmeans_schedule(len(rest), pool_factor)
+    labels = recipe_kmeans_labels(rest.detach().float().cpu().numpy(), clusters, iterations, backend, seed)
+    assignment = torch.as_tensor(np.asarray(labels, dtype=np.int64), device=rest.device)
+    used = torch.unique(assignment)  # a cluster left empty is dropped, as the recipe's pooling does
+    return torch.cat([tokens[:protected], cluster_means(rest, assignment, clusters)[used]])
+
+
 def kmeans_pool(tokens: torch.Tensor, pool_factor: int, iterations: int, protected: int = 0) -> torch.Tensor:
     """ceil(n / pool_factor) vectors for a document's n token embeddings: its first `protected` tokens
     unchanged (pylate protects the [CLS] token the same way), then k-means cluster means of the rest."""
@@ -79,11 +119,29 @@ def hierarchical_pool(tokens: torch.Tensor, pool_factor: int, protected: int = 1
     return torch.cat([kept, means])
 
 
-def pool_batch(embeddings: torch.Tensor, mask: torch.Tensor, pool_factor: int, iterations: int,
-               protected: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pool each document of a padded batch [N, L, d] over its unmasked tokens; returns padded means and mask."""
-    pooled = [kmeans_pool(document[keep.bool()], pool_factor, iterations, protected)
-              for document, keep in zip(embeddings, mask)]
+class PoolingSettings(Protocol):
+    kmeans_backend: str
+    kmeans_iterations: int
+    protected_tokens: int
+
+
+def pool_tokens(tokens: torch.Tensor, method: str, pool_factor: int, settings: PoolingSettings,
+                seed: int) -> torch.Tensor:
+    """One document's token vectors pooled by `method` (kmeans, kmeans_lloyd or hierarchical) at `pool_factor`."""
+    if pool_factor == 1:
+        return tokens
+    if method == "hierarchical":
+        return hierarchical_pool(tokens, pool_factor, settings.protected_tokens)
+    if method == "kmeans_lloyd":
+        return kmeans_pool(tokens, pool_factor, settings.kmeans_iterations, settings.protected_tokens)
+    return recipe_kmeans_pool(tokens, pool_factor, settings.protected_tokens, settings.kmeans_backend, seed)
+
+
+def pool_batch(embeddings: torch.Tensor, mask: torch.Tensor, pool: Callable[[torch.Tensor], torch.Tensor]
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pool each document of a padded batch [N, L, d] over its unmasked tokens with `pool`; returns padded means
+    and mask."""
+    pooled = [pool(document[keep.bool()]) for document, keep in zip(embeddings, mask)]
     width = max(len(document) for document in pooled)
     padded = embeddings.new_zeros(len(pooled), width, embeddings.shape[-1])
     new_mask = mask.new_zeros(len(pooled), width)

@@ -1,10 +1,13 @@
-"""Scoring a ColBERT model on the test split and each NanoBEIR collection at every pool factor, with k-means and
-with hierarchical pooling of the stored document vectors: the baseline stage (the base model) and the train stage
-(each fine-tuned variant, for its card and the evaluate stage)."""
+"""Scoring a ColBERT model on the test split and each NanoBEIR collection at every pool factor, with each pooling
+method of `evaluate.methods` applied to the stored document vectors (NanoBEIR's documents cut to each of
+`evaluate.nanobeir_document_lengths`): the baseline stage (the base model) and the train stage (each fine-tuned
+variant, for its card and the evaluate stage)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,7 @@ from retrieval_pipeline.core.family import Scores
 from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.families.colbert import BASE, NANOBEIR, Colbert
 from retrieval_pipeline.families.colbert.model import base_colbert
-from retrieval_pipeline.families.colbert.pooling import hierarchical_pool, kmeans_pool
+from retrieval_pipeline.families.colbert.pooling import pool_tokens
 from retrieval_pipeline.families.colbert.search import maxsim_search, plaid_search
 
 TEST = "test"  # the collection's own test split, first among the evaluation sets
@@ -37,12 +40,7 @@ def evaluation_sets(family: Colbert) -> dict[str, tuple[pl.DataFrame, pl.DataFra
 
 
 def pool(family: Colbert, token_vectors: list[torch.Tensor], method: str, pool_factor: int) -> list[torch.Tensor]:
-    if pool_factor == 1:
-        return token_vectors
-    pooling = family.params.model.pooling
-    if method == "hierarchical":
-        return [hierarchical_pool(vectors, pool_factor, pooling.protected_tokens) for vectors in token_vectors]
-    return [kmeans_pool(vectors, pool_factor, pooling.kmeans_iterations, pooling.protected_tokens)
+    return [pool_tokens(vectors, method, pool_factor, family.params.model.pooling, family.params.seed)
             for vectors in token_vectors]
 
 
@@ -56,14 +54,30 @@ def search(family: Colbert, queries: list[torch.Tensor], documents: list[torch.T
                         family.params.seed)
 
 
+@contextlib.contextmanager
+def documents_cut_to(model, length: int | None) -> Iterator[None]:
+    """The model encoding documents cut to `length` tokens (None: its own document_length) within the block."""
+    own = model.document_length
+    model.document_length = length or own
+    try:
+        yield
+    finally:
+        model.document_length = own
+
+
 def score_collection(family: Colbert, model, label: str, queries: pl.DataFrame, corpus: pl.DataFrame,
-                     qrels: dict[str, dict[str, int]], dataset: str) -> tuple[dict[str, dict], list[dict]]:
+                     qrels: dict[str, dict[str, int]], dataset: str,
+                     document_length: int | None = None) -> tuple[dict[str, dict], list[dict]]:
+    """Every pooling method and pool factor on one collection, its documents cut to `document_length` tokens (the
+    model's own by default)."""
     evaluate = family.params.evaluate
     document_ids = corpus["document_id"].to_list()
     query_vectors = [torch.as_tensor(v) for v in model.encode(
         queries["text"].to_list(), is_query=True, batch_size=evaluate.batch_size, show_progress_bar=True)]
-    token_vectors = [torch.as_tensor(v) for v in model.encode(
-        corpus["text"].to_list(), is_query=False, batch_size=evaluate.batch_size, show_progress_bar=True)]
+    with documents_cut_to(model, document_length):
+        token_vectors = [torch.as_tensor(v) for v in model.encode(
+            corpus["text"].to_list(), is_query=False, batch_size=evaluate.batch_size, show_progress_bar=True)]
+        length = model.document_length
     metrics: dict[str, dict] = {}
     query_rows = []
     for method in evaluate.methods:
@@ -77,22 +91,28 @@ def score_collection(family: Colbert, model, label: str, queries: pl.DataFrame, 
                 "ndcg@10": means["ndcg@10"], "mrr@10": means["mrr@10"], "recall@100": means["recall@100"],
                 "vectors_per_document": float(np.mean(vectors)), "stored_vectors": int(np.sum(vectors))}
             query_rows += [{"model": label, "dataset": dataset, "method": method, "pool_factor": pool_factor,
-                            "query_id": query, **values} for query, values in per_query.items()]
+                            "document_length": length, "query_id": query, **values}
+                           for query, values in per_query.items()]
     return metrics, query_rows
 
 
 def score(family: Colbert, model, label: str) -> Scores:
     """One model on the test split and on each NanoBEIR collection: metrics per pooling method and pool factor
-    (`test`, `nanobeir`), the test query count, and per-query rows."""
+    (`test`; `nanobeir`, per collection and document length `length_<n>`), the test query count, and per-query
+    rows."""
     metrics: dict = {"nanobeir": {}}
     query_rows: list[dict] = []
     for name, collection in evaluation_sets(family).items():
-        by_method, rows = score_collection(family, model, label, *collection, dataset=name)
         if name == TEST:
-            metrics["test"], metrics["queries"] = by_method, collection[0].height
-        else:
-            metrics["nanobeir"][name] = by_method
-        query_rows += rows
+            metrics["test"], rows = score_collection(family, model, label, *collection, dataset=name)
+            metrics["queries"] = collection[0].height
+            query_rows += rows
+            continue
+        for length in family.params.evaluate.nanobeir_document_lengths:
+            by_method, rows = score_collection(family, model, label, *collection, dataset=name,
+                                               document_length=length)
+            metrics["nanobeir"].setdefault(name, {})[f"length_{length}"] = by_method
+            query_rows += rows
     return Scores(metrics, {"per_query": pl.DataFrame(query_rows)})
 
 

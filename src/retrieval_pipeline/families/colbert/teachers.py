@@ -1,5 +1,5 @@
 """Teachers for distillation: anything that scores (query, document) pairs with one number, higher = more
-relevant, and what a miner does with those scores (a 0..1 relevance scale, the false-negative filter)."""
+relevant, and the check that a teacher ranks the labelled positives above what the miner does."""
 
 from __future__ import annotations
 
@@ -102,12 +102,3 @@ def teacher_warning(teacher_positive_mrr: float, miner_positive_mrr: float, repo
     return (f"warning: {report}: the teacher ranks the training positives no higher than the dense miner "
             f"(MRR of the positive {teacher_positive_mrr:.3f} against {miner_positive_mrr:.3f}); distilling it may "
             f"leave the fine-tuned model worse than its base. Check {key} before trusting this run.")
-
-
-def false_negatives(positive: float, candidates: np.ndarray, relative_margin: float) -> np.ndarray:
-    """Candidates the teacher finds almost as relevant as the positive, judged where distillation reads the scores:
-    pylate's Distillation trains towards the softmax of the teacher's scores over each query's list, so a candidate
-    whose weight there is at least (1 - relative_margin) of the positive's is dropped as a likely unlabelled
-    positive: a score at least the positive's + log(1 - relative_margin). One meaning for every teacher kind, where
-    a relative margin on a logit's sigmoid was none (it saturates: 95% of a logit 5's sigmoid is 2.2 logits lower)."""
-    return np.asarray(candidates, dtype=np.float64) >= positive + np.log1p(-relative_margin)

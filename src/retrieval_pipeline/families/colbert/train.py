@@ -44,9 +44,9 @@ def build_trainer(family: Colbert, model, pool_factors: list[int], examples, out
 
     from retrieval_pipeline.families.colbert.collator import TrimmedColBERTCollator
 
-    train, pooling = family.params.train, family.params.model.pooling
-    loss = pooling_distillation(model, pool_factors, family.params.seed, pooling.kmeans_iterations,
-                                pooling.protected_tokens)
+    train = family.params.train
+    loss = pooling_distillation(model, pool_factors, family.params.seed, train.pool_method,
+                                family.params.model.pooling, train.normalize_scores)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(output_dir), num_train_epochs=train.epochs, per_device_train_batch_size=train.batch_size,
         learning_rate=train.learning_rate, logging_steps=train.logging_steps,

@@ -33,8 +33,8 @@ def prepare(family: Dpr) -> None:
 
 
 def pair_collection(family: Dpr) -> Collection:
-    """Claim/evidence rows with a kept label, split by claim (a claim with several passages stays in one split);
-    the corpus is every evidence passage, identified by a hash of its text."""
+    """Claim/evidence rows with a kept label as one query per claim, every passage a row pairs it with relevant to
+    it, split by claim; the corpus is every evidence passage, identified by a hash of its text."""
     data = family.params.data
     frame, origin = read_source(data, family.params.seed, synthetic_rows, family.key("data"))
     columns = data.columns.model_dump(exclude_none=True)
@@ -54,16 +54,18 @@ def pair_collection(family: Dpr) -> Collection:
     frame = frame.unique(["query", "passage"], keep="first", maintain_order=True)
     duplicates = rows - frame.height
     frame = frame.with_columns(passage_id=pl.col("passage").map_elements(passage_id, return_dtype=pl.String))
-    frame = frame.with_row_index("row").with_columns(
-        query_id=pl.format("c{}", pl.col("row").cast(pl.String).str.zfill(7))).drop("row")
-    claims = add_split_column(frame.select("query").unique(maintain_order=True), data.test_size, 0.0,
-                              family.params.seed, origin, family.key("data.test_size"))
+    # One query per claim: nli_fever pairs a claim with several evidence passages in several rows, and every one
+    # of them is relevant to it (as a row of its own, a claim's other passages would count as misses).
+    claims = frame.select("query").unique(maintain_order=True).with_row_index("claim").with_columns(
+        query_id=pl.format("c{}", pl.col("claim").cast(pl.String).str.zfill(7))).drop("claim")
+    claims = add_split_column(claims, data.test_size, 0.0, family.params.seed, origin, family.key("data.test_size"))
     frame = frame.join(claims, on="query", how="left", maintain_order="left")
     corpus = frame.group_by("passage_id").agg(text=pl.col("passage").first()).sort("passage_id")
-    require_evaluable(frame.filter(pl.col("split") == "test").height, corpus.height, origin)
-    print(f"prepare: {origin}: {frame.height} claim/evidence pairs, {corpus.height} passages -> "
-          f"{split_counts(frame)}" + (f"; {duplicates} exact duplicate rows dropped" if duplicates else ""))
+    require_evaluable(claims.filter(pl.col("split") == "test").height, corpus.height, origin)
+    print(f"prepare: {origin}: {frame.height} claim/evidence pairs, {claims.height} claims, {corpus.height} "
+          f"passages -> claims {split_counts(claims)}"
+          + (f"; {duplicates} exact duplicate rows dropped" if duplicates else ""))
     return Collection(corpus=corpus.rename({"passage_id": "document_id"}),
-                      queries=frame.select("query_id", pl.col("query").alias("text")),
+                      queries=claims.select("query_id", pl.col("query").alias("text")),
                       qrels=frame.select("query_id", pl.col("passage_id").alias("document_id"),
                                          pl.lit(1).alias("relevance"), "split"))

@@ -15,6 +15,7 @@ from retrieval_pipeline.core.serving import (
 )
 from retrieval_pipeline.families.matryoshka import BASE, FINETUNED, PRIMARY_METRIC, Matryoshka
 from retrieval_pipeline.families.matryoshka.model import load_model
+from retrieval_pipeline.families.matryoshka.scoring import corpora
 
 
 def serving(family: Matryoshka) -> list[dict]:
@@ -39,16 +40,19 @@ def serving(family: Matryoshka) -> list[dict]:
 
 
 def evaluate(family: Matryoshka, scores: dict[str, Scores]) -> None:
+    """Each model's metrics at every dim under each evaluation corpus's name (`rows`, `chunks`); the plot and the
+    printed lines show the first corpus."""
     dims = family.params.model.dims
-    metrics = {label: {key: value for key, value in result.metrics.items() if key.startswith("dim_")}
-               for label, result in scores.items()}
+    views = corpora(family, load_collection(family.paths.prepared).corpus)
+    metrics = {label: {view: result.metrics[view] for view in views} for label, result in scores.items()}
+    shown = {label: metrics[label][views[0]] for label in (BASE, FINETUNED)}
     plot_lines = [f"dim,{BASE},{FINETUNED}"] + [
-        f"{dim},{metrics[BASE][f'dim_{dim}'][PRIMARY_METRIC]:.6f},"
-        f"{metrics[FINETUNED][f'dim_{dim}'][PRIMARY_METRIC]:.6f}" for dim in dims]
+        f"{dim},{shown[BASE][f'dim_{dim}'][PRIMARY_METRIC]:.6f},"
+        f"{shown[FINETUNED][f'dim_{dim}'][PRIMARY_METRIC]:.6f}" for dim in dims]
     tables = {"run": concat_tables(scores, "run"), "per_query": concat_tables(scores, "per_query")}
     if family.params.data.is_collection():
         record_serving(metrics, tables, serving(family))
     family.write_evaluation(metrics, tables, {"ndcg_by_dim": "\n".join(plot_lines) + "\n"})
     for dim in dims:
-        base, tuned = (metrics[label][f"dim_{dim}"][PRIMARY_METRIC] for label in (BASE, FINETUNED))
-        print(f"evaluate: dim {dim:4d}  NDCG@10 base {base:.4f} -> fine-tuned {tuned:.4f}")
+        base, tuned = (shown[label][f"dim_{dim}"][PRIMARY_METRIC] for label in (BASE, FINETUNED))
+        print(f"evaluate: dim {dim:4d}  NDCG@10 base {base:.4f} -> fine-tuned {tuned:.4f} ({views[0]} corpus)")

@@ -23,6 +23,9 @@ class DataParams(SourceParams):
     columns: Columns
     test_size: float = Field(gt=0, lt=1)
     dev_size: float = Field(ge=0, lt=1)
+    # rows: the source's rows are split (the recipe's train_test_split); questions: a question asked in several rows
+    # stays on one side of the split
+    split_by: Literal["rows", "questions"]
 
 
 class ModelParams(Section):
@@ -48,6 +51,11 @@ class MineParams(Section):
 
 class TrainParams(TrainingSection):
     use_hard_negatives: bool
+    # The order the trainer gets the pair's columns in: MultipleNegativesRankingLoss takes the first as the anchor.
+    # [positive, anchor] is the recipe's run (chunk -> question); [anchor, positive] trains question -> chunk.
+    loss_columns: tuple[Literal["anchor", "positive"], Literal["anchor", "positive"]]
+    # The split whose NDCG@10 chooses the epoch kept: the recipe's evaluator is its test split; dev does not peek
+    select_on: Literal["dev", "test"]
     epochs: PositiveInt
     gradient_accumulation_steps: PositiveInt
     learning_rate: PositiveFloat
@@ -62,6 +70,17 @@ class EvaluateParams(Section):
     batch_size: PositiveInt
     top_k: PositiveInt = Field(ge=100)
     dev_corpus_size: PositiveInt  # documents searched by the dev evaluation of each epoch (judged + a fixed sample)
+    # The evaluation corpora, the first the one checkpoint selection, the model card and `dim_*` metrics use:
+    # rows, the recipe's (every source row's chunk, so a chunk is there once per question that names it and every
+    # copy is relevant); chunks, each chunk once. A BEIR collection has one row per document: chunks only.
+    corpus: list[Literal["rows", "chunks"]] = Field(min_length=1)
+
+    @field_validator("corpus")
+    @classmethod
+    def _corpus_distinct(cls, corpus: list[str]) -> list[str]:
+        if len(set(corpus)) != len(corpus):
+            raise ValueError(f"expected each corpus once (got {corpus})")
+        return corpus
 
 
 class MatryoshkaParams(FamilyParams):
@@ -76,4 +95,10 @@ class MatryoshkaParams(FamilyParams):
         if self.train.best_checkpoint_dim not in self.model.dims:
             raise ValueError(f"train.best_checkpoint_dim: expected one of model.dims {self.model.dims} "
                              f"(got {self.train.best_checkpoint_dim})")
+        if self.train.use_hard_negatives and self.train.loss_columns[0] != "anchor":
+            raise ValueError("train.loss_columns: mined hard negatives are chunks, negatives of a question anchor; "
+                             "expected [anchor, positive] with use_hard_negatives")
+        if len(set(self.train.loss_columns)) != 2:
+            raise ValueError(f"train.loss_columns: expected anchor and positive, each once (got "
+                             f"{list(self.train.loss_columns)})")
         return self

@@ -36,14 +36,16 @@ def prepare(family: Matryoshka) -> None:
 
 
 def pair_collection(family: Matryoshka) -> tuple[Collection, str, int]:
-    """Question/chunk rows, split 90/10 by question (and a dev share of the training questions); the corpus is
-    every chunk. Exact duplicate rows are dropped (and counted), and a question asked twice stays in one split."""
+    """Question/chunk rows, split 90/10 (and a dev share of the training side) by row or by question
+    (`data.split_by`); the corpus is every chunk, with the number of source rows that hold it (`copies`: the
+    recipe's evaluation corpus holds a chunk once per row). Exact duplicate rows are dropped (and counted)."""
     data = family.params.data
     frame, origin = read_source(data, family.params.seed, synthetic_rows, family.key("data"))
     columns = data.columns.model_dump(exclude_none=True)
     frame = map_columns(frame, columns, origin, family.key("data.columns"))
     require_ids(frame, {name: columns[name] for name in ("chunk_id", "query_id") if name in columns}, origin)
     frame = require_text(frame, frame.columns, origin, columns)
+    copies = frame.group_by("chunk_id").agg(copies=pl.len().cast(pl.Int64))
     rows = frame.height
     frame = frame.unique(["anchor", "positive", "chunk_id"], keep="first", maintain_order=True)
     duplicates = rows - frame.height
@@ -52,11 +54,13 @@ def pair_collection(family: Matryoshka) -> tuple[Collection, str, int]:
             query_id=pl.format("q{}", pl.col("row").cast(pl.String).str.zfill(7))).drop("row")
     require_unique(frame, "query_id", origin)
     require_consistent(frame, "chunk_id", "positive", origin)
-    questions = add_split_column(frame.select("anchor").unique(maintain_order=True), data.test_size,
-                                 data.dev_size, family.params.seed, origin,
-                                 f"{family.key('data.test_size')} / {family.key('data.dev_size')}")
-    frame = frame.join(questions, on="anchor", how="left", maintain_order="left")
-    corpus = frame.group_by("chunk_id").agg(text=pl.col("positive").first()).sort("chunk_id")
+    unit = "query_id" if data.split_by == "rows" else "anchor"
+    sizes = f"{family.key('data.test_size')} / {family.key('data.dev_size')}"
+    split = add_split_column(frame.select(unit).unique(maintain_order=True), data.test_size, data.dev_size,
+                             family.params.seed, origin, sizes)
+    frame = frame.join(split, on=unit, how="left", maintain_order="left")
+    corpus = frame.group_by("chunk_id").agg(text=pl.col("positive").first()).join(copies, on="chunk_id").sort(
+        "chunk_id")
     require_evaluable(frame.filter(pl.col("split") == "test").height, corpus.height, origin)
     collection = Collection(
         corpus=corpus.rename({"chunk_id": "document_id"}),

@@ -1,5 +1,11 @@
-"""Scoring a Matryoshka model on the test queries against the whole corpus at every truncated dim: the baseline
-stage (the base model) and the train stage (the fine-tuned one, for its card and the evaluate stage)."""
+"""Scoring a Matryoshka model on the test queries against the whole corpus at every truncated dim, over each
+evaluation corpus (`evaluate.corpus`): the baseline stage (the base model) and the train stage (the fine-tuned one,
+for its card and the evaluate stage).
+
+The recipe's evaluation corpus is every row of its dataset, so a chunk is in it once per question that names it and
+a question's relevant documents are every copy of its chunk (hence its Recall@1 far below its Accuracy@1). Copies
+are the same text and score alike, so that ranking is the chunk ranking with each chunk repeated `copies` times:
+the `rows` corpus is scored that way, exactly, without encoding a chunk twice; `chunks` holds each chunk once."""
 
 from __future__ import annotations
 
@@ -34,23 +40,54 @@ def rank_at_dims(model, queries: pl.DataFrame, corpus: pl.DataFrame, dims: list[
     return ranked
 
 
+ROWS, CHUNKS = "rows", "chunks"
+
+
+def corpora(family: Matryoshka, corpus: pl.DataFrame) -> list[str]:
+    """The evaluation corpora `evaluate.corpus` names, or chunks alone where the prepared corpus does not say how
+    many source rows hold each document (a BEIR collection: one row per document)."""
+    return family.params.evaluate.corpus if "copies" in corpus.columns else [CHUNKS]
+
+
+def as_rows(run: dict[str, list], qrels: dict[str, dict], copies: dict, top_k: int) -> tuple[dict, dict]:
+    """A chunk ranking and its qrels over the recipe's corpus of rows: each chunk's copies in its place, each copy
+    of a relevant chunk relevant."""
+    expand = lambda document: [f"{document}#{copy}" for copy in range(copies[document])]  # noqa: E731
+    ranked = {query: [row for document in documents for row in expand(document)][:top_k]
+              for query, documents in run.items()}
+    judged = {query: {row: grade for document, grade in relevant.items() for row in expand(document)}
+              for query, relevant in qrels.items()}
+    return ranked, judged
+
+
+def evaluate_corpus(run: dict[str, list], qrels: dict[str, dict], corpus: pl.DataFrame, view: str, top_k: int,
+                    **options) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Metrics of a chunk ranking over the `view` corpus (core/metrics.py's evaluate_run)."""
+    if view == ROWS:
+        run, qrels = as_rows(run, qrels, dict(corpus.select("document_id", "copies").iter_rows()), top_k)
+    return evaluate_run(run, qrels, **options)
+
+
 def score(family: Matryoshka, model, label: str) -> Scores:
-    """One model on the test split against the whole corpus: metrics at every dim (and the query count), its
-    ranked lists and per-query metrics."""
+    """One model on the test split against the whole corpus: metrics at every dim under each evaluation corpus's
+    name (`corpus` names the first, the one its card shows) and the query count, its ranked lists and per-query
+    metrics."""
     evaluate = family.params.evaluate
     collection = load_collection(family.paths.prepared)
     queries, qrels = collection.split("test")
-    metrics: dict = {"queries": queries.height}
+    views = corpora(family, collection.corpus)
+    metrics: dict = {"queries": queries.height, "corpus": views[0]}
     run_rows, query_rows = [], []
     for dim, (run, scores) in rank_at_dims(model, queries, collection.corpus, family.params.model.dims,
                                            evaluate.batch_size, evaluate.top_k).items():
-        means, per_query = evaluate_run(run, qrels, cutoffs=CUTOFFS)
-        metrics[f"dim_{dim}"] = {**means, "bytes_per_vector": dim * 4}
+        for view in views:
+            means, per_query = evaluate_corpus(run, qrels, collection.corpus, view, evaluate.top_k, cutoffs=CUTOFFS)
+            metrics.setdefault(view, {})[f"dim_{dim}"] = {**means, "bytes_per_vector": dim * 4}
+            query_rows += [{"model": label, "dim": dim, "corpus": view, "query_id": query, **values}
+                           for query, values in per_query.items()]
         for query, documents in run.items():
             run_rows += [(label, dim, query, document, rank + 1, score)
                          for rank, (document, score) in enumerate(zip(documents, scores[query]))]
-        query_rows += [{"model": label, "dim": dim, "query_id": query, **values}
-                       for query, values in per_query.items()]
     runs = pl.DataFrame(run_rows, schema=["model", "dim", "query_id", "document_id", "rank", "score"], orient="row")
     return Scores(metrics, {"run": runs, "per_query": pl.DataFrame(query_rows)})
 

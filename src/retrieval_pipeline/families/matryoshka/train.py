@@ -1,5 +1,6 @@
 """Matryoshka's train stage: MultipleNegativesRankingLoss inside MatryoshkaLoss with sentence-transformers' trainer,
-the checkpoint chosen by dev NDCG@10 at one dim, scored on the test split and saved with its model card."""
+the checkpoint chosen by NDCG@10 at one dim on the selection split (dev, or the recipe's test), scored on the test
+split and saved with its model card."""
 
 from __future__ import annotations
 
@@ -12,30 +13,30 @@ from sentence_transformers.evaluation import SentenceEvaluator
 from retrieval_pipeline.core.beir import load_collection
 from retrieval_pipeline.core.family import Scores, write_scores
 from retrieval_pipeline.core.io import atomic_directory
-from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard
 from retrieval_pipeline.core.resume import ResumableTrainer, Resume
 from retrieval_pipeline.core.retrieval import bounded_corpus
 from retrieval_pipeline.core.training import shared_arguments
 from retrieval_pipeline.families.matryoshka import FINETUNED, PRIMARY_METRIC, Matryoshka
 from retrieval_pipeline.families.matryoshka.model import load_model
-from retrieval_pipeline.families.matryoshka.scoring import rank_at_dims, score
+from retrieval_pipeline.families.matryoshka.scoring import corpora, evaluate_corpus, rank_at_dims, score
 
 
 class DimensionEvaluator(SentenceEvaluator):
-    """Dev-set retrieval at every Matryoshka dim during training (one encode per evaluation)."""
+    """Retrieval on the selection split at every Matryoshka dim during training (one encode per evaluation), over
+    the first evaluation corpus."""
 
     def __init__(self, queries: pl.DataFrame, corpus: pl.DataFrame, qrels: dict[str, dict[str, int]],
-                 dims: list[int], primary_dim: int, batch_size: int, name: str = "dev") -> None:
+                 dims: list[int], primary_dim: int, batch_size: int, view: str, name: str = "dev") -> None:
         super().__init__()
-        self.queries, self.corpus, self.qrels = queries, corpus, qrels
+        self.queries, self.corpus, self.qrels, self.view = queries, corpus, qrels, view
         self.dims, self.batch_size, self.name = dims, batch_size, name
         self.primary_metric = f"{name}_dim_{primary_dim}_{PRIMARY_METRIC}"
 
     def __call__(self, model, output_path=None, epoch=-1, steps=-1) -> dict[str, float]:
         metrics = {}
         for dim, (run, _) in rank_at_dims(model, self.queries, self.corpus, self.dims, self.batch_size, 100).items():
-            means, _ = evaluate_run(run, self.qrels)
+            means, _ = evaluate_corpus(run, self.qrels, self.corpus, self.view, 100)
             metrics.update({f"dim_{dim}_{name}": value for name, value in means.items()})
         metrics = self.prefix_name_to_metrics(metrics, self.name)
         self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
@@ -43,19 +44,20 @@ class DimensionEvaluator(SentenceEvaluator):
 
 
 def training_pairs(family: Matryoshka):
-    """(anchor, positive) pairs, or with use_hard_negatives the mined (anchor, positive, negative_1...) rows."""
+    """(anchor, positive) pairs in `train.loss_columns` order, or with use_hard_negatives the mined (anchor,
+    positive, negative_1...) rows."""
     from datasets import Dataset
 
     if family.params.train.use_hard_negatives:
         mined = pl.read_parquet(family.paths.mined / "hard_negatives.parquet").drop("scores")
         return Dataset.from_polars(mined)
-    pairs = load_collection(family.paths.prepared).pairs("train")
-    return Dataset.from_polars(pairs.select(anchor="query", positive="document"))
+    pairs = load_collection(family.paths.prepared).pairs("train").select(anchor="query", positive="document")
+    return Dataset.from_polars(pairs.select(family.params.train.loss_columns))
 
 
 def build_trainer(family: Matryoshka, model, checkpoints: Path):
-    """The recipe's trainer: MNRL inside MatryoshkaLoss, dev selection at best_checkpoint_dim, a checkpoint each
-    epoch (the best and the last kept) to select from and to resume from."""
+    """The recipe's trainer: MNRL inside MatryoshkaLoss, the epoch kept chosen on `train.select_on` at
+    best_checkpoint_dim, a checkpoint each epoch (the best and the last kept) to select from and to resume from."""
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.losses import MatryoshkaLoss, MultipleNegativesRankingLoss
     from sentence_transformers.training_args import BatchSamplers
@@ -64,13 +66,14 @@ def build_trainer(family: Matryoshka, model, checkpoints: Path):
     train, dims = params.train, params.model.dims
     loss = MatryoshkaLoss(model, MultipleNegativesRankingLoss(model), matryoshka_dims=dims)
     collection = load_collection(family.paths.prepared)
-    dev_queries, dev_qrels = collection.split("dev")
-    corpus = bounded_corpus(collection.corpus, [document for judged in dev_qrels.values() for document in judged],
+    selection_queries, selection_qrels = collection.split(train.select_on)
+    corpus = bounded_corpus(collection.corpus, [document for judged in selection_qrels.values() for document in judged],
                             params.evaluate.dev_corpus_size, params.seed)
     evaluator = None
-    if dev_queries.height:
-        evaluator = DimensionEvaluator(dev_queries, corpus, dev_qrels, dims, train.best_checkpoint_dim,
-                                       params.evaluate.batch_size)
+    if selection_queries.height:
+        evaluator = DimensionEvaluator(selection_queries, corpus, selection_qrels, dims, train.best_checkpoint_dim,
+                                       params.evaluate.batch_size, corpora(family, collection.corpus)[0],
+                                       name=train.select_on)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(checkpoints),
         num_train_epochs=train.epochs,
@@ -118,14 +121,15 @@ def card(family: Matryoshka, scores: Scores, training_rows: int) -> ModelCard:
         title="Matryoshka bi-encoder",
         summary=(f"A bi-encoder fine-tuned with MultipleNegativesRankingLoss ({negatives}) inside MatryoshkaLoss, "
                  f"so that its embeddings truncated to any of {dims} dimensions still retrieve well. The "
-                 f"checkpoint kept is the epoch with the best dev NDCG@10 at dim "
-                 f"{family.params.train.best_checkpoint_dim}."),
+                 f"checkpoint kept is the epoch with the best {family.params.train.select_on} NDCG@10 at dim "
+                 f"{family.params.train.best_checkpoint_dim}. Metrics over the `{scores.metrics['corpus']}` "
+                 "evaluation corpus (rows: a chunk once per source row, as the recipe evaluates; chunks: once)."),
         base_model=family.params.model.base,
         training_data=f"{data.describe()}: {training_rows} question/chunk pairs",
         hub_datasets=data.hub_datasets(),
         metrics=CardMetrics(dataset=data.describe(), queries=scores.metrics["queries"], task="retrieval",
-                            rows={f"dim {key[4:]}": values for key, values in scores.metrics.items()
-                                  if key.startswith("dim_")},
+                            rows={f"dim {key[4:]}": values
+                                  for key, values in scores.metrics[scores.metrics["corpus"]].items()},
                             columns=["ndcg@10", "mrr@10", "recall@10", "bytes_per_vector"]),
         usage=f"""from sentence_transformers import SentenceTransformer
 model = SentenceTransformer("models/{family.name}", truncate_dim={dims[-1]})  # or any of {dims}

@@ -49,7 +49,7 @@ class Reranker(Family):
     def training_runs(self) -> list[TrainingRun]:
         train = self.params.train
         return [TrainingRun("train (each variant, both stages)", self.params.model.base, self.key("model.base"),
-                            train.batch_size, self.params.model.max_length, train.bf16)]
+                            train.batch_size, self.params.model.max_length, train.bf16 or train.fp16)]
 
 
 FAMILY = Reranker

@@ -1,6 +1,11 @@
 """Feature extraction for the reranker's inputs: each part is a small function of the sentence (and, for the hop,
 of the other candidates), so each can be tested and swapped on its own. A pair's input is
-`[HOP:h] [ROLE:r] [ENT:e1,e2] [CAUSAL] [REASONING] query [SEP] sentence`, the feature tokens being special tokens."""
+`[HOP:h] [ROLE:r] [ENT:e1,e2] [CAUSAL] [REASONING] query [SEP] sentence`, the feature tokens being special tokens.
+
+Two rule sets (`mine.features.rules`): `recipe`, the recipe's code (alberttrann/neural_reranker_training_script,
+NeuralReranker.ipynb: keyword lists for the role and [CAUSAL], [REASONING] for more than one entity or a causal
+sentence, [ENT:...] only where there are entities), and `project`, this project's regex rules; and two hops
+(`mine.features.hop`): `constant`, [HOP:0] everywhere, as that code never sets it, or `entity_distance`."""
 
 from __future__ import annotations
 
@@ -27,6 +32,17 @@ LEADING_FUNCTION_WORDS = {"the", "a", "an", "this", "that", "these", "those", "w
                           "how", "why", "in", "on", "at", "under", "upper", "is", "are", "was", "does", "did"}
 
 
+# The recipe's code: a role's keywords anywhere in the lower-cased sentence, the first role matching in this order.
+RECIPE_ROLE_RULES = (
+    ("Main_Claim", ("argue", "claim", "assert", "believe", "conclude")),
+    ("Supporting_Evidence", ("evidence", "data", "research", "study", "found")),
+    ("Expert_Opinion", ("expert", "according to", "stated", "opinion")),
+)
+RECIPE_DEFAULT_ROLE = "Background_Information"
+RECIPE_ROLES = tuple(role for role, _ in RECIPE_ROLE_RULES) + (RECIPE_DEFAULT_ROLE,)
+RECIPE_CAUSAL = ("cause", "because", "due to", "result", "lead to")
+
+
 def rhetorical_role(sentence: str) -> str:
     """The sentence's rhetorical function from the regex rules (ROLE_RULES), Background by default."""
     for role, pattern in ROLE_RULES:
@@ -37,6 +53,19 @@ def rhetorical_role(sentence: str) -> str:
 
 def is_causal(sentence: str) -> bool:
     return bool(CAUSAL.search(sentence))
+
+
+def recipe_role(sentence: str) -> str:
+    """The recipe's role: the first role one of whose keywords occurs in the lower-cased sentence."""
+    text = sentence.lower()
+    return next((role for role, words in RECIPE_ROLE_RULES if any(word in text for word in words)),
+                RECIPE_DEFAULT_ROLE)
+
+
+def recipe_causal(sentence: str) -> bool:
+    """The recipe's [CAUSAL]: one of its causal words anywhere in the lower-cased sentence ("result" in "results")."""
+    text = sentence.lower()
+    return any(word in text for word in RECIPE_CAUSAL)
 
 
 def _is_name_token(token: str) -> bool:
@@ -117,16 +146,32 @@ class SentenceFeatures:
     entities: tuple[str, ...]
     causal: bool
     reasoning: bool
+    empty_entities: bool = True  # write [ENT:] for a sentence without entities (the recipe's code leaves it out)
 
     def tokens(self) -> str:
-        parts = [f"[HOP:{self.hop}]", f"[ROLE:{self.role}]", f"[ENT:{','.join(self.entities)}]"]
+        parts = [f"[HOP:{self.hop}]", f"[ROLE:{self.role}]"]
+        parts += [f"[ENT:{','.join(self.entities)}]"] if self.entities or self.empty_entities else []
         return " ".join(parts + ["[CAUSAL]"] * self.causal + ["[REASONING]"] * self.reasoning)
 
 
-def special_tokens(max_hop: int) -> list[str]:
-    """Every feature token, added to the tokenizer so none is split into word pieces."""
-    return ([f"[HOP:{hop}]" for hop in range(max_hop + 1)] + [f"[ROLE:{role}]" for role in ROLES]
-            + ["[ENT:", "[CAUSAL]", "[REASONING]"])
+def sentence_features(sentence: str, entities: Sequence[str], hop: int, settings) -> SentenceFeatures:
+    """A sentence's features under `settings` (mine.features): its rules, hop and entity list length."""
+    listed = tuple(entities[:settings.max_entities])
+    if settings.rules == "recipe":
+        causal = recipe_causal(sentence)
+        return SentenceFeatures(hop, recipe_role(sentence), listed, causal, len(entities) > 1 or causal,
+                                empty_entities=False)
+    return SentenceFeatures(hop, rhetorical_role(sentence), listed, is_causal(sentence),
+                            entity_density(sentence, entities) >= settings.reasoning_entity_density)
+
+
+def special_tokens(settings) -> list[str]:
+    """Every feature token of `settings` (mine.features), added to the tokenizer so none is split into word pieces:
+    the recipe's list (its [HOP:0] and [HOP:1], its four roles) or this project's."""
+    hops = range(2) if settings.hop == "constant" else range(settings.max_hop + 1)
+    roles = RECIPE_ROLES if settings.rules == "recipe" else ROLES
+    return [f"[HOP:{hop}]" for hop in hops] + [f"[ROLE:{role}]" for role in roles] + ["[ENT:", "[CAUSAL]",
+                                                                                    "[REASONING]"]
 
 
 def model_input(query: str, feature_tokens: str | None) -> str:
@@ -138,22 +183,24 @@ EntityExtractor = Callable[[list[str]], list[list[str]]]
 
 
 class NerEntities:
-    """Entities from a token-classification model (the recipe: dslim/bert-base-NER), safetensors only."""
+    """Entities from a token-classification model (the recipe: dslim/bert-base-NER), safetensors only: as the
+    recipe's code groups them (`simple` aggregation, every mention kept) or, with `unique`, the first aggregation's
+    words once each."""
 
-    def __init__(self, model: str, batch_size: int, key: str) -> None:
+    def __init__(self, model: str, batch_size: int, key: str, unique: bool) -> None:
         from transformers import pipeline
 
         source = locate(model, key)
-        self.batch_size = batch_size
+        self.batch_size, self.unique = batch_size, unique
         with loading(key, model):
             self.pipeline = pipeline("token-classification", model=source.location, revision=source.revision,
-                                     aggregation_strategy="first", device=device(),
+                                     aggregation_strategy="first" if unique else "simple", device=device(),
                                      model_kwargs={"use_safetensors": True})
 
     def __call__(self, texts: list[str]) -> list[list[str]]:
         found = self.pipeline(texts, batch_size=self.batch_size)
-        return [list(dict.fromkeys(entity["word"].strip() for entity in entities if entity["word"].strip()))
-                for entities in found]
+        words = [[entity["word"].strip() for entity in entities if entity["word"].strip()] for entities in found]
+        return [list(dict.fromkeys(names)) for names in words] if self.unique else words
 
 
 def rule_extractor(texts: list[str]) -> list[list[str]]:

@@ -1,5 +1,10 @@
-"""LongRAG's rows (a question, its answers and a context of titled documents) as labelled sentences: HotpotQA's
-supporting facts for multi-hop questions, NQ's answer rule for factual ones."""
+"""LongRAG's rows (a question, its answers and a context of titled documents) as labelled sentences: for multi-hop
+questions the sentences of the supporting documents, for factual ones those holding the answer, each by the rule
+the params name (the recipe's code, or this project's).
+
+A context is read in either of two layouts, as the real one cannot be checked offline: documents headed by a
+"Title: <title>" line and separated by a blank line (what the recipe's code splits on, r"\n\nTitle: "), or each
+document opening with its bare title, found through the row's context_titles."""
 
 from __future__ import annotations
 
@@ -18,9 +23,29 @@ def split_sentences(text: str) -> list[str]:
     return [sentence.strip() for sentence in SENTENCE_END.split(text) if sentence and sentence.strip()]
 
 
+RECIPE_HEADER = "Title: "
+
+
 def split_documents(context: str, titles: Sequence[str], where: str) -> list[tuple[str, str]]:
-    """(title, body) for each document of a LongRAG context: the documents in `titles` order, each opening
-    with its title (at the start of a line where the title also occurs inside an earlier document's text)."""
+    """(title, body) for each document of a LongRAG context, in either layout (the module's docstring)."""
+    if context.lstrip().startswith(RECIPE_HEADER) or f"\n\n{RECIPE_HEADER}" in context:
+        return split_headed(context)
+    return split_titled(context, titles, where)
+
+
+def split_headed(context: str) -> list[tuple[str, str]]:
+    """The recipe's reading: split on a blank line before "Title: ", each part's first line its title."""
+    parts = re.split(rf"\n\n{re.escape(RECIPE_HEADER)}", context.strip())
+    documents = []
+    for part in parts:
+        title, _, body = part.partition("\n")
+        documents.append((title.removeprefix(RECIPE_HEADER).strip(), body.strip()))
+    return [(title, body) for title, body in documents if title or body]
+
+
+def split_titled(context: str, titles: Sequence[str], where: str) -> list[tuple[str, str]]:
+    """The documents in `titles` order, each opening with its title (at the start of a line where the title also
+    occurs inside an earlier document's text)."""
     starts, position = [], 0
     for title in titles:
         at_line_start = re.compile(rf"(?m)^{re.escape(title)}").search(context, position)
@@ -28,7 +53,7 @@ def split_documents(context: str, titles: Sequence[str], where: str) -> list[tup
         if found < 0:
             raise DataError(f"{where}: context title {title!r} does not occur in the context after the previous "
                             "title; expected the context to be the context_titles' documents in order, each "
-                            "opening with its title")
+                            "opening with its title (or each headed by a 'Title: <title>' line)")
         starts.append(found)
         position = found + len(title)
     ends = starts[1:] + [len(context)]
@@ -41,15 +66,17 @@ def contains_answer(sentence: str, answers: Sequence[str]) -> bool:
                for answer in answers)
 
 
-def label_multihop(documents: list[tuple[str, list[str]]], supporting: Sequence[str],
-                   answers: Sequence[str]) -> list[list[int]]:
-    """HotpotQA's supporting-fact sentences, from LongRAG's supporting titles.
+def label_multihop(documents: list[tuple[str, list[str]]], supporting: Sequence[str], answers: Sequence[str],
+                   rule: str) -> list[list[int]]:
+    """Multi-hop positives from LongRAG's supporting titles.
 
-    LongRAG keeps HotpotQA's supporting titles, not its sentence ids, so a supporting
-    document's sentence is a supporting fact when it states the answer or names another
-    supporting document (the bridge); a supporting document where neither holds
-    contributes its opening sentence, where Wikipedia defines the subject.
+    supporting_documents (the recipe's code): every sentence of a supporting document. supporting_facts: LongRAG
+    keeps HotpotQA's supporting titles, not its sentence ids, so a supporting document's sentence is a supporting
+    fact when it states the answer or names another supporting document (the bridge); a supporting document where
+    neither holds contributes its opening sentence, where Wikipedia defines the subject.
     """
+    if rule == "supporting_documents":
+        return [[int(title in supporting)] * len(sentences) for title, sentences in documents]
     answers = [answer for answer in answers if answer.strip().lower() not in {"yes", "no"}]
     labels = []
     for title, sentences in documents:
@@ -64,8 +91,12 @@ def label_multihop(documents: list[tuple[str, list[str]]], supporting: Sequence[
     return labels
 
 
-def label_factual(documents: list[tuple[str, list[str]]], answers: Sequence[str]) -> list[list[int]]:
-    """NQ's rule: a sentence is positive when it contains a gold answer string."""
+def label_factual(documents: list[tuple[str, list[str]]], answers: Sequence[str], rule: str) -> list[list[int]]:
+    """Factual positives, NQ's rule: first_answer (the recipe's code), a sentence holding the first gold answer,
+    lower-cased, anywhere in it; any_answer, a sentence holding any gold answer as whole words."""
+    if rule == "first_answer":
+        first = answers[0].lower().strip() if answers else ""
+        return [[int(bool(first) and first in s.lower()) for s in sentences] for _, sentences in documents]
     return [[int(contains_answer(s, answers)) for s in sentences] for _, sentences in documents]
 
 
@@ -75,8 +106,10 @@ def _string_list(value, column: str, where: str) -> list[str]:
     return list(value)
 
 
-def sentence_rows(frame: pl.DataFrame, dataset: str, origin: str) -> tuple[list[dict], int]:
-    """One row per (query, context sentence) with its label; queries with no positive are dropped."""
+def sentence_rows(frame: pl.DataFrame, dataset: str, origin: str, positives: str,
+                  min_length: int) -> tuple[list[dict], int]:
+    """One row per (query, context sentence longer than `min_length` characters) with its label by the
+    `positives` rule; queries with no positive are dropped."""
     rows, dropped, seen = [], 0, {}
     for number, record in enumerate(frame.iter_rows(named=True), start=1):
         where = f"{origin}: row {number}"
@@ -92,16 +125,16 @@ def sentence_rows(frame: pl.DataFrame, dataset: str, origin: str) -> tuple[list[
                 raise DataError(f"{where}: column '{column}' is empty; expected non-empty text")
         titles = _string_list(record["context_titles"], "context_titles", where)
         answers = _string_list(record["answer"], "answer", where)
-        documents = [(title, split_sentences(body))
+        documents = [(title, [sentence for sentence in split_sentences(body) if len(sentence) > min_length])
                      for title, body in split_documents(record["context"], titles, where)]
         if dataset == "multihop":
             supporting = _string_list(record["supporting_titles"], "supporting_titles", where)
             unknown = [title for title in supporting if title not in titles]
             if unknown:
                 raise DataError(f"{where}: supporting title(s) {unknown} are not among the context titles")
-            labels = label_multihop(documents, supporting, answers)
+            labels = label_multihop(documents, supporting, answers, positives)
         else:
-            labels = label_factual(documents, answers)
+            labels = label_factual(documents, answers, positives)
         if not any(any(flags) for flags in labels):
             dropped += 1
             continue

@@ -3,7 +3,6 @@ positive with hard and easy negatives) and every row's feature tokens."""
 
 from __future__ import annotations
 
-import numpy as np
 import polars as pl
 
 from retrieval_pipeline.core.beir import load_collection
@@ -18,20 +17,21 @@ def entity_extractor(family: Reranker) -> EntityExtractor:
     features = family.params.mine.features
     if features.entities == "rules":
         return rule_extractor
-    return NerEntities(features.ner_model, family.params.mine.batch_size, family.key("mine.features.ner_model"))
+    return NerEntities(features.ner_model, family.params.mine.batch_size, family.key("mine.features.ner_model"),
+                       unique=features.rules == "project")
 
 
 def mine(family: Reranker) -> None:
     params = family.params.mine
     encoder = load_sentence_transformer(params.first_stage_model, family.key("mine.first_stage_model"))
     extract = entity_extractor(family)
-    rng = np.random.default_rng(family.params.seed)
+    prefix = params.negatives.query_prefix
     with atomic_directory(family.paths.mined) as out:
         for dataset in DATASETS:
             collection = load_collection(family.paths.prepared / dataset)
-            scored = retrieve(encoder, collection, params.candidates, params.batch_size) \
-                if collection.candidates == "corpus" else score_judged(encoder, collection, params.batch_size)
-            pool = select_pool(scored, params.candidates, params.hard_negatives, params.easy_negatives, rng)
+            scored = retrieve(encoder, collection, params.candidates, params.batch_size, prefix) \
+                if collection.candidates == "corpus" else score_judged(encoder, collection, params.batch_size, prefix)
+            pool = select_pool(scored, params.candidates, params.negatives, dataset, family.params.seed)
             pool = with_features(pool, extract, params.features)
             pool.write_parquet(out / f"{dataset}.parquet")
             train = pool.filter(pl.col("split") == "train")

@@ -37,7 +37,7 @@ def prepare_contexts(family: Reranker, dataset: str, folder: Path) -> None:
     source = getattr(data, dataset)
     frame, origin = read_source(source, family.params.seed, SYNTHETIC[dataset], family.key(f"data.{dataset}"))
     frame = map_columns(frame, source.columns.model_dump(), origin, family.key(f"data.{dataset}.columns"))
-    rows, dropped = sentence_rows(frame, dataset, origin)
+    rows, dropped = sentence_rows(frame, dataset, origin, source.positives, data.min_sentence_length)
     if not rows:
         raise DataError(f"{origin}: no query has a positive sentence; expected answers or supporting titles that "
                         "occur in the contexts")
