@@ -173,6 +173,26 @@ def test_the_reranker_reorders_the_first_stages_top_documents_of_a_collection(tm
     assert sorted(qrels["factual"]["claim00000"].values()) == [0, 1, 2]
 
 
+def test_the_reranker_replays_its_longrag_pairs_into_a_collections(tmp_path):
+    """`collection` replaces the factual dataset only: the replay variant of stage 2 stacks the collection's pairs
+    with the LongRAG-shaped multi-hop ones, so both pools keep one layout."""
+    from retrieval_pipeline.families.reranker.train import stage_pairs
+
+    folder = write_beir_collection(tmp_path / "beir")
+    write_params(tmp_path / "run", deep_merge(TINY["reranker"], {"reranker": {"embedded": {
+        "data": {"factual": {"source": "local", "local": {"path": str(folder)}}},
+        "train": {"stage2_replay": {"replay": 1.0, "variants": ["plain"]}}}}}))
+    family = FamilyStages("reranker", tmp_path / "run")
+    family.prepare()
+    family.mine()
+    factual, multihop = (pl.read_parquet(family.paths.mined / f"{name}.parquet") for name in ("factual", "multihop"))
+    assert factual.columns == multihop.columns
+    pairs = stage_pairs(family.stage("train"), "stage2_replay")
+    assert set(pairs["split"]) == {"train"} and pairs["train_pair"].all()
+    assert pairs.height == factual.filter(pl.col("train_pair") & (pl.col("split") == "train")).height + \
+        multihop.filter(pl.col("train_pair") & (pl.col("split") == "train")).height
+
+
 def test_colbert_reads_a_gzipped_crlf_folder(tmp_path):
     family = family_on(tmp_path, "colbert", write_beir_collection(tmp_path / "beir"))
     family.prepare()

@@ -17,4 +17,4 @@ def test_gpu_check_runs_the_seed_profile_and_prints_memory_and_tolerances(capsys
     assert "  train@matryoshka: " in out and "  report: " in out
     assert "  matryoshka/train: peak n/a (no GPU); preflight estimate train: nomic-ai/modernbert-embed-base, " in out
     assert " GiB (weights, gradients, AdamW " in out
-    assert "| finetuned ndcg@10, dim 768 as published: 0.6639 \u00b1 0.05 (seed 003) |" in out
+    assert "| finetuned ndcg@10, dim 768, corpus rows as published: 0.6639 \u00b1 0.05 (seed 003) |" in out

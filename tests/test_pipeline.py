@@ -214,7 +214,7 @@ def test_report_compares_every_family_with_significance_and_plots(repo):
         assert f"## {family}" in report and f"![{family}](report/{family}.png)" in report
         assert (repo / f"metrics/report/{family}.png").read_bytes()[:4] == b"\x89PNG"
     assert "### finetuned vs base" in report and "### pooling_aware vs without_pooling" in report
-    assert "| Metric | dim | queries | base | finetuned | Abs. change | % change | p-value |" in report
+    assert "| Metric | dim | corpus | queries | base | finetuned | Abs. change | % change | p-value |" in report
     plots = run(["dvc", "plots", "show", "--json"], repo)
     assert "metrics/report/colbert.png" in plots and "NDCG@10 by pool factor" in plots
 

@@ -51,8 +51,9 @@ class MineParams(Section):
 
 class TrainParams(TrainingSection):
     use_hard_negatives: bool
-    # The order the trainer gets the pair's columns in: MultipleNegativesRankingLoss takes the first as the anchor.
-    # [positive, anchor] is the recipe's run (chunk -> question); [anchor, positive] trains question -> chunk.
+    # The order the trainer gets a pair's columns in: MultipleNegativesRankingLoss takes the first as the anchor.
+    # [positive, anchor] is the recipe's run (chunk -> question); [anchor, positive] trains question -> chunk. Mined
+    # negatives are chunks, so with use_hard_negatives the question anchors whatever this says.
     loss_columns: tuple[Literal["anchor", "positive"], Literal["anchor", "positive"]]
     # The split whose NDCG@10 chooses the epoch kept: the recipe's evaluator is its test split; dev does not peek
     select_on: Literal["dev", "test"]
@@ -95,9 +96,6 @@ class MatryoshkaParams(FamilyParams):
         if self.train.best_checkpoint_dim not in self.model.dims:
             raise ValueError(f"train.best_checkpoint_dim: expected one of model.dims {self.model.dims} "
                              f"(got {self.train.best_checkpoint_dim})")
-        if self.train.use_hard_negatives and self.train.loss_columns[0] != "anchor":
-            raise ValueError("train.loss_columns: mined hard negatives are chunks, negatives of a question anchor; "
-                             "expected [anchor, positive] with use_hard_negatives")
         if len(set(self.train.loss_columns)) != 2:
             raise ValueError(f"train.loss_columns: expected anchor and positive, each once (got "
                              f"{list(self.train.loss_columns)})")

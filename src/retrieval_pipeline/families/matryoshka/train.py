@@ -45,7 +45,7 @@ class DimensionEvaluator(SentenceEvaluator):
 
 def training_pairs(family: Matryoshka):
     """(anchor, positive) pairs in `train.loss_columns` order, or with use_hard_negatives the mined (anchor,
-    positive, negative_1...) rows."""
+    positive, negative_1...) rows, the question anchoring its chunk and the mined chunks."""
     from datasets import Dataset
 
     if family.params.train.use_hard_negatives:

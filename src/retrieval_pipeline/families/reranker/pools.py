@@ -74,8 +74,10 @@ def retrieve(encoder, collection: Collection, candidates: int, batch_size: int, 
                          "split": split, "first_stage_score": score, "first_stage_rank": rank})
             pairs.append((q, position[document]))
     similarity = similarities(encoder, queries["text"].to_list(), documents, np.array(pairs).T, prefix, batch_size)
-    return pl.DataFrame(rows, schema_overrides={"first_stage_score": pl.Float32, "first_stage_rank": pl.UInt32}
-                        ).with_columns(similarity=pl.Series(similarity, dtype=pl.Float32))
+    frame = pl.DataFrame(rows, schema_overrides={"first_stage_score": pl.Float32, "first_stage_rank": pl.UInt32})
+    # score_judged's column order, so that a collection's pairs stack with LongRAG's (the replay variant mixes them)
+    return frame.with_columns(similarity=pl.Series(similarity, dtype=pl.Float32)).select(
+        *frame.columns[:-1], "similarity", "first_stage_rank")
 
 
 def negatives_per_positive(group: pl.DataFrame, hard: int, easy: int, rng: np.random.Generator) -> tuple[list, list]:
