@@ -2,7 +2,7 @@
 
 import sys
 
-from retrieval_pipeline.report import main
+from retrieval_pipeline.report.page import main
 
 if __name__ == "__main__":
     sys.exit(main())

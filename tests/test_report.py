@@ -9,7 +9,8 @@ import yaml
 from helpers import write_params
 
 from retrieval_pipeline.core.errors import DataError, ParamsError
-from retrieval_pipeline.report import compare, paired_p_value, write_report
+from retrieval_pipeline.report.page import write_report
+from retrieval_pipeline.report.statistics import compare, paired_p_value
 
 
 def per_query_frame() -> pl.DataFrame:
@@ -107,8 +108,8 @@ def test_bad_report_params_name_the_key(tmp_path):
 
 def test_expectations_are_judged_on_the_per_query_scores():
     from retrieval_pipeline.core.paths import FamilyPaths
-    from retrieval_pipeline.core.report_params import Better, Drop
-    from retrieval_pipeline.report import judge
+    from retrieval_pipeline.report.expectations import judge
+    from retrieval_pipeline.report.params import Better, Drop
 
     paths = FamilyPaths(Path("."), "toy")
     frame = per_query_frame()
@@ -202,7 +203,7 @@ def test_each_profile_is_judged_by_its_own_expectations_and_seed_runs_by_the_pub
 
 
 def test_a_published_number_names_one_place():
-    from retrieval_pipeline.core.report_params import Published
+    from retrieval_pipeline.report.params import Published
 
     with pytest.raises(ValueError, match="exactly one of model"):
         Published(kind="published", metric="loss", value=1.0, tolerance=0.1, source="s")
@@ -273,7 +274,8 @@ def test_the_collection_section_sets_every_served_model_against_the_best(tmp_pat
 
 def test_models_at_one_point_of_the_figure_share_one_label():
     """The base model two families serve alike sits at one point: one label names both, the others keep their own."""
-    from retrieval_pipeline.report import Served, point_labels
+    from retrieval_pipeline.report.collection import Served
+    from retrieval_pipeline.report.figures import point_labels
 
     def served(family: str, name: str, ndcg: list[float], size: float) -> Served:
         return Served(family, f"{family} {name}", pl.DataFrame({"query_id": ["a", "b"], "ndcg@10": ndcg,

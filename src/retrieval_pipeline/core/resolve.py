@@ -28,7 +28,6 @@ from retrieval_pipeline.core.family import Family
 from retrieval_pipeline.core.inputs import record, unpinned_warnings
 from retrieval_pipeline.core.io import atomic_write_text
 from retrieval_pipeline.core.params import ignored_changes, load_params, nearest, read_params_file, validate_section
-from retrieval_pipeline.core.report_params import check_report_entry, load_report_params, report_entries
 from retrieval_pipeline.core.sources import BeirHub
 from retrieval_pipeline.core.stage import (
     RESOLVED_OVERRIDDEN,
@@ -37,6 +36,7 @@ from retrieval_pipeline.core.stage import (
     reported,
     stage_arguments,
 )
+from retrieval_pipeline.report.params import check_report_entry, load_report_params, report_entries
 
 SECTIONS = Path("data/sections.yaml")
 COLLECTION = "collection"
