@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: repro preflight pull test bench time-repro gpu-check sshd
+.PHONY: repro preflight pull test test-fast bench time-repro gpu-check sshd
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ sshd:
 
 test: $(STAMP) sshd
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" pytest
+
+# The tier a developer runs in minutes: everything but the end-to-end modules (`slow`: they train or run dvc repro).
+test-fast: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" pytest -m "not slow"
 
 # Speed and memory, measured side by side (not gates): writes .benchmarks/, docs/scale.md, docs/throughput.md
 # and docs/checkpoint_selection.md.

@@ -1,8 +1,9 @@
 """The project files each DVC stage imports, found by walking the code's import statements from the stage script
 and the family modules the stage runner loads (core/stage.py: the family's package and its stage module).
 
-`python tests/stage_imports.py` prints, per stage, the deps dvc.yaml should list: the stage script, the core
-modules any family's stage reaches, and the family package (one folder for whichever family runs).
+`python tests/stage_imports.py` prints what dvc.yaml should say: its `families` var (per family and stage, the
+modules of the family's package that the stage imports) and, per stage, the deps its template lists: the stage
+script, the core modules any family's stage reaches, and a slot per family module, filled from that var.
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO / "src"
 PACKAGE = "retrieval_pipeline"
 FAMILIES = SOURCE / PACKAGE / "families"
-FAMILY_FOLDER = "src/retrieval_pipeline/families/${item}"
+PER_FAMILY = ("resolve", "prepare", "base", "mine", "baseline", "train", "evaluate")
+# Every stage imports its family's package, which names the family's params model.
+PACKAGE_MODULES = ("__init__.py", "params.py")
+PACKAGE_DEPS = [f"src/retrieval_pipeline/families/${{key}}/{name}" for name in PACKAGE_MODULES]
+# A slot of a stage's template for a module of the family beyond its package: the stage's k-th module in the
+# family's entry of the `families` var. DVC cannot interpolate a list into deps (iterative/dvc#7151, #8171), so a
+# stage has as many slots as its largest family needs, and a family with fewer fills the rest with its __init__.py.
+FAMILY_SLOT = "src/retrieval_pipeline/families/${{key}}/${{item.{stage}[{index}]}}"
+FILLER = "__init__.py"
 
 
 def module_file(name: str) -> Path | None:
@@ -95,23 +104,38 @@ def stage_files(stage: str, family: str | None) -> set[Path]:
     return {path for path in closure(roots) if not is_marker(path)}
 
 
-def as_deps(files: set[Path], family: str | None) -> set[str]:
-    """Files as dvc.yaml names them: a family's own files as its package folder."""
-    deps = set()
-    for path in files:
-        if family is not None and path.is_relative_to(FAMILIES / family):
-            deps.add(FAMILY_FOLDER)
-        else:
-            deps.add(path.relative_to(REPO).as_posix())
-    return deps
+def as_deps(files: set[Path]) -> set[str]:
+    """Files outside the families as dvc.yaml names them (a family's own files fill its slots instead)."""
+    return {path.relative_to(REPO).as_posix() for path in files if not path.is_relative_to(FAMILIES)}
+
+
+def family_modules(stage: str, family: str) -> list[str]:
+    """The modules of the family that `stage` imports for it, its package included."""
+    return sorted(path.relative_to(FAMILIES / family).as_posix() for path in stage_files(stage, family)
+                  if path.is_relative_to(FAMILIES / family))
+
+
+def module_table(families: list[str]) -> dict[str, dict[str, list[str]]]:
+    """dvc.yaml's `families` var: per family and stage the modules beyond the package, each stage's lists padded
+    to one length (a stage without any has none)."""
+    table = {family: {stage: [name for name in family_modules(stage, family) if name not in PACKAGE_MODULES]
+                      for stage in PER_FAMILY} for family in families}
+    for stage in PER_FAMILY:
+        slots = max(len(table[family][stage]) for family in families)
+        for family in families:
+            table[family][stage] += [FILLER] * (slots - len(table[family][stage]))
+    return {family: {stage: modules for stage, modules in stages.items() if modules}
+            for family, stages in table.items()}
 
 
 def expected_deps(stage: str, families: list[str]) -> list[str]:
-    """A per-family stage's code deps: what it imports for any family of the DAG (one template serves them all),
-    the stage script first, the family package last."""
-    deps = set().union(*(as_deps(stage_files(stage, family), family) for family in families))
+    """A per-family stage's code deps: the stage script, the core modules it imports for any family of the DAG (one
+    template serves them all), the family's package, then the stage's slots for the family's other modules."""
+    deps = set().union(*(as_deps(stage_files(stage, family)) for family in families))
     script = f"stages/{stage}.py"
-    return [script, *sorted(deps - {script, FAMILY_FOLDER}), FAMILY_FOLDER]
+    slots = len(module_table(families)[families[0]].get(stage, []))
+    return [script, *sorted(deps - {script}), *PACKAGE_DEPS,
+            *(FAMILY_SLOT.format(stage=stage, index=index) for index in range(slots))]
 
 
 if __name__ == "__main__":
@@ -119,11 +143,17 @@ if __name__ == "__main__":
     sys.path.insert(0, str(SOURCE))
     from retrieval_pipeline.core.dag import dag_families
 
-    for stage in ("resolve", "prepare", "base", "mine", "baseline", "train", "evaluate"):
+    families = dag_families(REPO)
+    print("vars:\n  - families:")
+    for family, stages in module_table(families).items():
+        print(f"      {family}:")
+        for stage, modules in stages.items():
+            print(f"        {stage}: [{', '.join(modules)}]")
+    for stage in PER_FAMILY:
         print(f"{stage}:")
-        for dep in expected_deps(stage, dag_families(REPO)):
+        for dep in expected_deps(stage, families):
             print(f"  - {dep}")
     for stage in ("params", "report"):
         print(f"{stage}:")
-        for dep in sorted(as_deps(stage_files(stage, None), None)):
+        for dep in sorted(as_deps(stage_files(stage, None))):
             print(f"  - {dep}")

@@ -438,7 +438,7 @@ def test_a_beir_repository_on_the_hub_is_read_from_its_files(twin_cache, tmp_pat
     with pytest.raises((RuntimeError, ConnectionError, FileNotFoundError, ValueError)):
         load_dataset("BeIR/scifact", "corpus", split="corpus")
     family = family_at(tmp_path, {"colbert": {"embedded": {"data": {
-        "source": "hf", "hf": {"corpus": {"path": "BeIR/scifact", "name": "corpus", "split": "corpus"},
+        "source": "hf_beir", "hf_beir": {"corpus": {"path": "BeIR/scifact", "name": "corpus", "split": "corpus"},
                                "queries": {"path": "BeIR/scifact", "name": "queries", "split": "queries"},
                                "qrels": {"path": "BeIR/scifact-qrels", "split": "test"}}}}}})
     family.prepare()
@@ -452,7 +452,7 @@ def test_a_beir_repository_on_the_hub_is_read_from_its_files(twin_cache, tmp_pat
 
 def test_a_beir_repository_neither_reader_finds_is_one_line_naming_both(twin_cache, tmp_path):
     family = family_at(tmp_path, {"colbert": {"embedded": {"data": {
-        "source": "hf", "hf": {"corpus": {"path": "nobody/nothing", "name": "corpus", "split": "corpus"},
+        "source": "hf_beir", "hf_beir": {"corpus": {"path": "nobody/nothing", "name": "corpus", "split": "corpus"},
                                "queries": {"path": "BeIR/scifact", "name": "queries", "split": "queries"},
                                "qrels": {"path": "BeIR/scifact-qrels", "split": "test"}}}}}})
     expected = (r"^nobody/nothing: cannot read the BEIR collection: tried its files \(.*nobody/nothing: corpus.jsonl "

@@ -21,7 +21,8 @@ from helpers import (
     write_params,
 )
 
-from retrieval_pipeline.core.beir import load_collection, read_beir_folder
+from retrieval_pipeline.core.beir_files import read_beir_folder
+from retrieval_pipeline.core.collection import load_collection
 from retrieval_pipeline.core.errors import DataError
 from retrieval_pipeline.core.params import deep_merge
 from retrieval_pipeline.core.retrieval import bounded_corpus
@@ -99,7 +100,7 @@ def test_a_large_corpus_is_read_in_about_its_own_size(tmp_path):
             out.write(json.dumps({"_id": f"d{index}", "title": "A title", "text": f"{index} {line}",
                                   "metadata": {"n": index}}) + "\n")
     size = path.stat().st_size
-    code = (f"import resource, polars, pyarrow\nfrom retrieval_pipeline.core.beir import read_texts\n"
+    code = (f"import resource, polars, pyarrow\nfrom retrieval_pipeline.core.beir_files import read_texts\n"
             f"before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
             f"frame = read_texts(__import__('pathlib').Path({str(path)!r}), 'document_id', 'documents', True)\n"
             f"after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\nprint(frame.height, (after - before) * 1024)")
@@ -213,7 +214,7 @@ def test_every_family_prepares_one_beir_dataset_on_the_hub_named_by_collection(t
     that corpus with its train and test queries, the reranker's factual dataset among them."""
     from helpers import REPO, copy_repo, run
 
-    from retrieval_pipeline.core.beir import read_beir_hub
+    from retrieval_pipeline.core.beir_hub import read_beir_hub
     from retrieval_pipeline.core.dag import dag_families
     from retrieval_pipeline.core.sources import HubSource
 
@@ -308,7 +309,8 @@ def test_the_plaid_index_takes_its_centroids_from_the_sample(tmp_path):
 
 
 def test_query_latency_times_each_query_alone_after_a_warm_up():
-    from retrieval_pipeline.core.serving import dense_answer, dense_index, dense_index_bytes, query_latency
+    from retrieval_pipeline.core.retrieval import dense_answer, dense_index, dense_index_bytes
+    from retrieval_pipeline.core.serving import query_latency
 
     asked = []
     latency = query_latency(lambda query: asked.append(query) or time.sleep(0.01 if query == "slow" else 0.0),

@@ -5,7 +5,7 @@ import pytest
 import torch
 from helpers import FIXTURES, TINY_DPR, FamilyStages, write_params
 
-from retrieval_pipeline.core.beir import load_collection
+from retrieval_pipeline.core.collection import load_collection
 from retrieval_pipeline.core.errors import DataError
 from retrieval_pipeline.core.params import deep_merge
 from retrieval_pipeline.families.dpr.evaluate import check_not_collapsed

@@ -4,16 +4,19 @@ each, and a family package, its params section and its report entry must agree w
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from helpers import REPO, TINY_DPR, FamilyStages, repo_params, write_params
 
 from retrieval_pipeline.core.dag import dag_families
-from retrieval_pipeline.core.family import OPTIONAL_STAGES, STAGES
+from retrieval_pipeline.core.family import OPTIONAL_STAGES, STAGE_INTERFACES, STAGES
 from retrieval_pipeline.core.paths import BASE_RECORD, FamilyPaths
 from retrieval_pipeline.core.resolve import SECTIONS
+from retrieval_pipeline.core.stage import stage_module
 
 PACKAGES = {path.parent.name for path in (REPO / "src/retrieval_pipeline/families").glob("*/__init__.py")}
 PER_FAMILY_STAGES = {"resolve", "prepare", "base", "mine", "baseline", "train", "evaluate"}
@@ -47,9 +50,20 @@ def test_every_family_package_exports_its_family_its_labels_and_a_module_per_sta
         assert family.name == name and "in docs/recipes.md" in family.recipe
         assert family.labels and len(set(family.labels)) == len(family.labels)
         assert set(STAGES) - set(OPTIONAL_STAGES) <= set(family.stages) <= set(STAGES)
-        for stage, module in family.stages.items():
-            assert hasattr(importlib.import_module(f"retrieval_pipeline.families.{name}.{module}"), stage), \
-                f"{name}.{module} has no function {stage}"
+        for stage, module_name in family.stages.items():
+            module = importlib.import_module(f"retrieval_pipeline.families.{name}.{module_name}")
+            interface = STAGE_INTERFACES[stage]
+            assert isinstance(module, interface), f"{name}.{module_name} has no function {stage}"
+            # isinstance sees only that the function exists: its parameters are the Protocol's, in order
+            wanted = list(inspect.signature(getattr(interface, stage)).parameters)[1:]  # less self
+            assert list(inspect.signature(getattr(module, stage)).parameters) == wanted, (name, module_name)
+
+
+def test_the_stage_runner_refuses_a_stage_module_without_the_stages_function():
+    dpr = importlib.import_module("retrieval_pipeline.families.dpr").FAMILY
+    misrouted = type("Misrouted", (dpr,), {"stages": {**dpr.stages, "train": "scoring"}})
+    with pytest.raises(TypeError, match="retrieval_pipeline.families.dpr.scoring implements no TrainStage"):
+        stage_module(object.__new__(misrouted), "train")
 
 
 # What each per-family stage writes, as core/paths.py names it for the stages' code.
@@ -67,7 +81,7 @@ def test_dvc_yaml_names_the_paths_that_the_stages_read_and_write():
     paths = FamilyPaths(Path("."), family)
 
     def declared(entries) -> list[str]:
-        return [(next(iter(entry)) if isinstance(entry, dict) else entry).replace("${item}", family)
+        return [(next(iter(entry)) if isinstance(entry, dict) else entry).replace("${key}", family)
                 for entry in entries]
 
     # the params stage's record of who reads each top-level key, which every resolve depends on

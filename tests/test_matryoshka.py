@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 from helpers import FIXTURES, TINY_MATRYOSHKA, FamilyStages, write_params
 
-from retrieval_pipeline.core.beir import load_collection
+from retrieval_pipeline.core.collection import load_collection
 from retrieval_pipeline.core.params import deep_merge
 
 LEGAL = FIXTURES / "hub" / "legal-rag-positives-synthetic"

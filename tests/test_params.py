@@ -161,8 +161,9 @@ def test_the_collection_key_points_every_family_at_one_folder_and_unset_changes_
 
 
 def test_the_collection_key_names_a_beir_dataset_on_the_hub_for_every_family(tmp_path):
-    """`collection` as the hub's three BEIR datasets: each family's collection source reads them (colbert's own hub
-    source, the others' `hf_beir`), its pins kept, and each is a hub input named by `collection`'s key."""
+    """`collection` as the hub's three BEIR datasets: each family's collection source reads them (`hf_beir`, every
+    family's one name for a BEIR dataset on the hub), its pins kept, and each is a hub input named by `collection`'s
+    key."""
     from operator import attrgetter
 
     from helpers import REPO
@@ -179,7 +180,7 @@ def test_the_collection_key_names_a_beir_dataset_on_the_hub_for_every_family(tmp
         family = load_family(name, chosen, tmp_path)
         source = attrgetter(family.collection_source)(family.params)
         collection = getattr(source, source.source)
-        assert source.source == ("hf" if name == "colbert" else "hf_beir"), name
+        assert source.source == "hf_beir", name
         assert (collection.corpus.path, collection.corpus.revision, collection.qrels.path) == \
             ("BeIR/scifact", commit, "BeIR/scifact-qrels")
         assert source.is_collection()

@@ -25,7 +25,7 @@ from helpers import (
     write_params,
 )
 
-from retrieval_pipeline.core.dag import dag_families
+from retrieval_pipeline.core.dag import dag_families, dag_family_modules
 from retrieval_pipeline.core.family import STAGES
 from retrieval_pipeline.core.params import deep_merge
 
@@ -507,7 +507,7 @@ def test_the_readme_collection_line_runs_every_family_on_one_folder_and_the_same
     on the folder's test queries, and the report names the collection and what the reranker keeps of its own."""
     from helpers import write_beir_collection
 
-    from retrieval_pipeline.core.beir import read_beir_folder
+    from retrieval_pipeline.core.beir_files import read_beir_folder
 
     (line,) = [line for line in readme_collection_lines() if line not in readme_family_collection_lines()]
     folder = write_beir_collection(tmp_path / "collection")
@@ -567,14 +567,12 @@ def test_the_readme_collection_line_runs_every_family_on_one_folder_and_the_same
     assert (clone / "metrics" / "report" / "collection.png").read_bytes()[:4] == b"\x89PNG"
 
 
-TOY_FAMILY = '''"""A fifth family for the extensibility test: word-overlap retrieval whose one trained value,
-the power of each word's inverse document frequency, is chosen on the training queries."""
+TOY_PARAMS_MODULE = '''"""The toy family's params: its documents and queries, and the powers its training tries."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from retrieval_pipeline.core.family import Family
 from retrieval_pipeline.core.params import FamilyParams, Section
 
 
@@ -603,6 +601,14 @@ class ToyParams(FamilyParams):
     mine: Empty
     train: TrainParams
     evaluate: Empty
+'''
+TOY_FAMILY = '''"""A fifth family for the extensibility test: word-overlap retrieval whose one trained value,
+the power of each word's inverse document frequency, is chosen on the training queries."""
+
+from __future__ import annotations
+
+from retrieval_pipeline.core.family import Family
+from retrieval_pipeline.families.toy.params import ToyParams
 
 
 class Toy(Family):
@@ -632,7 +638,7 @@ import polars as pl
 
 from retrieval_pipeline.core.family import Scores, concat_tables, write_scores
 from retrieval_pipeline.core.io import atomic_directory
-from retrieval_pipeline.core.metrics import evaluate_run
+from retrieval_pipeline.core.evaluation import evaluate_run
 
 
 def prepare(family):
@@ -704,12 +710,16 @@ def test_a_fifth_family_is_one_package_one_params_section_and_one_name_in_the_li
     package = repo / "src/retrieval_pipeline/families/toy"
     package.mkdir()
     (package / "__init__.py").write_text(TOY_FAMILY)
+    (package / "params.py").write_text(TOY_PARAMS_MODULE)
     (package / "stages.py").write_text(TOY_STAGES)
     write_params(repo, deep_merge(TINY, TOY_PARAMS))
+    # its entry in dvc.yaml's families: per stage its modules beyond the package, padded to the stage's slots
+    slots = dag_family_modules(repo)[FAMILIES[-1]]
+    entry = {stage: ["stages.py" if stage != "base" else "__init__.py"] + ["__init__.py"] * (len(modules) - 1)
+             for stage, modules in slots.items()}
+    lines = "".join(f"        {stage}: [{', '.join(modules)}]\n" for stage, modules in entry.items())
     dvc_yaml = (repo / "dvc.yaml").read_text()
-    families = "  - families: [" + ", ".join(FAMILIES) + "]"
-    assert families in dvc_yaml
-    (repo / "dvc.yaml").write_text(dvc_yaml.replace(families, families[:-1] + ", toy]"))
+    (repo / "dvc.yaml").write_text(dvc_yaml.replace("\nstages:\n", f"      toy:\n{lines}\nstages:\n", 1))
     environment = {"PYTHONPATH": str(repo / "src")}  # the copy's package, with its new module, comes first
     try:
         output = run(["dvc", "repro"], repo, **environment)

@@ -4,7 +4,7 @@ import polars as pl
 import pytest
 from helpers import FIXTURES, TINY_MATRYOSHKA, run_stages, write_params
 
-from retrieval_pipeline.core.beir import load_collection
+from retrieval_pipeline.core.collection import load_collection
 from retrieval_pipeline.core.errors import DataError
 from retrieval_pipeline.core.params import deep_merge
 

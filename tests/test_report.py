@@ -55,7 +55,7 @@ def toy_evaluation(root):
     (folder / "ndcg_by_dim.csv").write_text("dim,base,tuned\n64,0.25,0.55\n")
     (root / "dvclive" / "toy" / "stage1").mkdir(parents=True)
     (root / "dvclive" / "toy" / "stage1" / "metrics.json").write_text('{"train": {"loss": 0.5}}\n')
-    (root / "dvc.yaml").write_text("vars:\n  - families: [toy]\nstages: {}\n")
+    (root / "dvc.yaml").write_text("vars:\n  - families: {toy: {}}\nstages: {}\n")
 
 
 def report_params(root, **report):
@@ -90,11 +90,11 @@ def test_report_is_written_with_a_plot_per_family(tmp_path):
 
 def test_a_family_of_the_dag_without_a_report_entry_is_an_error(tmp_path):
     toy_evaluation(tmp_path)
-    (tmp_path / "dvc.yaml").write_text("vars:\n  - families: [toy, fifth]\nstages: {}\n")
+    (tmp_path / "dvc.yaml").write_text("vars:\n  - families: {toy: {}, fifth: {}}\nstages: {}\n")
     params = report_params(tmp_path, families={"toy": {"metrics": ["ndcg@10"], "compare": [["base", "tuned"]]}})
     with pytest.raises(ParamsError, match=r"report.families has no entry for fifth \(a family of dvc.yaml's"):
         write_report(params, tmp_path)
-    (tmp_path / "dvc.yaml").write_text("vars:\n  - families: [other]\nstages: {}\n")
+    (tmp_path / "dvc.yaml").write_text("vars:\n  - families: {other: {}}\nstages: {}\n")
     with pytest.raises(ParamsError, match=r"report.families has no entry for other"):
         write_report(params, tmp_path)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import FIXTURES, TINY_RERANKER, FamilyStages, write_params
 
-from retrieval_pipeline.core.beir import load_collection
+from retrieval_pipeline.core.collection import load_collection
 from retrieval_pipeline.core.cross_encoders import load_cross_encoder
 from retrieval_pipeline.core.errors import DataError
 from retrieval_pipeline.core.models import locate

@@ -167,7 +167,8 @@ def test_nanobeir_collections_are_prepared_beside_the_test_split(twin_cache, tmp
 def test_preflight_lists_every_model_and_dataset_of_the_seed_profile(twin_cache, tmp_path, capsys, monkeypatch):
     params = write_params(tmp_path, SEED_SIZES)
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "dvc.yaml").write_text("vars:\n  - families: [matryoshka, dpr, reranker, colbert]\nstages: {}\n")
+    (tmp_path / "dvc.yaml").write_text(
+        "vars:\n  - families: {matryoshka: {}, dpr: {}, reranker: {}, colbert: {}}\nstages: {}\n")
     assert run_preflight(["--params", str(params)]) == 2  # deberta-v3-base's main has only pickle weights
     out = capsys.readouterr().out
     for reference in ("nomic-ai/modernbert-embed-base @main", "answerdotai/ModernBERT-base @main",
@@ -206,10 +207,11 @@ def test_a_pinned_input_loads_at_its_commit_is_recorded_and_the_unpinned_ones_wa
     base, corpus = commit_of("mixedbread-ai/mxbai-edge-colbert-v0-32m"), commit_of("BeIR/scifact")
     family = seed_family(tmp_path, "colbert", {"colbert": {
         "model": {"base": {"revision": base}},
-        "data": {"nanobeir": [], "hf": {"corpus": {"revision": corpus}, "queries": {"revision": corpus}}}}})
+        "data": {"nanobeir": [], "hf_beir": {"corpus": {"revision": corpus}, "queries": {"revision": corpus}}}}})
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("WARNING")]
     assert not any("colbert.model.base" in line or "BeIR/scifact " in line for line in warnings)
-    assert any("colbert.data.hf.qrels: BeIR/scifact-qrels is not pinned (revision main)" in line for line in warnings)
+    assert any("colbert.data.hf_beir.qrels: BeIR/scifact-qrels is not pinned (revision main)" in line
+               for line in warnings)
     assert any("colbert.mine.hub: stefan-jo/scifact-train-mined-reranker-scores is not pinned" in line
                and "list_repo_refs" in line for line in warnings)
     inputs = {entry["key"]: entry for entry in yaml.safe_load(family.paths.resolved_inputs.read_text())}

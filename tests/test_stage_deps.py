@@ -1,17 +1,28 @@
 """dvc.yaml's code dependencies are what each stage imports, walked from the stage script and the family modules the
 stage runner loads (tests/stage_imports.py): nothing a stage imports is missing, so DVC reruns it for every edit
-that can change it, and nothing is listed that no family's stage imports."""
+that can change it, and no family module is listed for a stage that does not import it."""
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 import yaml
-from helpers import REPO
-from stage_imports import FAMILIES, FAMILY_FOLDER, as_deps, expected_deps, imported, stage_files
+from helpers import REPO, copy_repo, run
+from stage_imports import (
+    FAMILIES,
+    PER_FAMILY,
+    as_deps,
+    expected_deps,
+    family_modules,
+    imported,
+    module_table,
+    stage_files,
+)
 
-from retrieval_pipeline.core.dag import dag_families
+from retrieval_pipeline.core.dag import dag_families, dag_family_modules, declared_deps
 
-PER_FAMILY = ("resolve", "prepare", "base", "mine", "baseline", "train", "evaluate")
 DATA = ("data/", "scores/", "models/", "eval", "dvclive")  # stage outputs, not code
 
 
@@ -25,19 +36,24 @@ def stages() -> dict:
 
 def test_each_per_family_stage_lists_exactly_the_code_its_families_import():
     families = dag_families(REPO)
+    assert dag_family_modules(REPO) == module_table(families), (
+        "dvc.yaml vars.families disagrees with the imports; `python tests/stage_imports.py` prints it")
     for stage in PER_FAMILY:
         declared = code_deps(stages()[stage]["do"]["deps"])
         assert declared == expected_deps(stage, families), (
             f"dvc.yaml stages.{stage}.do.deps disagree with the imports; `python tests/stage_imports.py` prints "
             "the lists")
-        for family in families:  # the template covers what each family's stage reaches
-            assert as_deps(stage_files(stage, family), family) <= set(declared), (stage, family)
+        for family in families:  # as DVC resolves the template for the family: exactly its modules
+            listed = {dep for dep in declared_deps(REPO, stage, family) if f"/families/{family}/" in dep}
+            assert listed == {f"src/retrieval_pipeline/families/{family}/{name}"
+                              for name in family_modules(stage, family)}, (stage, family)
+            assert as_deps(stage_files(stage, family)) <= set(declared), (stage, family)
 
 
 @pytest.mark.parametrize("stage", ["params", "report"])
 def test_each_stage_outside_the_families_lists_exactly_the_code_it_imports(stage):
     declared = code_deps(stages()[stage]["deps"])
-    assert sorted(declared) == sorted(as_deps(stage_files(stage, None), None))
+    assert sorted(declared) == sorted(as_deps(stage_files(stage, None)))
 
 
 def test_a_family_imports_no_other_family_and_core_imports_no_family():
@@ -50,8 +66,22 @@ def test_a_family_imports_no_other_family_and_core_imports_no_family():
             assert not owners, f"{path} imports the family package(s) {sorted(owners)}"
 
 
-def test_editing_one_family_touches_only_that_familys_stages():
-    """What DVC sees: a family's package is a dependency of its own stages and of no other stage."""
-    for name, stage in stages().items():
-        deps = stage.get("do", stage)["deps"]
-        assert not any("families/" in dep and dep != FAMILY_FOLDER for dep in deps), name
+def test_editing_a_family_module_changes_only_the_stages_that_import_it(tmp_path):
+    """What DVC sees, in a copy of the repository with its lock: an edit to colbert's evaluate.py changes the deps of
+    evaluate@colbert and of no other stage (the report follows from evaluate's output), and an edit to colbert's
+    model.py those of the stages whose code reaches it."""
+    repo = copy_repo(tmp_path, {})
+    shutil.copy2(REPO / "dvc.lock", repo / "dvc.lock")
+    edited = {name: f"src/retrieval_pipeline/families/colbert/{name}" for name in ("evaluate.py", "model.py")}
+    for path in edited.values():
+        with (repo / path).open("a", encoding="utf-8") as file:
+            file.write("# an edit\n")
+    status = json.loads(run(["dvc", "status", "--json"], repo).strip().splitlines()[-1])
+
+    def stages_with_modified(path: str) -> set[str]:
+        return {stage for stage, changes in status.items() for change in changes
+                if isinstance(change, dict) and change.get("changed deps", {}).get(path) == "modified"}
+
+    assert stages_with_modified(edited["evaluate.py"]) == {"evaluate@colbert"}
+    assert stages_with_modified(edited["model.py"]) == {f"{stage}@colbert" for stage in PER_FAMILY
+                                                         if "model.py" in family_modules(stage, "colbert")}

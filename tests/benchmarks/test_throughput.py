@@ -16,7 +16,7 @@ import pytest
 import torch
 from helpers import TINY_MATRYOSHKA, FamilyStages, write_params
 
-from retrieval_pipeline.core.beir import load_collection
+from retrieval_pipeline.core.collection import load_collection
 from retrieval_pipeline.core.params import deep_merge
 from retrieval_pipeline.core.training import shared_arguments
 from retrieval_pipeline.families.matryoshka.model import load_model

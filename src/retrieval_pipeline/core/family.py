@@ -2,7 +2,7 @@
 
 A family package `families/<name>/` exports FAMILY, a Family subclass that names the family, its recipe, its params
 model and the model labels its stages produce, and says which module of the package holds each stage. A stage
-module holds one function named after the stage, taking the family:
+module implements its stage's Protocol below: one function named after the stage, taking the family:
 
 - prepare(family), mine(family), train(family): write the stage's outputs;
 - base(family), optional: the model fine-tuning starts from, where the family makes one (data/<family>/base/);
@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol, runtime_checkable
 
 import polars as pl
 
@@ -111,8 +111,6 @@ class Family(ABC):
     # The data source (a dotted key of Params, a SourceParams) that params.yaml's top-level `collection` replaces
     # with its BEIR folder or hub dataset: what the family trains, selects checkpoints and is tested on.
     collection_source: ClassVar[str] = "data"
-    # The key of that source which names a BEIR collection on the hub (colbert's `hf` holds one and only one)
-    collection_hub_key: ClassVar[str] = "hf_beir"
 
     def __init__(self, params: FamilyParams, profile: str, root: Path, overridden: Collection[str] = (),
                  applied: Mapping[str, str] = {}) -> None:
@@ -160,3 +158,39 @@ class Family(ABC):
             write_result(out, metrics, tables)
             for name, text in (plots or {}).items():
                 (out / self.paths.plot(name).name).write_text(text)
+
+
+# A stage module is checked against its stage's Protocol when the stage runner imports it (core/stage.py), and a
+# type checker reads a module as implementing a Protocol whose methods are its functions (PEP 544).
+@runtime_checkable
+class PrepareStage(Protocol):
+    def prepare(self, family: Family) -> None: ...
+
+
+@runtime_checkable
+class BaseStage(Protocol):
+    def base(self, family: Family) -> None: ...
+
+
+@runtime_checkable
+class MineStage(Protocol):
+    def mine(self, family: Family) -> None: ...
+
+
+@runtime_checkable
+class BaselineStage(Protocol):
+    def baseline(self, family: Family) -> dict[str, Scores]: ...
+
+
+@runtime_checkable
+class TrainStage(Protocol):
+    def train(self, family: Family) -> None: ...
+
+
+@runtime_checkable
+class EvaluateStage(Protocol):
+    def evaluate(self, family: Family, scores: dict[str, Scores]) -> None: ...
+
+
+STAGE_INTERFACES: dict[str, type] = {"prepare": PrepareStage, "base": BaseStage, "mine": MineStage,
+                                     "baseline": BaselineStage, "train": TrainStage, "evaluate": EvaluateStage}

@@ -98,14 +98,19 @@ def _dataset(requirement: Requirement) -> dict:
     return {**entry, "commit": info.sha, "found": "hub"}
 
 
-def _cached_dataset_hashes(repo: str, name: str | None) -> list[str]:
-    """The revision hashes (a commit's first 16 hex digits) under which `datasets` cached this dataset's config."""
+def cached_dataset_configs(repo: str) -> list[Path]:
+    """The folders in which `datasets` cached configs of the hub dataset `repo` (`<config>[-<hash>]/<version>/...`),
+    as load_dataset lays out its cache (the library has no API that lists it)."""
     from datasets import config
     from datasets.naming import camelcase_to_snakecase
 
     namespace, _, dataset = repo.rpartition("/")
     folder = Path(config.HF_DATASETS_CACHE) / "___".join(filter(None, [namespace, camelcase_to_snakecase(dataset)]))
-    configs = [path for path in folder.iterdir() if path.is_dir() and path.name.split("-")[0] == (name or "default")] \
-        if folder.is_dir() else []
+    return sorted(path for path in folder.iterdir() if path.is_dir()) if folder.is_dir() else []
+
+
+def _cached_dataset_hashes(repo: str, name: str | None) -> list[str]:
+    """The revision hashes (a commit's first 16 hex digits) under which `datasets` cached this dataset's config."""
+    configs = [path for path in cached_dataset_configs(repo) if path.name.split("-")[0] == (name or "default")]
     return sorted({hashed.name for path in configs for version in path.iterdir() if version.is_dir()
                    for hashed in version.iterdir() if hashed.is_dir()})

@@ -17,11 +17,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from retrieval_pipeline.core.errors import ModelError
 from retrieval_pipeline.core.sources import HUB_ID, PACKAGE_PREFIX, split_revision
+
+if TYPE_CHECKING:
+    from huggingface_hub import CachedRevisionInfo
 
 SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
 PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -39,31 +43,33 @@ class ModelSource:
         return not Path(self.location).exists()
 
 
-def cached_snapshot(repo: str, revision: str | None, repo_type: str = "model") -> Path | None:
-    """The folder of `repo` (a model or dataset repository) at `revision` in the Hugging Face cache, or None when it
-    was never downloaded."""
-    from huggingface_hub.constants import HF_HUB_CACHE
+def _cached_revisions(repo: str, repo_type: str) -> list[CachedRevisionInfo]:
+    """The revisions of `repo` (a model or dataset repository) in the Hugging Face cache, as huggingface_hub's cache
+    scan reads them (each with its commit, the refs that name it, its snapshot folder and files)."""
+    from huggingface_hub import CacheNotFound, constants, scan_cache_dir
 
-    storage = Path(HF_HUB_CACHE) / f"{repo_type}s--{repo.replace('/', '--')}"
+    try:
+        cache = scan_cache_dir(constants.HF_HUB_CACHE)  # read at call time, where the tests and users point it
+    except CacheNotFound:
+        return []
+    return [revision for cached in cache.repos if cached.repo_id == repo and cached.repo_type == repo_type
+            for revision in cached.revisions]
+
+
+def cached_snapshot(repo: str, revision: str | None, repo_type: str = "model") -> Path | None:
+    """The folder of `repo` (a model or dataset repository) at `revision` (a commit, branch or ref; None = main) in
+    the Hugging Face cache, or None when it was never downloaded."""
     revision = revision or "main"
-    ref = storage / "refs" / revision
-    commit = ref.read_text().strip() if ref.is_file() else revision
-    snapshot = storage / "snapshots" / commit
-    return snapshot if snapshot.is_dir() else None
+    return next((cached.snapshot_path for cached in _cached_revisions(repo, repo_type)
+                 if revision in cached.refs or cached.commit_hash == revision), None)
 
 
 def _cached_conversions(repo: str) -> list[str]:
     """Cached revisions of `repo` that hold safetensors weights (e.g. the hub's conversion pull request)."""
-    from huggingface_hub.constants import HF_HUB_CACHE
-
-    refs = Path(HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "refs"
-    found = []
-    for ref in sorted(refs.rglob("*")) if refs.is_dir() else []:
-        revision = ref.relative_to(refs).as_posix()
-        snapshot = cached_snapshot(repo, revision)
-        if ref.is_file() and snapshot and any((snapshot / name).is_file() for name in SAFETENSORS):
-            found.append(revision)
-    return found
+    return sorted(ref for cached in _cached_revisions(repo, "model")
+                  if any(file.file_path.relative_to(cached.snapshot_path).as_posix() in SAFETENSORS
+                         for file in cached.files)
+                  for ref in cached.refs)
 
 
 def _pickle_only(folder: Path) -> bool:

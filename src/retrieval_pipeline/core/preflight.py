@@ -26,7 +26,7 @@ from pathlib import Path
 from retrieval_pipeline.core.dag import dag_families
 from retrieval_pipeline.core.errors import DataError, ModelError, ParamsError
 from retrieval_pipeline.core.family import Requirement, TrainingRun
-from retrieval_pipeline.core.inputs import unpinned_warnings
+from retrieval_pipeline.core.inputs import cached_dataset_configs, unpinned_warnings
 from retrieval_pipeline.core.models import PICKLES, SAFETENSORS, cached_snapshot, locate
 from retrieval_pipeline.core.resolve import load_family
 from retrieval_pipeline.core.sources import PACKAGE_PREFIX, HubSource, split_revision
@@ -100,13 +100,9 @@ def check_model(requirement: Requirement) -> Check:
 
 def datasets_cache_has(hub: HubSource) -> bool:
     """Whether an earlier load_dataset left this dataset (and config) in the `datasets` cache, as offline needs."""
-    from datasets import config
-    from datasets.naming import camelcase_to_snakecase
-
-    namespace, _, name = hub.path.rpartition("/")
-    folder = Path(config.HF_DATASETS_CACHE) / "___".join(filter(None, [namespace, camelcase_to_snakecase(name)]))
-    configs = [path.name for path in folder.iterdir()] if folder.is_dir() else []
-    return any(found == (hub.name or "default") or found.startswith(f"{hub.name or 'default'}-") for found in configs)
+    wanted = hub.name or "default"
+    return any(config.name == wanted or config.name.startswith(f"{wanted}-")
+               for config in cached_dataset_configs(hub.path))
 
 
 def check_dataset(requirement: Requirement) -> Check:

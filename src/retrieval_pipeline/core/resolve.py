@@ -107,7 +107,7 @@ def applied_collection(cls: type[Family], collection: Path | BeirHub) -> tuple[d
     if isinstance(collection, Path):
         source, key = {"source": "local", "local": {"path": str(collection)}}, "local.path"
     else:
-        key = cls.collection_hub_key
+        key = "hf_beir"
         source = {"source": key, key: collection.model_dump(mode="json")}
     return at_key(cls.collection_source, source), {f"{cls.collection_source}.{key}": COLLECTION}
 

@@ -1,6 +1,9 @@
-"""Exact nearest-neighbour search over normalised embeddings with faiss."""
+"""Exact nearest-neighbour search over normalised embeddings with faiss: a batch of queries at once (evaluation),
+or an index that answers one query at a time (serving)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import faiss
 import numpy as np
@@ -17,10 +20,26 @@ def truncate_and_normalise(embeddings: np.ndarray, dim: int) -> np.ndarray:
 
 def search(queries: np.ndarray, documents: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
     """Scores and document indices of each query's top_k documents by inner product, best first."""
-    index = faiss.IndexFlatIP(documents.shape[1])
-    index.add(np.ascontiguousarray(documents, dtype=np.float32))
-    scores, indices = index.search(np.ascontiguousarray(queries, dtype=np.float32), min(top_k, documents.shape[0]))
-    return scores, indices
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    return dense_index(documents).search(queries, min(top_k, documents.shape[0]))
+
+
+def dense_index(vectors: np.ndarray) -> faiss.IndexFlatIP:
+    """An exact inner-product index over `vectors`."""
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+def dense_index_bytes(index: faiss.IndexFlatIP) -> int:
+    """What the index stores: one code (the float32 vector) per document."""
+    return index.sa_code_size() * index.ntotal
+
+
+def dense_answer(encode: Callable[[str], np.ndarray], index: faiss.IndexFlatIP, top_k: int) -> Callable[[str], object]:
+    """Answer one query: encode it (a 1 x dim array) and search the index for its top_k documents."""
+    k = min(top_k, index.ntotal)
+    return lambda query: index.search(np.ascontiguousarray(encode(query), dtype=np.float32), k)
 
 
 def bounded_corpus(corpus, judged, size: int, seed: int):

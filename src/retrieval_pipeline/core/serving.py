@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-import faiss
 import numpy as np
 import polars as pl
 
@@ -56,21 +55,3 @@ def serving_metrics(rows: list[dict]) -> dict:
 def record_serving(metrics: dict, tables: dict, rows: list[dict]) -> None:
     """Add the rows to a family's evaluation (what write_evaluation writes): the `serving` table and metrics key."""
     metrics[SERVING], tables[SERVING] = serving_metrics(rows), pl.DataFrame(rows)
-
-
-def dense_index(vectors: np.ndarray) -> faiss.IndexFlatIP:
-    """An exact inner-product index over `vectors`, as core/retrieval.search builds for one batch of queries."""
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    return index
-
-
-def dense_index_bytes(index: faiss.IndexFlatIP) -> int:
-    """What the index stores: one code (the float32 vector) per document."""
-    return index.sa_code_size() * index.ntotal
-
-
-def dense_answer(encode: Callable[[str], np.ndarray], index: faiss.IndexFlatIP, top_k: int) -> Callable[[str], object]:
-    """Answer one query: encode it (a 1 x dim array) and search the index for its top_k documents."""
-    k = min(top_k, index.ntotal)
-    return lambda query: index.search(np.ascontiguousarray(encode(query), dtype=np.float32), k)

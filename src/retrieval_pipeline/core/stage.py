@@ -17,14 +17,27 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 from transformers import set_seed
 from transformers.utils import logging as hf_logging
 
 from retrieval_pipeline.core.dag import declared_outputs, declared_sections
 from retrieval_pipeline.core.errors import DataError, ModelError, OutputError, ParamsError
-from retrieval_pipeline.core.family import OPTIONAL_STAGES, STAGES, Family, read_scores, write_scores
+from retrieval_pipeline.core.family import (
+    OPTIONAL_STAGES,
+    STAGE_INTERFACES,
+    STAGES,
+    BaselineStage,
+    BaseStage,
+    EvaluateStage,
+    Family,
+    MineStage,
+    PrepareStage,
+    TrainStage,
+    read_scores,
+    write_scores,
+)
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json, cannot_write, remove, write_failure
 from retrieval_pipeline.core.params import (
     FamilyParams,
@@ -87,7 +100,12 @@ def load_stage_family(name: str, stage: str, root: Path) -> Family:
 
 
 def stage_module(family: Family, stage: str) -> ModuleType:
-    return importlib.import_module(f"retrieval_pipeline.families.{family.name}.{family.stages[stage]}")
+    """The family's module for `stage`, checked against the stage's Protocol (core/family.py)."""
+    name = f"retrieval_pipeline.families.{family.name}.{family.stages[stage]}"
+    module = importlib.import_module(name)
+    if not isinstance(module, STAGE_INTERFACES[stage]):
+        raise TypeError(f"{name} implements no {STAGE_INTERFACES[stage].__name__}: it has no function {stage}(family)")
+    return module
 
 
 def record_model_base_as_is(family: Family) -> None:
@@ -104,13 +122,19 @@ def run_family_stage(family: Family, stage: str) -> None:
         record_model_base_as_is(family)
         return
     module = stage_module(family, stage)
-    if stage == "baseline":
-        write_scores(family.paths.baseline_scores, module.baseline(family))
-    elif stage == "evaluate":
-        module.evaluate(family, {**read_scores(family.paths.baseline_scores),
-                                 **read_scores(family.paths.trained_scores)})
+    if stage == "prepare":
+        cast(PrepareStage, module).prepare(family)
+    elif stage == "base":
+        cast(BaseStage, module).base(family)
+    elif stage == "mine":
+        cast(MineStage, module).mine(family)
+    elif stage == "baseline":
+        write_scores(family.paths.baseline_scores, cast(BaselineStage, module).baseline(family))
+    elif stage == "train":
+        cast(TrainStage, module).train(family)
     else:
-        getattr(module, stage)(family)
+        cast(EvaluateStage, module).evaluate(family, {**read_scores(family.paths.baseline_scores),
+                                                      **read_scores(family.paths.trained_scores)})
 
 
 def stage_arguments(stage: str, argv: list[str] | None, *extra: tuple[str, dict]) -> argparse.Namespace:

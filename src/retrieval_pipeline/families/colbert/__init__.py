@@ -31,14 +31,10 @@ class Colbert(Family):
     stages = {"prepare": "prepare", "base": "base", "mine": "mine", "baseline": "scoring", "train": "train",
               "evaluate": "evaluate"}
     params: ColbertParams
-    collection_hub_key = "hf"  # colbert's hub source is a BEIR collection already
 
     def requirements(self) -> list[Requirement]:
         data, mine, model = self.params.data, self.params.mine, self.params.model
-        needs = []
-        if data.source == "hf":
-            needs += [Requirement("dataset", self.key(f"data.hf.{part}"), "prepare", dataset=source)
-                      for part, source in data.hf.datasets((data.train_split, data.test_split))]
+        needs = self.hub_dataset(data, "data")
         needs += [Requirement("dataset", self.key("data.nanobeir"), "prepare",
                               dataset=HubSource(path=repo, name=config, split="train", revision=revision))
                   for repo, revision in map(split_revision, data.nanobeir) for config in ("corpus", "queries", "qrels")]

@@ -15,7 +15,7 @@ import random
 from collections.abc import Iterable
 from pathlib import Path
 
-from retrieval_pipeline.core.beir import load_collection
+from retrieval_pipeline.core.collection import load_collection
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
 from retrieval_pipeline.core.paths import BASE_RECORD
 from retrieval_pipeline.core.resume import ResumableTrainer, Resume

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 from transformers import set_seed
 
-from retrieval_pipeline.core.beir import load_collection
+from retrieval_pipeline.core.collection import load_collection
 from retrieval_pipeline.core.errors import DataError, ParamsError
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
 from retrieval_pipeline.core.models import load_sentence_transformer

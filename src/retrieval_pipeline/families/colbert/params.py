@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from retrieval_pipeline.core.params import FamilyParams, Section, Seed, TrainingSection
-from retrieval_pipeline.core.sources import BeirHub, HubSource, Reference
-
-
-class BeirLocal(Section):
-    path: Path
+from retrieval_pipeline.core.sources import HubSource, Reference, SourceParams
 
 
 class SyntheticClaims(Section):
@@ -23,30 +18,22 @@ class SyntheticClaims(Section):
     test_size: float = Field(default=0.2, gt=0, lt=1)
 
 
-class DataParams(Section):
-    source: Literal["synthetic", "hf", "local"]
-    hf: BeirHub | None = None
-    local: BeirLocal | None = None
+class DataParams(SourceParams):
+    """Every family's data-source vocabulary (core/sources.py), a BEIR collection's only: `hf_beir` on the hub,
+    `local` a folder, or the synthetic world's claims; the qrels splits it trains and tests on are its `splits`."""
+
+    source: Literal["synthetic", "hf_beir", "local"]
     synthetic: SyntheticClaims = SyntheticClaims()
-    train_split: str = "train"
-    test_split: str = "test"
     nanobeir: list[Reference] = []  # NanoBEIR collections (hub ids) evaluated beside the test split
 
-    @model_validator(mode="after")
-    def _selected_source_is_configured(self) -> DataParams:
-        if self.source in ("hf", "local") and getattr(self, self.source) is None:
-            raise ValueError(f"source is '{self.source}' but the '{self.source}' section is missing")
-        return self
-
     def describe(self) -> str:
-        if self.source == "hf":
-            return self.hf.describe()
         if self.source == "local":
             return f"BEIR folder {self.local.path}"
-        return "synthetic world (claims)"
+        return super().describe() if self.source == "hf_beir" else "synthetic world (claims)"
 
-    def hub_datasets(self) -> list[str]:
-        return self.hf.hub_datasets() if self.source == "hf" else []
+    def training_split(self) -> str:
+        """The source's name for the qrels split the training queries come from."""
+        return "train" if self.source == "synthetic" else getattr(self, self.source).splits.train
 
     def is_collection(self) -> bool:
         """A BEIR collection (a folder or a hub dataset) rather than the synthetic world's claims."""

@@ -5,14 +5,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from retrieval_pipeline.core.beir import (
-    Collection,
-    collection_from_frames,
-    read_beir_folder,
-    read_hub_collection,
-    require_trainable,
-    write_collection,
-)
+from retrieval_pipeline.core.beir import read_beir_source
+from retrieval_pipeline.core.collection import Collection, collection_from_frames, require_trainable, write_collection
 from retrieval_pipeline.core.io import atomic_directory, atomic_write_json
 from retrieval_pipeline.core.reading import read_hub
 from retrieval_pipeline.core.sources import HubSource, split_revision
@@ -50,23 +44,21 @@ def read_nanobeir(reference: str) -> Collection:
 def read_collection(family: Colbert) -> Collection:
     """The training and test collection, its splits named train and test whatever the source calls them."""
     data = family.params.data
-    splits = {"train": data.train_split, "test": data.test_split}
-    if data.source == "synthetic":
-        synthetic = data.synthetic
-        world = build_world(family.params.seed, synthetic.facilities, synthetic.companies)
-        corpus, queries, qrels = claim_collection(world, synthetic.claims_per_abstract, family.params.seed,
-                                                  synthetic.chunks_per_abstract)
-        queries = pl.DataFrame(queries)
-        split = add_split_column(queries, synthetic.test_size, 0.0, family.params.seed, "synthetic world",
-                                 family.key("data.synthetic.test_size"))
-        qrels = pl.DataFrame(qrels).join(split.select(pl.col("_id").alias("query-id"), "split"), on="query-id")
-        origins = {"corpus": "synthetic corpus", "queries": "synthetic queries",
-                   **{name: f"synthetic qrels[{name}]" for name in splits}}
-        return collection_from_frames(pl.DataFrame(corpus), queries, {
-            name: qrels.filter(pl.col("split") == name).drop("split") for name in splits}, origins)
-    if data.source == "local":
-        return read_beir_folder(data.local.path, splits)
-    return read_hub_collection(data.hf, splits)
+    if data.source != "synthetic":
+        return read_beir_source(data, dev=False)[0]
+    synthetic = data.synthetic
+    world = build_world(family.params.seed, synthetic.facilities, synthetic.companies)
+    corpus, queries, qrels = claim_collection(world, synthetic.claims_per_abstract, family.params.seed,
+                                              synthetic.chunks_per_abstract)
+    queries = pl.DataFrame(queries)
+    split = add_split_column(queries, synthetic.test_size, 0.0, family.params.seed, "synthetic world",
+                             family.key("data.synthetic.test_size"))
+    qrels = pl.DataFrame(qrels).join(split.select(pl.col("_id").alias("query-id"), "split"), on="query-id")
+    splits = ("train", "test")
+    origins = {"corpus": "synthetic corpus", "queries": "synthetic queries",
+               **{name: f"synthetic qrels[{name}]" for name in splits}}
+    return collection_from_frames(pl.DataFrame(corpus), queries, {
+        name: qrels.filter(pl.col("split") == name).drop("split") for name in splits}, origins)
 
 
 def prepare(family: Colbert) -> None:

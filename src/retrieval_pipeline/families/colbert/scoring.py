@@ -14,9 +14,9 @@ import numpy as np
 import polars as pl
 import torch
 
-from retrieval_pipeline.core.beir import load_collection
+from retrieval_pipeline.core.collection import load_collection
+from retrieval_pipeline.core.evaluation import evaluate_run, query_rows
 from retrieval_pipeline.core.family import Scores
-from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.families.colbert import BASE, NANOBEIR, Colbert
 from retrieval_pipeline.families.colbert.model import base_colbert
 from retrieval_pipeline.families.colbert.pooling import pool_tokens
@@ -79,7 +79,7 @@ def score_collection(family: Colbert, model, label: str, queries: pl.DataFrame, 
             corpus["text"].to_list(), is_query=False, batch_size=evaluate.batch_size, show_progress_bar=True)]
         length = model.document_length
     metrics: dict[str, dict] = {}
-    query_rows = []
+    rows = []
     for method in evaluate.methods:
         for pool_factor in evaluate.pool_factors:
             pooled = pool(family, token_vectors, method, pool_factor)
@@ -90,10 +90,9 @@ def score_collection(family: Colbert, model, label: str, queries: pl.DataFrame, 
             metrics.setdefault(method, {})[f"pf_{pool_factor}"] = {
                 "ndcg@10": means["ndcg@10"], "mrr@10": means["mrr@10"], "recall@100": means["recall@100"],
                 "vectors_per_document": float(np.mean(vectors)), "stored_vectors": int(np.sum(vectors))}
-            query_rows += [{"model": label, "dataset": dataset, "method": method, "pool_factor": pool_factor,
-                            "document_length": length, "query_id": query, **values}
-                           for query, values in per_query.items()]
-    return metrics, query_rows
+            rows += query_rows(label, per_query, dataset=dataset, method=method, pool_factor=pool_factor,
+                               document_length=length)
+    return metrics, rows
 
 
 def score(family: Colbert, model, label: str) -> Scores:
@@ -101,19 +100,19 @@ def score(family: Colbert, model, label: str) -> Scores:
     (`test`; `nanobeir`, per collection and document length `length_<n>`), the test query count, and per-query
     rows."""
     metrics: dict = {"nanobeir": {}}
-    query_rows: list[dict] = []
+    every_row: list[dict] = []
     for name, collection in evaluation_sets(family).items():
         if name == TEST:
             metrics["test"], rows = score_collection(family, model, label, *collection, dataset=name)
             metrics["queries"] = collection[0].height
-            query_rows += rows
+            every_row += rows
             continue
         for length in family.params.evaluate.nanobeir_document_lengths:
             by_method, rows = score_collection(family, model, label, *collection, dataset=name,
                                                document_length=length)
             metrics["nanobeir"].setdefault(name, {})[f"length_{length}"] = by_method
-            query_rows += rows
-    return Scores(metrics, {"per_query": pl.DataFrame(query_rows)})
+            every_row += rows
+    return Scores(metrics, {"per_query": pl.DataFrame(every_row)})
 
 
 def baseline(family: Colbert) -> dict[str, Scores]:

@@ -99,7 +99,7 @@ def card(family: Colbert, variant: str, pool_factors: list[int], scores: Scores,
                  f"with pylate's KL loss from the teacher `{mine.teacher.model}` ({mine.teacher.kind}) on each "
                  f"query's {mine.n_ways} mined candidates.{start} {pooling}"),
         base_model=model.base,
-        training_data=(f"{data.describe()}: {training_queries} training queries (split `{data.train_split}`), "
+        training_data=(f"{data.describe()}: {training_queries} training queries (split `{data.training_split()}`), "
                        f"candidates from `{mine.miner_model}`, likely false negatives dropped"),
         hub_datasets=data.hub_datasets(),
         metrics=CardMetrics(dataset=data.describe(), queries=scores.metrics["queries"], task="retrieval",

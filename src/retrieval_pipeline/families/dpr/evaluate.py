@@ -3,17 +3,12 @@ on a BEIR collection, each pair's serving cost (core/serving.py)."""
 
 from __future__ import annotations
 
-from retrieval_pipeline.core.beir import load_collection
+from retrieval_pipeline.core.collection import load_collection
 from retrieval_pipeline.core.errors import DataError
 from retrieval_pipeline.core.family import Scores, concat_tables
 from retrieval_pipeline.core.models import load_sentence_transformer
-from retrieval_pipeline.core.serving import (
-    dense_answer,
-    dense_index,
-    dense_index_bytes,
-    record_serving,
-    serving_row,
-)
+from retrieval_pipeline.core.retrieval import dense_answer, dense_index, dense_index_bytes
+from retrieval_pipeline.core.serving import record_serving, serving_row
 from retrieval_pipeline.families.dpr import BASE, FINETUNED, TOWERS, Dpr
 from retrieval_pipeline.families.dpr.towers import base_towers
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from retrieval_pipeline.core.beir import load_collection
+from retrieval_pipeline.core.collection import load_collection
 from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.retrieval import search
 from retrieval_pipeline.families.dpr import Dpr

@@ -6,9 +6,9 @@ from __future__ import annotations
 import polars as pl
 import torch
 
-from retrieval_pipeline.core.beir import load_collection
+from retrieval_pipeline.core.collection import load_collection
+from retrieval_pipeline.core.evaluation import evaluate_run, query_rows
 from retrieval_pipeline.core.family import Scores
-from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.core.retrieval import search
 from retrieval_pipeline.families.dpr import BASE, Dpr
 from retrieval_pipeline.families.dpr.towers import base_towers
@@ -47,8 +47,7 @@ def score(family: Dpr, query_tower, passage_tower, label: str) -> Scores:
     gold = [position[pid] for pid in gold_passages(queries["query_id"].to_list(), qrels)]
     metrics = {name: means[name] for name in RETRIEVAL_METRICS}
     return Scores({**metrics, **similarity_diagnostics(encoded_queries, encoded_passages[gold])},
-                  {"per_query": pl.DataFrame([{"model": label, "query_id": query, **values}
-                                              for query, values in per_query.items()])})
+                  {"per_query": pl.DataFrame(query_rows(label, per_query))})
 
 
 def baseline(family: Dpr) -> dict[str, Scores]:

@@ -3,16 +3,10 @@ BEIR collection, each model's serving cost at every dim (core/serving.py)."""
 
 from __future__ import annotations
 
-from retrieval_pipeline.core.beir import load_collection
+from retrieval_pipeline.core.collection import load_collection
 from retrieval_pipeline.core.family import Scores, concat_tables
-from retrieval_pipeline.core.retrieval import truncate_and_normalise
-from retrieval_pipeline.core.serving import (
-    dense_answer,
-    dense_index,
-    dense_index_bytes,
-    record_serving,
-    serving_row,
-)
+from retrieval_pipeline.core.retrieval import dense_answer, dense_index, dense_index_bytes, truncate_and_normalise
+from retrieval_pipeline.core.serving import record_serving, serving_row
 from retrieval_pipeline.families.matryoshka import BASE, FINETUNED, PRIMARY_METRIC, Matryoshka
 from retrieval_pipeline.families.matryoshka.model import load_model
 from retrieval_pipeline.families.matryoshka.scoring import corpora

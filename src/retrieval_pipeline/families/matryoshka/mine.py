@@ -3,7 +3,7 @@ sentence-transformers' mine_hard_negatives (the recipe's relative margin against
 
 from __future__ import annotations
 
-from retrieval_pipeline.core.beir import load_collection
+from retrieval_pipeline.core.collection import load_collection
 from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.families.matryoshka import Matryoshka
 from retrieval_pipeline.families.matryoshka.model import load_model

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from retrieval_pipeline.core.beir import Collection, for_training, read_beir_source, write_collection
+from retrieval_pipeline.core.beir import read_beir_source
+from retrieval_pipeline.core.collection import Collection, for_training, write_collection
 from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.reading import (
     map_columns,

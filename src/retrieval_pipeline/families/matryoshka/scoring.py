@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from retrieval_pipeline.core.beir import load_collection
+from retrieval_pipeline.core.collection import load_collection
+from retrieval_pipeline.core.evaluation import DEFAULT_CUTOFFS, evaluate_run, query_rows
 from retrieval_pipeline.core.family import Scores
-from retrieval_pipeline.core.metrics import DEFAULT_CUTOFFS, evaluate_run
 from retrieval_pipeline.core.retrieval import search, truncate_and_normalise
 from retrieval_pipeline.families.matryoshka import BASE, Matryoshka
 from retrieval_pipeline.families.matryoshka.model import load_model
@@ -62,7 +62,7 @@ def as_rows(run: dict[str, list], qrels: dict[str, dict], copies: dict, top_k: i
 
 def evaluate_corpus(run: dict[str, list], qrels: dict[str, dict], corpus: pl.DataFrame, view: str, top_k: int,
                     **options) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """Metrics of a chunk ranking over the `view` corpus (core/metrics.py's evaluate_run)."""
+    """Metrics of a chunk ranking over the `view` corpus (core/evaluation.py's evaluate_run)."""
     if view == ROWS:
         run, qrels = as_rows(run, qrels, dict(corpus.select("document_id", "copies").iter_rows()), top_k)
     return evaluate_run(run, qrels, **options)
@@ -77,19 +77,18 @@ def score(family: Matryoshka, model, label: str) -> Scores:
     queries, qrels = collection.split("test")
     views = corpora(family, collection.corpus)
     metrics: dict = {"queries": queries.height, "corpus": views[0]}
-    run_rows, query_rows = [], []
+    run_rows, rows = [], []
     for dim, (run, scores) in rank_at_dims(model, queries, collection.corpus, family.params.model.dims,
                                            evaluate.batch_size, evaluate.top_k).items():
         for view in views:
             means, per_query = evaluate_corpus(run, qrels, collection.corpus, view, evaluate.top_k, cutoffs=CUTOFFS)
             metrics.setdefault(view, {})[f"dim_{dim}"] = {**means, "bytes_per_vector": dim * 4}
-            query_rows += [{"model": label, "dim": dim, "corpus": view, "query_id": query, **values}
-                           for query, values in per_query.items()]
+            rows += query_rows(label, per_query, dim=dim, corpus=view)
         for query, documents in run.items():
             run_rows += [(label, dim, query, document, rank + 1, score)
                          for rank, (document, score) in enumerate(zip(documents, scores[query]))]
     runs = pl.DataFrame(run_rows, schema=["model", "dim", "query_id", "document_id", "rank", "score"], orient="row")
-    return Scores(metrics, {"run": runs, "per_query": pl.DataFrame(query_rows)})
+    return Scores(metrics, {"run": runs, "per_query": pl.DataFrame(rows)})
 
 
 def baseline(family: Matryoshka) -> dict[str, Scores]:

@@ -10,7 +10,7 @@ import polars as pl
 import torch
 from sentence_transformers.evaluation import SentenceEvaluator
 
-from retrieval_pipeline.core.beir import load_collection
+from retrieval_pipeline.core.collection import load_collection
 from retrieval_pipeline.core.family import Scores, write_scores
 from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.model_card import CardMetrics, ModelCard

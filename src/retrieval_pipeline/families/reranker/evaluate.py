@@ -4,17 +4,12 @@ the recommended checkpoint (core/serving.py)."""
 
 from __future__ import annotations
 
-from retrieval_pipeline.core.beir import load_collection
+from retrieval_pipeline.core.collection import load_collection
 from retrieval_pipeline.core.cross_encoders import load_cross_encoder
 from retrieval_pipeline.core.family import Scores, concat_tables
 from retrieval_pipeline.core.models import load_sentence_transformer
-from retrieval_pipeline.core.serving import (
-    dense_answer,
-    dense_index,
-    dense_index_bytes,
-    record_serving,
-    serving_row,
-)
+from retrieval_pipeline.core.retrieval import dense_answer, dense_index, dense_index_bytes
+from retrieval_pipeline.core.serving import record_serving, serving_row
 from retrieval_pipeline.families.reranker import DATASETS, FIRST_STAGE, REPLAY, VARIANTS, Reranker
 from retrieval_pipeline.families.reranker.features import model_input
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from retrieval_pipeline.core.beir import load_collection
+from retrieval_pipeline.core.collection import load_collection
 from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.models import load_sentence_transformer
 from retrieval_pipeline.families.reranker import DATASETS, Reranker

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from retrieval_pipeline.core.beir import Collection
+from retrieval_pipeline.core.collection import Collection
 from retrieval_pipeline.core.retrieval import search
 from retrieval_pipeline.families.reranker.features import EntityExtractor, hops, sentence_features
 from retrieval_pipeline.families.reranker.params import FeatureParams, NegativeParams

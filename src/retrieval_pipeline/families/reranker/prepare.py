@@ -8,7 +8,8 @@ from pathlib import Path
 
 import polars as pl
 
-from retrieval_pipeline.core.beir import Collection, read_beir_source, with_dev_split, write_collection
+from retrieval_pipeline.core.beir import read_beir_source
+from retrieval_pipeline.core.collection import Collection, with_dev_split, write_collection
 from retrieval_pipeline.core.errors import DataError
 from retrieval_pipeline.core.io import atomic_directory
 from retrieval_pipeline.core.reading import map_columns, read_source

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from retrieval_pipeline.core.beir import load_collection
+from retrieval_pipeline.core.collection import load_collection
 from retrieval_pipeline.core.errors import DataError
+from retrieval_pipeline.core.evaluation import evaluate_run, query_rows
 from retrieval_pipeline.core.family import Scores
-from retrieval_pipeline.core.metrics import evaluate_run
 from retrieval_pipeline.families.reranker import DATASETS, FIRST_STAGE, Reranker
 
 # Recall@100 is the share of the relevant documents inside the list (mine.candidates long), the same for the first
@@ -63,9 +63,8 @@ def candidate_lists(family: Reranker, split: str) -> tuple[dict[str, pl.DataFram
 def baseline(family: Reranker) -> dict[str, Scores]:
     """The first stage's own ranking of the candidate lists: what reranking is measured against."""
     test, qrels = candidate_lists(family, "test")
-    metrics, query_rows = {}, []
+    metrics, rows = {}, []
     for dataset, frame in test.items():
         metrics[dataset], per_query = ranking(frame, "first_stage_score", qrels[dataset])
-        query_rows += [{"model": FIRST_STAGE, "dataset": dataset, "query_id": q, **v}
-                       for q, v in per_query.items()]
-    return {FIRST_STAGE: Scores(metrics, {"per_query": pl.DataFrame(query_rows)})}
+        rows += query_rows(FIRST_STAGE, per_query, dataset=dataset)
+    return {FIRST_STAGE: Scores(metrics, {"per_query": pl.DataFrame(rows)})}

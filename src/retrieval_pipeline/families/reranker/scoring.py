@@ -10,6 +10,7 @@ import polars as pl
 
 from retrieval_pipeline.core.cross_encoders import predict_pairs
 from retrieval_pipeline.core.errors import DataError
+from retrieval_pipeline.core.evaluation import query_rows
 from retrieval_pipeline.core.family import Scores
 from retrieval_pipeline.families.reranker import DATASETS, Reranker
 from retrieval_pipeline.families.reranker.features import model_input
@@ -63,7 +64,7 @@ def score(family: Reranker, model, use_features: bool, label: str,
     chosen = thresholds(family, model, use_features)
     remedy = f"raise {family.key('mine.candidates')} or {family.key('data.test_size')}"
     metrics: dict = {}
-    query_rows, score_frames = [], []
+    rows, score_frames = [], []
     for dataset, frame in test.items():
         scored = frame.with_columns(score=pl.Series(predict(family, model, use_features, frame)))
         means, per_query = ranking(scored, "score", qrels[dataset])
@@ -74,7 +75,7 @@ def score(family: Reranker, model, use_features: bool, label: str,
             metrics[dataset]["held_out_examples"] = pair_classification(
                 model, held_out[dataset], use_features, family.params.train.evaluation.threshold,
                 family.params.evaluate.batch_size)
-        query_rows += [{"model": label, "dataset": dataset, "query_id": q, **v} for q, v in per_query.items()]
+        rows += query_rows(label, per_query, dataset=dataset)
         score_frames.append(scored.select("query_id", "sentence_id", "label", "first_stage_score", "score")
                             .with_columns(model=pl.lit(label), dataset=pl.lit(dataset)))
-    return Scores(metrics, {"per_query": pl.DataFrame(query_rows), "scores": pl.concat(score_frames)})
+    return Scores(metrics, {"per_query": pl.DataFrame(rows), "scores": pl.concat(score_frames)})
