@@ -106,6 +106,19 @@ def rewrite(relative: str, edit: Callable[[str], str]) -> Callable[[Path], None]
     return change
 
 
+def corpus_with_bad_byte(line: int) -> Callable[[Path], None]:
+    """The corpus grown to more lines than a decoder reads in one block, with a Latin-1 byte on line `line`."""
+    def change(collection: Path) -> None:
+        path = collection / "corpus.jsonl.gz"
+        lines = gzip.decompress(path.read_bytes()).split(b"\n")
+        lines = [text for text in lines if text.strip()]
+        lines += [json.dumps({"_id": f"extra{n}", "text": f"Plant {n} is run by company {n % 3}."}).encode()
+                  for n in range(line - len(lines) + 200)]
+        lines[line - 1] = '{"_id": "extra-latin", "text": "caf\xe9"}'.encode("latin-1")
+        path.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    return change
+
+
 def multihop(rows: list) -> Callable[[Path], dict]:
     def setup(folder: Path) -> dict:
         path = folder / "multihop.jsonl"
@@ -208,6 +221,8 @@ CASES = [
          r"params.yaml: report.families.colbert.compare\[0\]: 'pooling_awre' is not a model colbert produces; "
          r"expected one of base, without_pooling, pooling_aware", family="colbert", stage="resolve"),
     Case("unknown-family", params({}), r"unknown family 'colbrt'", family="colbrt", stage="resolve"),
+    Case("family-a-module", params({}), r"unknown family '__init__': expected one of colbert, dpr, matryoshka, "
+         r"reranker \(the packages in retrieval_pipeline/families/\)", family="__init__", stage="resolve"),
     # pair files: CSV, JSON Lines, Parquet
     Case("file-missing", lambda folder: {"matryoshka": {"embedded": {"data": {
         "source": "local", "local": {"path": str(folder / "absent.csv")}, "columns": PAIRS}}}}, r"absent.csv"),
@@ -238,9 +253,12 @@ CASES = [
     Case("chunk-id-two-texts", pair_file("pairs.jsonl", jsonl(
         GOOD_ROWS + [{**GOOD_ROWS[0], "question": "Another?", "text": "Different."}])),
          r"pairs.jsonl: .*global_chunk_id 'c0'|pairs.jsonl: .*chunk_id"),
-    Case("csv-empty-file", pair_file("pairs.csv", ""), r"pairs.csv: .*empty"),
+    Case("csv-empty-file", pair_file("pairs.csv", ""),
+         r"pairs.csv: empty \(0 bytes\); expected a header row, then a row per pair"),
     Case("csv-header-only", pair_file("pairs.csv", "question,text,global_chunk_id\n"), r"pairs.csv: .*no rows"),
-    Case("jsonl-empty-file", pair_file("pairs.jsonl", ""), r"pairs.jsonl: .*empty"),
+    Case("jsonl-empty-file", pair_file("pairs.jsonl", ""),
+         r"pairs.jsonl: empty \(0 bytes\); expected one JSON object per line$"),
+    Case("jsonl-blank-lines-only", pair_file("pairs.jsonl", "\n\n"), r"pairs.jsonl: empty \(2 bytes\)"),
     Case("parquet-no-rows", parquet_pairs([]), r"pairs.parquet: .*no rows"),
     Case("label-filter-keeps-nothing", labelled_pairs(keep=[0], labels=[1, 2]),
          r"claims.jsonl: no row has a label in dpr.embedded.data.keep_labels \(\[0\]\); the labels are 1, 2",
@@ -272,6 +290,8 @@ CASES = [
         t.split("\r\n")[1].split("\t")[:2]) + "\t0\r\n")),
          r"test.tsv: line \d+: query-id '.*', corpus-id '.*' judged 0, but \d on line 2; expected one grade per pair"),
     Case("beir-no-test-split", beir(lambda c: (c / "qrels" / "test.tsv").unlink()), r"test.tsv"),
+    Case("beir-not-utf8-far-down", beir(corpus_with_bad_byte(1500)),
+         r"corpus.jsonl.gz: line 1500: not valid UTF-8 \(byte 0xe9 at column 36\); expected UTF-8 text"),
     Case("beir-corrupt-gzip", beir(lambda c: (c / "corpus.jsonl.gz").write_bytes(b"\x1f\x8b\x08garbage")),
          r"corpus.jsonl.gz: cannot read the file"),
     Case("beir-dpr", beir(lambda c: (c / "queries.jsonl").write_text(""), "dpr"), r"queries.jsonl: no queries",
@@ -311,6 +331,10 @@ CASES = [
     Case("remote-folder-missing", remote("/nonexistent/dvc-storage"),
          r"remote 'team' \(/nonexistent/dvc-storage\): .* does not exist", stage="preflight"),
     Case("remote-not-configured", remote(None), r"remote: none configured", stage="preflight"),
+    # a host name that does not resolve: said so, not "does not exist"
+    Case("remote-host-unresolvable", remote("ssh://me@no-such-host.invalid/srv/dvc"),
+         r"remote 'team' \(ssh://me@no-such-host.invalid/srv/dvc\): the host no-such-host.invalid does not resolve",
+         stage="preflight"),
     # a host that does not answer (or no route to it): one line within the preflight's timeout, not minutes
     Case("remote-host-dead", remote("ssh://me@10.255.255.1/srv/dvc"),
          r"remote 'team' \(ssh://me@10.255.255.1/srv/dvc\): (no answer within \d+ s|\w+: .*check its URL)",
@@ -388,25 +412,6 @@ def test_a_stage_that_reads_a_section_its_dvc_params_do_not_list_stops(tmp_path,
     assert load_stage_family("colbert", "train", tmp_path).params.model_dump()["train"]["epochs"] == 1
 
 
-@pytest.fixture
-def small_mount(tmp_path):
-    """Mounts a tmpfs with the given options on a folder (a full disk, a read-only one); skips where this machine
-    does not let the tests mount one (it needs root)."""
-    import subprocess
-
-    mounted = []
-
-    def mount(folder: Path, options: str) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
-        if result.returncode:
-            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
-        mounted.append(folder)
-    yield mount
-    for folder in mounted:
-        subprocess.run(["umount", str(folder)], check=True)
-
-
 @pytest.mark.parametrize("where", ["models", ".resume"])
 @pytest.mark.parametrize(("options", "reason"), [("size=1m", "No space left on device"),
                                                  ("ro", "Read-only file system")])
@@ -437,3 +442,33 @@ def test_an_output_that_cannot_be_written_is_one_line_and_leaves_nothing(tmp_pat
     checkpoints = list((tmp_path / ".resume").glob("*/*/checkpoint-*"))
     assert all((checkpoint / "trainer_state.json").is_file() for checkpoint in checkpoints)
     assert bool(checkpoints) == (where == "models")
+
+
+def test_a_file_beyond_the_size_limit_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """A file-size limit (`ulimit -f`: errno 27, File too large) stops the train stage as a full disk does: one line
+    naming the folder and the reason, no traceback, no partial output."""
+    import resource
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    write_params(tmp_path, TINY)
+    monkeypatch.chdir(tmp_path)
+    assert run_resolve(["matryoshka"]) == 0
+    for stage in ("prepare", "base", "mine"):
+        assert run_stage(stage, ["matryoshka"]) == 0
+    existing = outputs(tmp_path)
+    limit = 2 ** 20  # the weights are about 90 MB
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    result = subprocess.run([sys.executable, str(REPO / "stages" / "train.py"), "matryoshka"], cwd=tmp_path,
+                            capture_output=True, text=True, preexec_fn=limit_file_size)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert re.match(rf"error: {re.escape(str(tmp_path))}/\S+: cannot write \(File too large\); expected an output "
+                    r"folder this user can write, with free space", errors[0]), errors
+    left = outputs(tmp_path) - existing - set((tmp_path / ".resume").rglob("*"))
+    assert not left, sorted(str(path.relative_to(tmp_path)) for path in left)

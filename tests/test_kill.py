@@ -1,7 +1,8 @@
 """A stage killed (SIGKILL) midway leaves its partial output and scratch behind, inside its output; the rerun
 clears them, whether it runs the stage again or restores the outputs from DVC's run-cache, and gives the same bytes
 as a run that was never interrupted. A train stage also leaves its resume state (.resume/, outside its outputs): a
-rerun of the stage resumes from it and removes it."""
+rerun of the stage resumes from it and removes it, and where DVC restores the stage from its run-cache instead, the
+next stage of ours that runs removes it."""
 
 from __future__ import annotations
 
@@ -77,6 +78,9 @@ def test_killed_prepare_and_train_leave_no_orphan_after_a_rerun(tmp_path, refere
     assert "Stage 'train@matryoshka' is cached - skipping run, checking out outputs" in output
     assert not leftovers(repo)
     assert digest(repo / "models/matryoshka") == reference["model"]
-    # No code of ours ran, so the killed run's resume state stays: it has this run's key, and the stage's next run
-    # resumes from it or, with other params or inputs, discards it.
+    # No code of ours ran, so the killed run's resume state is still there; the next stage of ours that runs
+    # removes it, as nothing resumes from it once the stage's outputs are in place.
     assert resume_states(repo) == [".resume/train@matryoshka"]
+    output = run(["dvc", "repro", "--force", "--single-item", "prepare@matryoshka"], repo)
+    assert "removed .resume/train@matryoshka, the resume state of train@matryoshka" in output
+    assert not resume_states(repo)

@@ -1,15 +1,27 @@
 """A train stage stopped after its first epoch (SIGKILL) and rerun with the same params and inputs resumes from that
 epoch, for every family and every model it trains, and ends with the same weights and scores as a run that was never
-stopped; its resume state is gone once the stage completes, and a change of params discards it."""
+stopped; its resume state is gone once the stage completes, and a change of params discards it (or, where it
+cannot be deleted, stops the stage: another run's state is never resumed from)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
-from helpers import TINY_COLBERT, TINY_DPR, TINY_MATRYOSHKA, TINY_RERANKER, copy_repo, deep_merge, kill_stage_when, run
+from helpers import (
+    TINY_COLBERT,
+    TINY_DPR,
+    TINY_MATRYOSHKA,
+    TINY_RERANKER,
+    attempt,
+    copy_repo,
+    deep_merge,
+    kill_stage_when,
+    run,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -104,3 +116,50 @@ def test_a_changed_param_discards_the_resume_state(tmp_path):
     assert "discarding the resume state of other params or inputs" in output
     assert "resuming" not in output
     assert not (repo / ".resume").exists()
+
+
+def test_a_resume_state_that_cannot_be_discarded_stops_the_stage_and_is_never_resumed(tmp_path, small_mount):
+    """The state of a run at another learning rate, its checkpoint on a read-only mount (so it can be neither
+    deleted nor emptied): the rerun stops with one line naming the folder, rather than resuming from the other
+    run's weights or dying in a half-deleted checkpoint."""
+    repo = copy_repo(tmp_path, TWO_EPOCHS["matryoshka"])
+    run(["dvc", "repro", "mine@matryoshka"], repo)
+    stop_after_first_epoch(repo, "train", "matryoshka", "finetuned")
+    checkpoint = next((repo / ".resume/train@matryoshka/finetuned").glob("checkpoint-*"))
+    saved = tmp_path / "saved-checkpoint"
+    checkpoint.rename(saved)
+    small_mount(checkpoint, "size=512m")
+    for path in saved.iterdir():
+        (shutil.copytree if path.is_dir() else shutil.copy2)(path, checkpoint / path.name)
+    small_mount(checkpoint, "ro")
+    params = repo / "params.yaml"
+    params.write_text(params.read_text(encoding="utf-8").replace("learning_rate: 2.0e-5", "learning_rate: 3.0e-5", 1),
+                      encoding="utf-8")
+
+    result = attempt(["dvc", "repro", "train@matryoshka"], repo)
+    output = result.stdout + result.stderr
+    state = repo / ".resume" / "train@matryoshka"
+    assert result.returncode != 0, output
+    assert f"error: {state}: cannot discard the resume state of other params or inputs (" in output, output
+    assert "resuming" not in output and "Traceback" not in output, output
+    assert not (repo / "models/matryoshka").exists()
+
+
+def test_only_a_state_under_this_runs_key_is_resumed_from(tmp_path, monkeypatch):
+    """Whatever a discard left in the state's folder, a checkpoint is taken only under this run's key."""
+    from helpers import FamilyStages, write_params
+
+    from retrieval_pipeline.core.resume import KEY_FILE, Resume
+
+    write_params(tmp_path, TINY_MATRYOSHKA)
+    monkeypatch.chdir(tmp_path)
+    resume = Resume(FamilyStages("matryoshka", tmp_path).stage("train"), "train")  # no state yet: none discarded
+    checkpoint = resume.folder / "finetuned" / "checkpoint-7"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text('{"epoch": 1.0}', encoding="utf-8")
+    for key in ({"digest": "another run's"}, None, resume.key):
+        (resume.folder / KEY_FILE).unlink(missing_ok=True)
+        if key is not None:
+            (resume.folder / KEY_FILE).write_text(json.dumps(key), encoding="utf-8")
+        found = resume.checkpoint("finetuned")
+        assert (found.resolve() if found else None) == (checkpoint if key is resume.key else None), key

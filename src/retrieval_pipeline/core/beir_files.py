@@ -12,7 +12,6 @@ in memory, not several times it. Every error names the file and the line.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -35,20 +34,18 @@ def find_file(folder: Path, name: str) -> Path | None:
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, text) of each non-blank line, decoded as UTF-8, gzipped or not, CRLF or LF."""
+    """(line number, text) of each non-blank line, decoded as UTF-8, gzipped or not, CRLF or LF. Each line is
+    decoded on its own, so an invalid byte is reported on its own line (a decoder reading ahead by blocks would
+    name the line where its block started)."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline=None) as text:
-            number = 0
-            while True:
+        with opener(path, "rb") as raw:
+            for number, encoded in enumerate(raw, start=1):
                 try:
-                    line = text.readline()
+                    line = encoded.decode("utf-8")
                 except UnicodeDecodeError as error:
-                    raise DataError(f"{path}: line {number + 1}: not valid UTF-8 ({error.reason}); expected UTF-8 "
-                                    "text") from error
-                if not line:
-                    return
-                number += 1
+                    raise DataError(f"{path}: line {number}: not valid UTF-8 (byte 0x{encoded[error.start]:02x} at "
+                                    f"column {error.start + 1}); expected UTF-8 text") from error
                 if line.strip():
                     yield number, line
     except (OSError, EOFError, gzip.BadGzipFile) as error:

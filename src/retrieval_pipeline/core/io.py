@@ -16,8 +16,9 @@ from typing import Any
 
 from retrieval_pipeline.core.errors import OutputError
 
-# What makes a write fail for a reason the user can fix: no space, no permission, a read-only file system.
-WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+# What makes a write fail for a reason the user can fix: no space, no permission, a read-only file system, a file
+# larger than the process may write (`ulimit -f`).
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG}
 # safetensors (Rust) names the OS error only in its message
 RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
@@ -50,12 +51,36 @@ def remove(path: Path) -> None:
             path.unlink(missing_ok=True)
 
 
+def _beside(final: Path, role: str) -> list[Path]:
+    return sorted(final.parent.glob(f".{final.name}.{role}-*"))
+
+
 def remove_partials(final: Path) -> None:
-    """Delete what a killed run writing `final` left: a folder's partial copy inside it (`.partial-<pid>`) or its
-    finished copy beside it (`.<name>.replacing-<pid>`), a file's partial copy beside it (`.<name>.partial-<pid>`)."""
-    for leftover in [*final.glob(".partial-*"), *final.parent.glob(f".{final.name}.replacing-*"),
-                     *final.parent.glob(f".{final.name}.partial-*")]:
+    """Put `final` back in order after a killed write (core/io.py's swap, step by step):
+    - a folder's partial copy inside it (`.partial-<pid>`), a file's beside it (`.<name>.partial-<pid>`): deleted;
+    - the finished copy beside it (`.<name>.replacing-<pid>`): moved in where the kill came after the old copy
+      was moved aside (`final` is absent), deleted where it came before;
+    - the old copy moved aside (`.<name>.replaced-<pid>`): deleted once `final` is whole again."""
+    finished = _beside(final, "replacing")
+    if finished and not final.exists():
+        finished.pop().rename(final)
+    for leftover in [*final.glob(".partial-*"), *finished, *_beside(final, "replaced"), *_beside(final, "partial")]:
         remove(leftover)
+
+
+def swap_in(finished: Path, final: Path) -> None:
+    """Move the complete folder `finished` (beside `final`) in place of `final`. Each step is one rename, so at
+    every instant `final` is the old folder whole or the new one whole (absent for the instant between the two
+    renames, never a mix); remove_partials completes or undoes what a kill between steps leaves, and a failed step
+    puts the old folder back."""
+    old = final.with_name(f".{final.name}.replaced-{os.getpid()}")
+    final.rename(old)
+    try:
+        finished.rename(final)
+    except BaseException:
+        old.rename(final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextmanager
@@ -63,19 +88,19 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     """Yield a folder that replaces `final` only if the block succeeds. It is made inside `final`, so whatever
     removes that output also removes what a killed run left in it: DVC does before it reruns a stage or restores
     the stage's outputs from its run-cache, and a stage that fails does (core/stage.py)."""
+    remove_partials(final)
     created = not final.exists()
     partial = final / f".partial-{os.getpid()}"
+    finished = final.with_name(f".{final.name}.replacing-{os.getpid()}")
     try:
         final.mkdir(parents=True, exist_ok=True)
-        remove_partials(final)
         partial.mkdir()
         yield partial
-        finished = final.with_name(f".{final.name}.replacing-{os.getpid()}")
         partial.rename(finished)
-        shutil.rmtree(final)
-        finished.rename(final)
+        swap_in(finished, final)
     except BaseException as error:
         shutil.rmtree(final if created else partial, ignore_errors=True)
+        remove(finished)
         failure = write_failure(error) if isinstance(error, Exception) else None
         if failure is not None and not isinstance(error, OutputError):
             raise cannot_write(final, failure.strerror) from error

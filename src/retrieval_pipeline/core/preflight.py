@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from retrieval_pipeline.core.dag import dag_families
 from retrieval_pipeline.core.errors import DataError, ModelError, ParamsError
@@ -215,6 +217,8 @@ def report(profile: str, family_requirements: dict[str, tuple[Sequence[Requireme
 
 
 REMOTE_TIMEOUT_S = 30
+# the remotes whose URL names a host to look up (cloud buckets go to their provider's endpoint)
+HOSTED_SCHEMES = {"ssh", "sftp", "http", "https", "webdav", "webdavs", "hdfs", "webhdfs"}
 
 
 def check_remote(root: Path, name: str | None = None) -> tuple[bool, str]:
@@ -237,14 +241,24 @@ def check_remote(root: Path, name: str | None = None) -> tuple[bool, str]:
     except DvcException as error:
         return False, f"remote '{name}': {error}; expected a remote named in .dvc/config (`dvc remote list`)"
     top = odb.fs.parent(odb.fs.parent(odb.path))  # the remote's URL; its cache lives under files/md5
+    host = urlsplit(url).hostname if urlsplit(url).scheme in HOSTED_SCHEMES else None
     with ThreadPoolExecutor(max_workers=1) as pool:
+        if host:  # some backends answer "does not exist" for a host that does not resolve
+            try:
+                pool.submit(socket.getaddrinfo, host, None).result(timeout=REMOTE_TIMEOUT_S)
+            except NoAnswer:
+                return False, (f"remote '{name}' ({url}): the name {host} did not resolve within {REMOTE_TIMEOUT_S} s;"
+                               " check the network's DNS")
+            except OSError as error:
+                return False, (f"remote '{name}' ({url}): the host {host} does not resolve ({error.strerror or error});"
+                               " check the host name in its URL (`dvc remote list`) and the network")
         answer = pool.submit(lambda: (odb.fs.exists(top), odb.fs.exists(odb.path)))
         try:
             reachable, has_cache = answer.result(timeout=REMOTE_TIMEOUT_S)
         except NoAnswer:
             return False, (f"remote '{name}' ({url}): no answer within {REMOTE_TIMEOUT_S} s; check the host, the "
                            "network and `dvc remote modify --local` credentials")
-        except Exception as error:  # a backend's own errors: authentication, DNS, permissions
+        except Exception as error:  # a backend's own errors: authentication, permissions
             return False, f"remote '{name}' ({url}): {type(error).__name__}: {error}; check its URL and credentials"
     if not reachable:
         return False, (f"remote '{name}' ({url}): {top} does not exist; expected the remote's folder or bucket "

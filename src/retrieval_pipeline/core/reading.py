@@ -69,6 +69,9 @@ def _read_local_file(path: Path, file_format: str, format_key: str) -> pl.DataFr
             return pl.read_parquet(raw)
         except Exception as error:  # polars raises several unrelated types for a corrupt file
             raise DataError(f"{path}: not a readable parquet file ({error})") from error
+    if not raw.strip():  # the readers' own messages for this name neither the file nor the fix
+        expected = "a header row, then a row per pair" if file_format == "csv" else "one JSON object per line"
+        raise DataError(f"{path}: empty ({len(raw)} bytes); expected {expected}")
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as error:

@@ -35,6 +35,7 @@ from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from retrieval_pipeline.core.dag import declared_deps, declared_sections
+from retrieval_pipeline.core.errors import OutputError
 from retrieval_pipeline.core.family import Family, Scores, read_scores, write_scores
 from retrieval_pipeline.core.io import atomic_write_json, cannot_write, remove, write_failure
 from retrieval_pipeline.core.sources import local_files
@@ -193,6 +194,17 @@ def read_json(path: Path):
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def discard(folder: Path, what: str) -> None:
+    """Delete `folder`, or stop the stage with one line naming it where it cannot be deleted whole: a state that
+    stays could otherwise be taken for a later run's."""
+    problems: list[OSError] = []
+    shutil.rmtree(folder, onerror=lambda function, path, error: problems.append(error[1]))
+    if folder.exists():
+        reason = next((problem.strerror for problem in problems if problem.strerror), "it stays")
+        raise OutputError(f"{folder}: cannot discard {what} ({reason}); expected a folder this user can delete: "
+                          "delete it, then rerun the stage")
+
+
 def state_key(family: Family, stage: str) -> dict:
     """What the stage's result depends on: its params sections, the content of its dependencies in dvc.yaml, and
     what runs it."""
@@ -225,11 +237,16 @@ class Resume:
         self.folder = family.paths.resume(stage).absolute()  # what an error names
         self.key = state_key(family, stage)
         self.key["digest"] = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()
-        key_file = self.folder / KEY_FILE
-        if main_process() and self.folder.exists() and (
-                not key_file.is_file() or read_json(key_file).get("digest") != self.key["digest"]):
+        if main_process() and self.folder.exists() and not self.carries_key():
             print(f"{stage}: discarding the resume state of other params or inputs")
-            remove(self.folder)
+            discard(self.folder, "the resume state of other params or inputs")
+
+    def carries_key(self) -> bool:
+        """Whether the state on disk is this run's: nothing else is ever resumed from, whatever a discard left."""
+        try:
+            return read_json(self.folder / KEY_FILE).get("digest") == self.key["digest"]
+        except (OSError, ValueError, AttributeError):
+            return False
 
     def output_dir(self, run: str) -> Path:
         """The trainer's output_dir for `run`: relative to the working directory (the repository, where DVC runs a
@@ -238,7 +255,10 @@ class Resume:
         return Path(os.path.relpath(folder)) if folder.is_relative_to(Path.cwd()) else folder
 
     def checkpoint(self, run: str) -> Path | None:
-        """The run's last complete checkpoint: its trainer state is written last, after weights, optimizer and RNG."""
+        """The run's last complete checkpoint: its trainer state is written last, after weights, optimizer and RNG.
+        None where the state is not this run's."""
+        if not self.carries_key():
+            return None
         candidates = sorted(self.output_dir(run).glob(f"{PREFIX_CHECKPOINT_DIR}-*"),
                             key=lambda path: int(path.name.rsplit("-", 1)[-1]), reverse=True)
         for candidate in candidates:
@@ -260,7 +280,7 @@ class Resume:
                 shutil.copytree(checkpoint / LOG_SNAPSHOT, log)
             epoch = read_json(checkpoint / TRAINER_STATE_NAME)["epoch"]
             print(f"{label}: resuming from epoch {round(epoch)}")
-        if main_process() and not (self.folder / KEY_FILE).is_file():
+        if main_process() and not self.carries_key():  # a new state: the discard left no folder
             self.folder.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.folder / KEY_FILE, self.key)
         trainer.training_log = log
@@ -296,7 +316,7 @@ class Resume:
         """A run finished before the stage stopped: its output and log put back, and its scores; None if it did not
         finish."""
         kept = self.folder / run / FINISHED
-        if not (kept / "scores").is_dir():
+        if not (kept / "scores").is_dir() or not self.carries_key():
             return None
         remove(output)
         shutil.copytree(kept / "output", output)

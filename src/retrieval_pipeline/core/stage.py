@@ -22,7 +22,7 @@ from typing import Any, cast
 from transformers import set_seed
 from transformers.utils import logging as hf_logging
 
-from retrieval_pipeline.core.dag import declared_outputs, declared_sections
+from retrieval_pipeline.core.dag import dag_families, declared_outputs, declared_sections
 from retrieval_pipeline.core.errors import DataError, ModelError, OutputError, ParamsError
 from retrieval_pipeline.core.family import (
     OPTIONAL_STAGES,
@@ -50,14 +50,21 @@ from retrieval_pipeline.core.paths import BASE_RECORD, FamilyPaths
 RESOLVED_PROFILE, RESOLVED_OVERRIDDEN = "profile", "overridden"
 
 
+def family_names() -> list[str]:
+    """The families: the packages in retrieval_pipeline/families/."""
+    import pkgutil
+
+    from retrieval_pipeline import families
+
+    return sorted(module.name for module in pkgutil.iter_modules(families.__path__) if module.ispkg)
+
+
 def family_class(name: str) -> type[Family]:
-    try:
-        module = importlib.import_module(f"retrieval_pipeline.families.{name}")
-    except ModuleNotFoundError as error:
-        if error.name != f"retrieval_pipeline.families.{name}":
-            raise
-        raise ParamsError(f"unknown family '{name}': no package retrieval_pipeline/families/{name}/") from error
-    return module.FAMILY
+    known = family_names()
+    if name not in known:  # not a package there: a typo, or a module such as `__init__`
+        raise ParamsError(f"unknown family '{name}': expected one of {', '.join(known)} (the packages in "
+                          "retrieval_pipeline/families/)")
+    return importlib.import_module(f"retrieval_pipeline.families.{name}").FAMILY
 
 
 class UndeclaredSection(ParamsError):
@@ -180,6 +187,28 @@ def run_stage(stage: str, argv: list[str] | None = None) -> int:
     return reported(arguments, lambda: run_in_place(arguments.family, stage))
 
 
+def in_place(output: Path) -> bool:
+    """Whether an output is there: a file, or a folder holding more than a killed write's partial copy."""
+    return output.is_file() or output.is_dir() and any(not entry.name.startswith(".partial-")
+                                                       for entry in output.iterdir())
+
+
+def remove_restored_resume_states(root: Path, running: str) -> None:
+    """Delete the resume states (core/resume.py) of stages whose outputs are all in place: DVC restored those from
+    its run-cache without running the stage, which would have removed its state, and it reruns that stage only
+    once they change, when the state no longer fits. A killed stage's state stays, as DVC removed its outputs
+    before it ran."""
+    for state in sorted((root / ".resume").glob("*@*")):
+        stage, _, family = state.name.partition("@")
+        if state.name == running or stage not in STAGES or family not in dag_families(root):
+            continue
+        outputs = declared_outputs(root, stage, family)
+        if outputs and all(in_place(output) for output in outputs):
+            remove(state)
+            print(f"{running.split('@')[0]}: removed {state.relative_to(root)}, the resume state of {state.name}: "
+                  "its outputs are in place (restored from DVC's run-cache)")
+
+
 def run_in_place(name: str, stage: str) -> None:
     """One stage of family `name` in the working directory, its scratch cleared before and after, and no output
     left when it fails."""
@@ -187,6 +216,7 @@ def run_in_place(name: str, stage: str) -> None:
     owns_scratch = os.environ.get("RANK", "0") == "0"  # under torchrun, one process clears the scratch
     if owns_scratch:  # what a killed run of this stage left, where nothing removed its outputs since
         shutil.rmtree(family.paths.scratch_root, ignore_errors=True)
+        remove_restored_resume_states(Path.cwd(), f"{stage}@{name}")
     set_seed(family.params.seed)
     try:
         run_family_stage(family, stage)
