@@ -35,13 +35,14 @@ def run_seed_profile(work: Path, families: list[str]) -> tuple[Path, dict[str, f
     from stage_times import timed_stages
     from twins import build_hub_cache
 
-    from retrieval_pipeline.core.dag import dag_families
+    from retrieval_pipeline.core.dag import dag_family_modules
 
     environment = build_hub_cache(work / "hf-home")
     repo = copy_repo((work / "repo"), SEED_RUN)
     dvc_yaml = yaml.safe_load((repo / "dvc.yaml").read_text())
-    left_out = set(dag_families(repo)) - set(families)
-    dvc_yaml["vars"] = [{"families": families}]
+    modules = dag_family_modules(repo)
+    left_out = set(modules) - set(families)
+    dvc_yaml["vars"] = [{"families": {name: modules[name] for name in families}}]
     (repo / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
     # only the families that run keep their sections: the params stage refuses a section no stage reads
     document = {key: value for key, value in yaml.safe_load((repo / "params.yaml").read_text()).items()
