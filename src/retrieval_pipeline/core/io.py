@@ -19,6 +19,8 @@ from retrieval_pipeline.core.errors import OutputError
 # What makes a write fail for a reason the user can fix: no space, no permission, a read-only file system, a file
 # larger than the process may write (`ulimit -f`).
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG}
+# a folder's copy being written, inside the folder it will replace
+PARTIAL = ".partial-"
 # safetensors (Rust) names the OS error only in its message
 RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
@@ -64,7 +66,7 @@ def remove_partials(final: Path) -> None:
     finished = _beside(final, "replacing")
     if finished and not final.exists():
         finished.pop().rename(final)
-    for leftover in [*final.glob(".partial-*"), *finished, *_beside(final, "replaced"), *_beside(final, "partial")]:
+    for leftover in [*final.glob(f"{PARTIAL}*"), *finished, *_beside(final, "replaced"), *_beside(final, "partial")]:
         remove(leftover)
 
 
@@ -90,7 +92,7 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     the stage's outputs from its run-cache, and a stage that fails does (core/stage.py)."""
     remove_partials(final)
     created = not final.exists()
-    partial = final / f".partial-{os.getpid()}"
+    partial = final / f"{PARTIAL}{os.getpid()}"
     finished = final.with_name(f".{final.name}.replacing-{os.getpid()}")
     try:
         final.mkdir(parents=True, exist_ok=True)
@@ -105,6 +107,12 @@ def atomic_directory(final: Path) -> Iterator[Path]:
         if failure is not None and not isinstance(error, OutputError):
             raise cannot_write(final, failure.strerror) from error
         raise
+
+
+def written(output: Path) -> bool:
+    """Whether an output is there: a file, or a folder holding more than a killed write's partial copy."""
+    return output.is_file() or output.is_dir() and any(not entry.name.startswith(PARTIAL)
+                                                       for entry in output.iterdir())
 
 
 def atomic_write_text(path: Path, text: str) -> None:

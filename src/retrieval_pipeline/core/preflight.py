@@ -241,7 +241,8 @@ def check_remote(root: Path, name: str | None = None) -> tuple[bool, str]:
     except DvcException as error:
         return False, f"remote '{name}': {error}; expected a remote named in .dvc/config (`dvc remote list`)"
     top = odb.fs.parent(odb.fs.parent(odb.path))  # the remote's URL; its cache lives under files/md5
-    host = urlsplit(url).hostname if urlsplit(url).scheme in HOSTED_SCHEMES else None
+    parts = urlsplit(url)
+    host = parts.hostname if parts.scheme in HOSTED_SCHEMES else None
     with ThreadPoolExecutor(max_workers=1) as pool:
         if host:  # some backends answer "does not exist" for a host that does not resolve
             try:

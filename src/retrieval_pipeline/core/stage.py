@@ -38,7 +38,14 @@ from retrieval_pipeline.core.family import (
     read_scores,
     write_scores,
 )
-from retrieval_pipeline.core.io import atomic_directory, atomic_write_json, cannot_write, remove, write_failure
+from retrieval_pipeline.core.io import (
+    atomic_directory,
+    atomic_write_json,
+    cannot_write,
+    remove,
+    write_failure,
+    written,
+)
 from retrieval_pipeline.core.params import (
     FamilyParams,
     read_params_file,
@@ -187,23 +194,18 @@ def run_stage(stage: str, argv: list[str] | None = None) -> int:
     return reported(arguments, lambda: run_in_place(arguments.family, stage))
 
 
-def in_place(output: Path) -> bool:
-    """Whether an output is there: a file, or a folder holding more than a killed write's partial copy."""
-    return output.is_file() or output.is_dir() and any(not entry.name.startswith(".partial-")
-                                                       for entry in output.iterdir())
-
-
 def remove_restored_resume_states(root: Path, running: str) -> None:
     """Delete the resume states (core/resume.py) of stages whose outputs are all in place: DVC restored those from
     its run-cache without running the stage, which would have removed its state, and it reruns that stage only
     once they change, when the state no longer fits. A killed stage's state stays, as DVC removed its outputs
     before it ran."""
+    families = dag_families(root)
     for state in sorted((root / ".resume").glob("*@*")):
         stage, _, family = state.name.partition("@")
-        if state.name == running or stage not in STAGES or family not in dag_families(root):
+        if state.name == running or stage not in STAGES or family not in families:
             continue
         outputs = declared_outputs(root, stage, family)
-        if outputs and all(in_place(output) for output in outputs):
+        if outputs and all(written(output) for output in outputs):
             remove(state)
             print(f"{running.split('@')[0]}: removed {state.relative_to(root)}, the resume state of {state.name}: "
                   "its outputs are in place (restored from DVC's run-cache)")
