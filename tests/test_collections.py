@@ -280,7 +280,7 @@ def test_colbert_serves_from_the_index_its_evaluation_searches_and_counts_its_by
     for above, exact in ((200, True), (199, False)):
         family = load_family("colbert", write_params(tmp_path / str(above), deep_merge(TINY_COLBERT, {"colbert": {
             "embedded": {"evaluate": {"index": {**index, "above_documents": above}}}}})), tmp_path / str(above))
-        with searcher(family, documents) as (search, stored):
+        with searcher(family, documents, "serving-index") as (search, stored):
             assert search(query)[0][0] == 7
             # exact: the float32 vectors; PLAID: its files (codes, residuals, centroids, the inverted file), which
             # at 200 documents outweigh the vectors they compress
@@ -310,15 +310,42 @@ def test_the_plaid_index_takes_its_centroids_from_the_sample(tmp_path):
 
 def test_query_latency_times_each_query_alone_after_a_warm_up():
     from retrieval_pipeline.core.retrieval import dense_answer, dense_index, dense_index_bytes
-    from retrieval_pipeline.core.serving import query_latency
+    from retrieval_pipeline.core.serving import serving_row
 
     asked = []
-    latency = query_latency(lambda query: asked.append(query) or time.sleep(0.01 if query == "slow" else 0.0),
-                            ["fast"] * 18 + ["slow"] * 2)
+    row = serving_row("toy", False, lambda query: asked.append(query) or time.sleep(0.01 if query == "slow" else 0.0),
+                      ["fast"] * 18 + ["slow"] * 2, 40, 4, dim=8)
     assert asked == ["fast"] + ["fast"] * 18 + ["slow"] * 2  # the first query once more, as the warm-up
-    assert latency["latency_ms_median"] < 5 <= latency["latency_ms_p95"]
+    assert row["latency_ms_median"] < 5 <= row["latency_ms_p95"]
+    assert {key: row[key] for key in ("model", "fine_tuned", "dim", "bytes_per_document")} == {
+        "model": "toy", "fine_tuned": False, "dim": 8, "bytes_per_document": 10.0}
     vectors = np.eye(4, dtype=np.float32)
     index = dense_index(vectors)
     assert dense_index_bytes(index) == vectors.nbytes
     _, positions = dense_answer(lambda query: vectors[[int(query)]], index, top_k=100)("2")
     assert positions[0].tolist()[0] == 2 and len(positions[0]) == 4  # top_k bounded by the corpus
+
+
+def test_rows_on_one_encoder_encode_each_query_once_and_count_it_in_each_row():
+    """A model's indexes (every dim, the hybrid, the compressed ones) answer from one encoding per query: each row's
+    latency is that encoding's time plus its own search."""
+    from retrieval_pipeline.core.serving import Served, serving_rows
+
+    encoded, searched = [], []
+
+    def encode(query: str) -> str:
+        encoded.append(query)
+        time.sleep(0.02)
+        return query.upper()
+
+    def search(name: str, seconds: float):
+        return lambda query, encoding: searched.append((name, query, encoding)) or time.sleep(seconds)
+
+    rows = serving_rows(encode, [Served("fast", True, 8, search("fast", 0.0), {"dim": 2}),
+                                 Served("slow", True, 80, search("slow", 0.02))], ["a", "b", "c"], 4)
+    assert encoded == ["a", "a", "b", "c"]  # a warm-up, then each query once
+    assert searched[-2:] == [("fast", "c", "C"), ("slow", "c", "C")]
+    fast, slow = rows
+    assert fast["dim"] == 2 and "dim" not in slow
+    assert (fast["bytes_per_document"], slow["bytes_per_document"]) == (2, 20)
+    assert 20 <= fast["latency_ms_median"] < 35 and 40 <= slow["latency_ms_median"] < 60

@@ -541,12 +541,28 @@ def test_the_readme_collection_line_runs_every_family_on_one_folder_and_the_same
     for family, rows in served.items():
         assert set(rows["model"]) == set(metrics[family]["serving"]), family
         assert (rows["latency_ms_median"] > 0).all() and (rows["latency_ms_p95"] >= rows["latency_ms_median"]).all()
-    assert served["matryoshka"].select("model", "dim", "bytes_per_document").rows() == [
-        (model, dim, dim * 4.0) for model in ("base", "finetuned") for dim in (384, 128, 32)]
-    assert served["dpr"].select("model", "bytes_per_document").rows() == [("base", 1536.0), ("finetuned", 1536.0)]
-    for model, pool_factor, stored in served["colbert"].select("model", "pool_factor", "bytes_per_document").rows():
-        vectors = metrics["colbert"][model]["kmeans"][f"pf_{pool_factor}"]["vectors_per_document"]
-        assert stored == pytest.approx(vectors * 64 * 4), (model, pool_factor)
+    # beside them BM25 (its sparse matrix), the hybrid (the dense index and BM25's) and the compressed embeddings
+    # (a byte or a bit per dimension)
+    bm25 = {family: rows.filter(pl.col("model") == "bm25")["bytes_per_document"].item()
+            for family, rows in served.items() if family != "reranker"}
+    assert all(size > 0 for size in bm25.values())
+    precisions = {"": 4.0, "/int8": 1.0, "/binary": 1 / 8, "/binary_rescored": 1 / 8}
+    dense = served["matryoshka"].filter(pl.col("model") != "bm25")
+    assert sorted(dense.select("model", "dim", "bytes_per_document").rows()) == sorted(
+        [("base", dim, dim * 4.0) for dim in (384, 128, 32)]
+        + [(f"finetuned{suffix}", dim, dim * size) for suffix, size in precisions.items() for dim in (384, 128, 32)]
+        + [("hybrid", dim, dim * 4.0 + bm25["matryoshka"]) for dim in (384, 128, 32)])
+    assert sorted(served["dpr"].select("model", "bytes_per_document").rows()) == sorted(
+        [("base", 1536.0), ("bm25", bm25["dpr"]), ("hybrid", 1536.0 + bm25["dpr"])]
+        + [(f"finetuned{suffix}", 384 * size) for suffix, size in precisions.items()])
+    colbert = {(model, pool_factor): stored for model, pool_factor, stored
+               in served["colbert"].select("model", "pool_factor", "bytes_per_document").rows()}
+    for (model, pool_factor), stored in colbert.items():
+        if model in ("base", "pooling_aware"):
+            vectors = metrics["colbert"][model]["kmeans"][f"pf_{pool_factor}"]["vectors_per_document"]
+            assert stored == pytest.approx(vectors * 64 * 4), (model, pool_factor)
+        elif model == "hybrid":
+            assert stored == pytest.approx(colbert["pooling_aware", pool_factor] + bm25["colbert"])
     reranker = served["reranker"]
     assert reranker["model"].to_list() == ["first_stage", "plain/stage2_replay"]
     assert reranker["bytes_per_document"].to_list() == [1536.0, 1536.0]  # the first stage's index serves both
@@ -562,11 +578,23 @@ def test_the_readme_collection_line_runs_every_family_on_one_folder_and_the_same
     own = {"matryoshka finetuned dim 128": metrics["matryoshka"]["finetuned"]["chunks"]["dim_128"],
            "dpr base": metrics["dpr"]["base"], "dpr finetuned": metrics["dpr"]["finetuned"],
            "reranker plain/stage2_replay": metrics["reranker"]["plain"]["stage2_replay"]["factual"],
-           "colbert pooling_aware pool_factor 2": metrics["colbert"]["pooling_aware"]["kmeans"]["pf_2"]}
+           "colbert pooling_aware pool_factor 2": metrics["colbert"]["pooling_aware"]["kmeans"]["pf_2"],
+           "dpr bm25": metrics["dpr"]["bm25"],
+           "dpr finetuned/binary_rescored": metrics["dpr"]["finetuned/binary_rescored"],
+           "matryoshka hybrid dim 32": metrics["matryoshka"]["hybrid"]["chunks"]["dim_32"],
+           "matryoshka finetuned/int8 dim 128": metrics["matryoshka"]["finetuned/int8"]["chunks"]["dim_128"],
+           "colbert bm25": metrics["colbert"]["bm25"],
+           "colbert hybrid pool_factor 4": metrics["colbert"]["hybrid"]["kmeans"]["pf_4"]}
     for name, values in own.items():
         assert table[name][1:3] == [f"{values['ndcg@10']:.4f}", f"{values['recall@100']:.4f}"], name
         assert table[name][0] == str(len(judged))
     assert sum(cells[-1] == "" for cells in table.values()) == 1  # the best, which the others are tested against
+    # and what a user decides from: the cheapest row the test cannot tell from the best, the best within the budget
+    choices = [line for line in report.splitlines() if line.startswith(("- Cheapest within", "- Best within"))]
+    assert len(choices) == 2 and "bytes per document (`report.choice.bytes_per_document`)" in choices[1]
+    chosen = [line.split("): ", 1)[1].split("`")[1] for line in choices]
+    assert all(name in table for name in chosen), chosen
+    assert float(table[chosen[1]][3]) <= 256
     assert (clone / "metrics" / "report" / "collection.png").read_bytes()[:4] == b"\x89PNG"
 
 

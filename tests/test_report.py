@@ -251,10 +251,19 @@ def test_the_collection_section_sets_every_served_model_against_the_best(tmp_pat
     family's per-query means, its measured serving cost, its training time, and a paired test against the best."""
     toy_evaluation(tmp_path)
     folder = tmp_path / "eval" / "toy"
-    per_query_frame().with_columns(pl.col("ndcg@10").alias("recall@100")).write_parquet(folder / "per_query.parquet")
-    pl.DataFrame([{"model": model, "fine_tuned": model == "tuned", "dim": dim, "bytes_per_document": 4.0 * dim,
-                   "latency_ms_median": 1.0, "latency_ms_p95": 2.0} for model in ("base", "tuned") for dim in (64, 32)]
-                 ).write_parquet(folder / "serving.parquet")
+    bm25 = pl.DataFrame([{"model": "bm25", "dim": None, "query_id": f"q{index}", "ndcg@10": 0.05, "mrr@10": 0.05}
+                         for index in range(6)], schema_overrides={"dim": pl.Int64})
+    pl.concat([per_query_frame(), bm25]).with_columns(pl.col("ndcg@10").alias("recall@100")).write_parquet(
+        folder / "per_query.parquet")
+    from retrieval_pipeline.core.serving import record_serving  # as an evaluate stage writes it: BM25's row first
+
+    tables: dict = {}
+    record_serving({}, tables, [{"model": "bm25", "fine_tuned": False, "bytes_per_document": 30.0,
+                                 "latency_ms_median": 0.5, "latency_ms_p95": 0.6}]
+                   + [{"model": model, "fine_tuned": model == "tuned", "dim": dim, "bytes_per_document": 4.0 * dim,
+                       "latency_ms_median": 1.0, "latency_ms_p95": 2.0}
+                      for model in ("base", "tuned") for dim in (64, 32)])
+    tables["serving"].write_parquet(folder / "serving.parquet")
     (tmp_path / "dvclive" / "toy" / "stage1" / "metrics.json").write_text('{"train": {"runtime": 12.5}}\n')
     params = report_params(tmp_path, families={"toy": {"metrics": ["ndcg@10"], "compare": [["base", "tuned"]]}})
     document = yaml.safe_load(params.read_text())
@@ -266,6 +275,7 @@ def test_the_collection_section_sets_every_served_model_against_the_best(tmp_pat
     assert "| toy tuned dim 64 | 6 | 0.5500 | 0.5500 | 256 | 1.0 | 2.0 | 12 |  |  |" in report  # the best
     assert "| toy base dim 64 | 6 | 0.2500 | 0.2500 | 256 | 1.0 | 2.0 |  | -0.3000 | 0.0312 |" in report
     assert "| toy base dim 32 | 6 | 0.2500 | 0.2500 | 128 |" in report
+    assert "| toy bm25 | 6 | 0.0500 | 0.0500 | 30 | 0.5 | 0.6 |  | -0.5000 |" in report  # no setting: its own rows
     assert (tmp_path / "metrics" / "report" / "collection.png").read_bytes()[:4] == b"\x89PNG"
     (folder / "serving.parquet").unlink()
     with pytest.raises(DataError, match=r"eval/toy/serving.parquet: missing; expected the evaluate stage's serving"):
@@ -287,3 +297,70 @@ def test_models_at_one_point_of_the_figure_share_one_label():
                            served("matryoshka", "base dim 32", [0.25, 0.75], 128.0)])
     assert labels == {(1536.0, 0.5): "matryoshka base dim 384\ndpr base", (1536.0, 0.75): "dpr finetuned",
                       (128.0, 0.5): "matryoshka base dim 32"}
+
+
+def test_a_model_without_a_setting_is_compared_in_every_setting():
+    """BM25 has no dim: its rows are set against the tuned model's at each dim, and a group only one of two models
+    is scored in (a hybrid at one pooling method of two) has no row."""
+    from retrieval_pipeline.report.statistics import in_every_setting
+
+    bm25 = pl.DataFrame([{"model": "bm25", "dim": None, "query_id": f"q{index}", "ndcg@10": 0.2, "mrr@10": 0.2}
+                         for index in range(6)], schema_overrides={"dim": pl.Int64})
+    frame = in_every_setting(pl.concat([per_query_frame(), bm25]))
+    assert frame.filter(pl.col("model") == "bm25").select("dim").unique().sort("dim")["dim"].to_list() == [32, 64]
+    rows, groups = compare(frame, "bm25", "tuned", ["ndcg@10"], 100, 0, "per_query.parquet")
+    assert groups == ["dim"] and [(row.group, row.queries) for row in rows] == [((64,), 6), ((32,), 6)]
+    assert [(row.baseline, row.candidate) for row in rows] == [pytest.approx((0.2, 0.55)), pytest.approx((0.2, 0.25))]
+    one_dim = frame.filter((pl.col("model") != "base") | (pl.col("dim") == 64))
+    rows, _ = compare(one_dim, "base", "tuned", ["ndcg@10"], 100, 0, "per_query.parquet")
+    assert [row.group for row in rows] == [(64,)]
+
+
+def test_the_cheapest_row_within_one_paired_test_and_the_best_within_the_budget():
+    """The best (float32, 1,536 bytes), a binary row the test cannot tell from it (48 bytes), an int8 row it can
+    (384 bytes, every query worse), and BM25, worse still: the cheapest tied row is the binary one; under a 400-byte
+    budget the best row that fits is the binary one too, and under 10 bytes none fits."""
+    from retrieval_pipeline.report.collection import Served, choices, paired_ndcg
+    from retrieval_pipeline.report.params import Choice
+    from retrieval_pipeline.report.statistics import paired_p_value
+
+    def served(name: str, ndcg: list[float], size: float) -> Served:
+        frame = pl.DataFrame({"query_id": [f"q{i}" for i in range(len(ndcg))], "ndcg@10": ndcg, "recall@100": ndcg})
+        return Served("toy", name, frame, size, 1.0, 2.0, None)
+
+    best = served("toy finetuned", [0.9, 0.8, 0.7, 0.6, 0.9, 0.8], 1536)
+    binary = served("toy finetuned/binary", [0.8, 0.9, 0.7, 0.6, 0.8, 0.9], 48)
+    int8 = served("toy finetuned/int8", [0.5, 0.4, 0.3, 0.2, 0.5, 0.4], 384)
+    bm25 = served("toy bm25", [0.1, 0.1, 0.1, 0.1, 0.1, 0.1], 120)
+    rows = [best, binary, int8, bm25]
+    p_values = {id(row): paired_p_value(*paired_ndcg(best, row), 1000, 0) for row in rows if row is not best}
+    assert p_values[id(binary)] >= 0.05 > p_values[id(int8)]
+    lines = choices(rows, best, p_values, Choice(alpha=0.05, bytes_per_document=400))
+    assert lines[0].startswith("- Cheapest within one paired test of the best") and "`toy finetuned/binary`" in lines[0]
+    assert "`toy finetuned/binary`" in lines[1] and "400 bytes per document" in lines[1]
+    lines = choices(rows, best, p_values, Choice(alpha=0.05, bytes_per_document=10))
+    assert "no row fits; the smallest is `toy finetuned/binary`" in lines[1]
+
+
+def test_the_comparison_rows_leave_every_expectation_as_it_was(tmp_path):
+    """BM25 and a hybrid added to a family's per-query table (as every retrieval family's evaluate stage adds them)
+    change no verdict of an expectation about its own models."""
+    from retrieval_pipeline.core.paths import FamilyPaths
+    from retrieval_pipeline.report.expectations import judge
+    from retrieval_pipeline.report.params import Better, Drop
+    from retrieval_pipeline.report.statistics import in_every_setting
+
+    own = per_query_frame()
+    added = pl.concat([own, pl.DataFrame(
+        [{"model": "bm25", "dim": None, "query_id": f"q{index}", "ndcg@10": 0.9, "mrr@10": 0.9} for index in range(6)]
+        + [{"model": "hybrid", "dim": dim, "query_id": f"q{index}", "ndcg@10": 0.0, "mrr@10": 0.0}
+           for dim in (64, 32) for index in range(6)], schema_overrides={"dim": pl.Int64})])
+    expectations = [Better(kind="better", candidate="tuned", baseline="base", metric="ndcg@10", alpha=0.05),
+                    Better(kind="better", candidate="tuned", baseline="base", metric="ndcg@10", alpha=0.05,
+                           where={"dim": 64}),
+                    Drop(kind="drop", model="tuned", metric="ndcg@10", column="dim", start=64, end=32, at_most=0.1)]
+    paths = FamilyPaths(tmp_path, "toy")
+    verdicts = [[judge(frame, expectation, 100, 0, "per_query.parquet", paths)
+                 for expectation in expectations] for frame in (own, in_every_setting(added))]
+    assert verdicts[0] == verdicts[1]
+    assert [verdict.met for verdict in verdicts[0]] == [False, True, False]

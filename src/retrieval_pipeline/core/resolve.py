@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from retrieval_pipeline.core.comparisons import COMPARISONS, comparison_labels, load_comparisons
 from retrieval_pipeline.core.dag import dag_families
 from retrieval_pipeline.core.errors import ParamsError
 from retrieval_pipeline.core.family import Family
@@ -49,12 +50,14 @@ def section_readers(params_file: Path, root: Path) -> dict[str, str]:
     document = read_params_file(params_file)
     families = dag_families(root)
     readers = {"profile": "every stage", COLLECTION: "every family's resolve stage and the report",
+               COMPARISONS: "the retrieval families' evaluate stages",
                **{name: f"the {name} stages" for name in families}, "report": "the report stage"}
     for key in document:
         if key not in readers:
             raise ParamsError(f"{params_file}: {key}: no family, section or the report reads this key; "
                               f"{nearest(str(key), readers)}")
     report_entries(load_report_params(params_file), families, params_file)
+    load_comparisons(params_file)
     return {key: readers[key] for key in document}
 
 
@@ -133,7 +136,8 @@ def write_resolved_params(family: Family, params_file: Path) -> None:
     """The `resolve` stage: the family's params as its stages see them (the profile's overrides applied, defaults
     filled in), after checking that its report entry names only models it produces. The other stages track this
     file, not params.yaml, so a change to a recipe value that the active profile overrides reruns nothing."""
-    check_report_entry(read_params_file(params_file), params_file, family.name, family.labels)
+    check_report_entry(read_params_file(params_file), params_file, family.name,
+                       (*family.labels, *comparison_labels(family.labels)))
     resolved = {RESOLVED_PROFILE: family.profile, **family.params.model_dump(mode="json"),
                 RESOLVED_OVERRIDDEN: list(family.overridden)}
     requirements = family.requirements()

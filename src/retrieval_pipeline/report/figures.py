@@ -33,17 +33,22 @@ def family_figure(per_query: pl.DataFrame, family: str, metric: str, path: Path)
     groups = group_columns(per_query)
     numeric = [column for column in groups if per_query[column].dtype.is_integer()]
     means = per_query.group_by(["model", *groups], maintain_order=True).agg(pl.col(metric).mean())
-    figure, axis = plt.subplots(figsize=(7, 4))
+    models = list(dict.fromkeys(means["model"]))
+    colours = plt.get_cmap("tab10" if len(models) <= 10 else "tab20")
+    figure, axis = plt.subplots(figsize=(9, 4))
     if numeric:
+        # a colour per model, a line style per setting of the other columns (rows / chunks, pooling method)
         x, panels = numeric[0], [column for column in groups if column != numeric[0]]
+        styles = {key: ("-", "--", ":", "-.")[index % 4] for index, key in enumerate(
+            dict.fromkeys(means.select(panels).rows()))} if panels else {}
         for key, lines in means.group_by(["model", *panels], maintain_order=True):
             lines = lines.sort(x)
-            axis.plot(lines[x].to_list(), lines[metric].to_list(), marker="o", label=" / ".join(map(str, key)))
+            axis.plot(lines[x].to_list(), lines[metric].to_list(), marker="o", label=" / ".join(map(str, key)),
+                      color=colours(models.index(key[0])), linestyle=styles.get(tuple(key[1:]), "-"))
         axis.set_xlabel(x)
     else:
         labels = [" / ".join(map(str, key)) for key in means.select(groups).unique(maintain_order=True).rows()] \
             if groups else [""]
-        models = list(dict.fromkeys(means["model"]))
         width = 0.8 / len(models)
         for index, model in enumerate(models):
             values = means.filter(pl.col("model") == model)[metric].to_list()
@@ -51,7 +56,7 @@ def family_figure(per_query: pl.DataFrame, family: str, metric: str, path: Path)
         axis.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels)
     axis.set_ylabel(metric)
     axis.set_title(f"{family}: {metric} on held-out queries")
-    axis.legend(fontsize=7)
+    axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.tight_layout()
     figure.savefig(path, dpi=100, metadata={"Software": None})  # no version stamp: same inputs, same bytes
     plt.close(figure)

@@ -20,7 +20,7 @@ from retrieval_pipeline.report.collection import collection_name, collection_sec
 from retrieval_pipeline.report.expectations import MET, Verdict, judge
 from retrieval_pipeline.report.figures import family_figure
 from retrieval_pipeline.report.params import FamilyReport, ReportParams, load_report_params, report_entries
-from retrieval_pipeline.report.statistics import compare, markdown_table
+from retrieval_pipeline.report.statistics import compare, in_every_setting, markdown_table
 
 
 def family_section(root: Path, family: str, report: FamilyReport, params: ReportParams, profile: str,
@@ -29,7 +29,7 @@ def family_section(root: Path, family: str, report: FamilyReport, params: Report
     origin = paths.evaluation / "per_query.parquet"
     if not origin.is_file():
         raise DataError(f"{origin}: missing; run `dvc repro evaluate@{family}` first")
-    per_query = pl.read_parquet(origin)
+    per_query = in_every_setting(pl.read_parquet(origin))
     parts = [f"## {family}", "", *([" ".join(report.notes.split()), ""] if report.notes else []),
              f"![{family}](report/{family}.png)", ""]
     evaluated = set(per_query["model"])

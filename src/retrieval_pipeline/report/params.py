@@ -141,10 +141,19 @@ class FamilyReport(Section):
     notes: str = ""  # what to read in the family's section, shown under its heading
 
 
+class Choice(Section):
+    """What the collection section recommends from its table: the cheapest row the paired test cannot tell from
+    the best at `alpha`, and the best row whose index fits `bytes_per_document`."""
+
+    alpha: float = Field(gt=0, lt=1)
+    bytes_per_document: float = Field(gt=0)
+
+
 class ReportParams(Section):
     families: dict[str, FamilyReport] = Field(min_length=1)
     permutations: PositiveInt  # resamples of the paired randomization test
     seed: Seed
+    choice: Choice
 
 
 def load_report_params(path: Path) -> ReportParams:

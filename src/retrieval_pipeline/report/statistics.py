@@ -48,6 +48,21 @@ def group_columns(per_query: pl.DataFrame) -> list[str]:
             if column not in ("model", "query_id") and per_query[column].dtype not in (pl.Float32, pl.Float64)]
 
 
+def in_every_setting(per_query: pl.DataFrame) -> pl.DataFrame:
+    """The per-query table with each model that leaves a setting column empty in all its rows (BM25 has no dim or
+    pool factor) repeated in every value that column takes among the other models' rows, so that it is compared,
+    plotted and judged in each of them."""
+    groups = group_columns(per_query)
+    parts = []
+    for (label,), rows in per_query.partition_by("model", as_dict=True, maintain_order=True).items():
+        empty = [column for column in groups if rows[column].null_count() == rows.height]
+        others = per_query.filter(pl.col("model") != label).select(empty).drop_nulls().unique(maintain_order=True)
+        if empty and others.height:
+            rows = rows.drop(empty).join(others, how="cross").select(per_query.columns)
+        parts.append(rows)
+    return pl.concat(parts) if parts else per_query
+
+
 def matching(frame: pl.DataFrame, where: dict, origin: str) -> pl.DataFrame:
     """The rows whose columns hold the values `where` names (compared as strings, as params.yaml writes them)."""
     for column, value in where.items():
@@ -72,7 +87,8 @@ def compare(per_query: pl.DataFrame, baseline: str, candidate: str, metrics: lis
         part.filter(pl.col("model") == candidate), on="query_id", suffix="_candidate") for key, part in parts.items()}
     rows = []
     for metric in metrics:
-        for key, paired in paired_by_key.items():
+        # a group only one of the two models is scored in (the hybrid at one pooling method) has no row
+        for key, paired in ((key, paired) for key, paired in paired_by_key.items() if paired.height):
             before, after = paired[metric].to_numpy(), paired[f"{metric}_candidate"].to_numpy()
             rows.append(Row(metric, key, float(before.mean()), float(after.mean()),
                             paired_p_value(before, after, permutations, seed), len(before)))
