@@ -61,8 +61,17 @@ def repo(tmp_path_factory) -> Path:
 
 def test_repro_writes_base_and_finetuned_metrics_at_every_dim(repo):
     metrics = json.loads((repo / "metrics/families/matryoshka.json").read_text())
-    assert set(metrics) == {"base", "finetuned"}
-    for model in metrics.values():
+    compressed = {"finetuned/int8": 1.0, "finetuned/binary": 1 / 8, "finetuned/binary_rescored": 1 / 8}
+    assert set(metrics) == {"base", "finetuned", "bm25", "hybrid", *compressed}
+    # beside them BM25 over each corpus, and at every dim the hybrid and the compressed embeddings, whose index
+    # stores a byte or a bit per dimension
+    assert set(metrics["bm25"]) == {"rows", "chunks"} and 0 < metrics["bm25"]["chunks"]["ndcg@10"] <= 1
+    for label in ("hybrid", *compressed):
+        assert {corpus: set(by_dim) for corpus, by_dim in metrics[label].items()} == {
+            corpus: {"dim_384", "dim_128", "dim_32"} for corpus in ("rows", "chunks")}
+    for label, size in compressed.items():
+        assert metrics[label]["chunks"]["dim_128"]["bytes_per_document"] == 128 * size
+    for model in (metrics[label] for label in ("base", "finetuned")):
         assert set(model) == {"rows", "chunks"}  # the recipe's evaluation corpus and each chunk once
         for by_dim in model.values():
             assert set(by_dim) == {"dim_384", "dim_128", "dim_32"}
@@ -115,8 +124,12 @@ def test_dpr_writes_both_towers_and_metrics(repo):
     from sentence_transformers import SentenceTransformer
 
     metrics = json.loads((repo / "metrics/families/dpr.json").read_text())
-    assert set(metrics) == {"base", "finetuned"}
-    for values in metrics.values():
+    compressed = {"finetuned/int8": 384, "finetuned/binary": 48, "finetuned/binary_rescored": 48}
+    assert set(metrics) == {"base", "finetuned", "bm25", "hybrid", *compressed}
+    for label in ("bm25", "hybrid", *compressed):
+        assert {"ndcg@10", "mrr@10", "recall@100"} <= set(metrics[label]), label
+    assert {label: metrics[label]["bytes_per_document"] for label in compressed} == compressed
+    for values in (metrics[label] for label in ("base", "finetuned")):
         assert {"ndcg@10", "mrr@10", "recall@1", "recall@5", "recall@20", "recall@100", "diagonal_cosine",
                 "mean_cosine"} <= set(values)
     assert metrics["finetuned"]["diagonal_cosine"] > metrics["finetuned"]["mean_cosine"]
@@ -176,7 +189,11 @@ def test_colbert_is_evaluated_at_every_pool_factor_and_its_checkpoints_load(repo
     from pylate.models import ColBERT
 
     metrics = json.loads((repo / "metrics/families/colbert.json").read_text())
-    assert set(metrics) == {"mining", "base", "without_pooling", "pooling_aware"}
+    assert set(metrics) == {"mining", "base", "without_pooling", "pooling_aware", "bm25", "hybrid"}
+    # BM25 on the test split, and its hybrid with the pooling-aware model at every pool factor of the first method
+    assert {"ndcg@10", "mrr@10", "recall@100"} <= set(metrics["bm25"])
+    assert {method: list(by_factor) for method, by_factor in metrics["hybrid"].items()} == {
+        "kmeans": ["pf_1", "pf_2", "pf_4"]}
     assert 0 < metrics["mining"]["teacher_positive_mrr"] <= 1 and metrics["mining"]["training_queries"] > 0
     assert 0 <= metrics["mining"]["false_negatives_dropped_share"] < 1 and 0 <= metrics["mining"]["skipped_share"] < 1
     for by_method in (metrics[model] for model in ("base", "without_pooling", "pooling_aware")):
