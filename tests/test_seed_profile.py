@@ -60,8 +60,10 @@ def test_the_recipes_models_and_sizes_are_the_ones_that_ran(seed_repo):
         assert set(by_model["pooling_aware"]["length_180"]) == {"kmeans", "kmeans_lloyd", "hierarchical"}
         assert set(by_model["pooling_aware"]["length_180"]["kmeans"]) == {"pf_1", "pf_2", "pf_4", "pf_6"}
     # its collection is a BEIR dataset on the hub (SciFact), so its evaluate stage measured serving it
-    assert set(colbert["serving"]) == {"base", "pooling_aware"}
-    assert len(colbert["serving"]["pooling_aware"]) == len(colbert["pooling_aware"]["kmeans"])  # one per factor
+    # (BM25 and the hybrid beside them: docs/comparisons.md)
+    assert set(colbert["serving"]) == {"base", "pooling_aware", "bm25", "hybrid"}
+    for model in ("pooling_aware", "hybrid"):  # one per factor
+        assert len(colbert["serving"][model]) == len(colbert["pooling_aware"]["kmeans"])
     # the reranker's F1 and AUC as the recipe measures them too: over the training pairs held out pair by pair
     reranker = json.loads((repo / "metrics/families/reranker.json").read_text())
     for stage, dataset in (("stage1", "multihop"), ("stage2", "factual")):
