@@ -122,6 +122,39 @@ def test_recipe_kmeans_pool_keeps_the_protected_token_and_means_the_library_clus
     assert embeddings.grad[1:].abs().sum() > 0  # the means pass their gradient to the tokens
 
 
+def test_the_projects_lloyds_kmeans_matches_the_recipes_on_real_token_embeddings():
+    """kmeans_lloyd is kept beside the recipe author's k-means because it does the same job: on a real model's token
+    embeddings it makes the same number of vectors as the author's schedule (ceil(n / PF) with the protected token
+    = 1 + (n - 1) // PF) and clusters them about as tightly as the author's default backend (fastkmeans; its
+    scikit-learn backend, k-means++ with restarts, is the tighter bound), summed over documents and pool factors."""
+    from retrieval_pipeline.core.models import load_sentence_transformer
+
+    model = load_sentence_transformer(MINILM, "test")
+    texts = ["The wind farm opened in 2019 with forty turbines along the northern coast, supplying power to about "
+             "thirty thousand homes in the region, and a second phase is planned for the southern bay.",
+             "Researchers found that the protein binds to the receptor only in the presence of calcium, which "
+             "suggests a regulatory role in the signalling pathways of the cell.",
+             "A new railway line connects the two cities, cutting the journey from four hours to ninety minutes; the "
+             "company expects ten thousand passengers a day."]
+    documents = [torch.nn.functional.normalize(tokens.float(), dim=-1)
+                 for tokens in model.encode(texts, output_value="token_embeddings")]
+
+    def within_cluster_error(points: np.ndarray, labels: np.ndarray) -> float:
+        return float(sum(((points[labels == c] - points[labels == c].mean(0)) ** 2).sum() for c in np.unique(labels)))
+
+    errors = {"kmeans_lloyd": 0.0, "fastkmeans": 0.0, "sklearn": 0.0}
+    for tokens in documents:
+        rest = tokens[1:]
+        for pool_factor in (2, 4, 6):
+            clusters, iterations = recipe_kmeans_schedule(len(rest), pool_factor)
+            assert len(kmeans_pool(tokens, pool_factor, iterations=10, protected=1)) == 1 + clusters
+            errors["kmeans_lloyd"] += within_cluster_error(rest.numpy(), kmeans_assign(rest, clusters, 10).numpy())
+            for backend in ("fastkmeans", "sklearn"):
+                labels = recipe_kmeans_labels(rest.numpy(), clusters, iterations, backend, 42)
+                errors[backend] += within_cluster_error(rest.numpy(), labels)
+    assert errors["sklearn"] <= errors["kmeans_lloyd"] <= 1.1 * errors["fastkmeans"]
+
+
 @pytest.mark.parametrize("tokens, pool_factor", [(30, 2), (57, 4), (12, 6), (5, 6)])
 def test_hierarchical_pooling_is_pylates(tokens, pool_factor):
     from pylate.models import ColBERT
@@ -516,3 +549,38 @@ def test_the_base_stage_makes_the_colbert_that_baseline_and_train_start_from(tmp
     unpretrained.base()
     assert json.loads((unpretrained.paths.base / BASE_RECORD).read_text()) == {"made_here": False}
     assert not any(unpretrained.paths.base.rglob("*.safetensors"))
+
+
+def test_a_list_the_filter_left_short_is_topped_up_with_random_documents_below_its_threshold():
+    """No training query is lost to the false-negative filter: a short list draws more random documents, scored by
+    the teacher, until it holds its negatives; one whose corpus runs out stays short (and the training rule drops
+    it)."""
+    from retrieval_pipeline.families.colbert.mine import CandidateList, top_up
+
+    corpus = [f"d{i}" for i in range(12)]
+    teacher = {document: float(i % 4) for i, document in enumerate(corpus)}  # 0, 1, 2, 3, 0, 1, ...
+    lists = [CandidateList("full", "f?", ["p"], ["d0"], []), CandidateList("short", "s?", ["p"], ["d1"], []),
+             CandidateList("starved", "x?", ["p"], [], [])]
+    kept = [[("p", 5.0, "positive"), ("d0", 0.0, "hard_negative")], [("p", 5.0, "positive")],
+            [("p", 5.0, "positive")]]
+    thresholds = [4.75, 1.5, -1.0]  # the starved list's teacher scores every document above its threshold
+    calls, scored = [], {}
+
+    def scorer(indices, candidates):
+        calls.append(indices)
+        for c in candidates:
+            scored.setdefault(c.query_id, []).extend(c.documents)
+        return [np.array([teacher[d] for d in c.documents]) for c in candidates]
+
+    others = lambda i: [d for d in corpus if d not in lists[i].documents]  # noqa: E731
+    counts, dropped = top_up(lists, kept, thresholds, 1, others, np.random.default_rng(0), 2, scorer)
+    assert kept[0] == [("p", 5.0, "positive"), ("d0", 0.0, "hard_negative")]  # full: never drawn for
+    assert len(kept[1]) == 2 and kept[1][1][2] == "random_negative" and kept[1][1][1] <= 1.5
+    assert "d1" not in scored["short"] and len(set(scored["short"])) == len(scored["short"])  # each drawn once
+    assert kept[2] == [("p", 5.0, "positive")]  # every document drawn, none below the threshold
+    assert "full" not in scored and len(calls) == 6  # the starved list's 12 documents, 2 a round
+    assert sorted(scored["starved"]) == sorted(corpus)
+    assert counts == {"topped_up_queries": 2, "top_up_kept": 1,
+                      "top_up_scored": len(scored["short"]) + len(scored["starved"])}
+    assert sorted(document for i, document, _ in dropped if i == 2) == sorted(corpus)
+    assert all(score > 1.5 for i, _, score in dropped if i == 1)

@@ -2,7 +2,9 @@
 recipe author's data scripts build theirs (stefan-jo/pylate, examples/pooling/train/data/): the positives, the
 dense miner's top documents (hard candidates) and random ones, all scored by the teacher; negatives scoring above a
 share of the positives' median dropped as likely unlabelled positives; the best-scored positive, hard negatives,
-medium ones drawn from the other hard candidates and random ones kept, labelled, best-scored first. Or the recipe's
+medium ones drawn from the other hard candidates and random ones kept, labelled, best-scored first. A list the
+filter left short of its negatives is topped up with more random documents scored by the same teacher, so no training
+query is lost (the recipe's 150 candidates a query leave none short; a smaller candidate pool can). Or the recipe's
 published mined set, read as it is. Each list is then cut to its `n_ways` best-scored documents, and one without a
 positive there or shorter is dropped, as the recipe's training script does. A mining report says how many of each."""
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 import random
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -93,6 +95,57 @@ def select(candidates: CandidateList, scores: np.ndarray, selection: SelectionPa
     kept = [(d, score, kind) for kind, items in zip(KINDS, (positives[:selection.positives], chosen_hard,
                                                            chosen_medium, chosen_random)) for d, score in items]
     return sorted(kept, key=lambda item: item[1], reverse=True), dropped
+
+
+def threshold_of(candidates: CandidateList, scores: np.ndarray, share: float) -> float:
+    """The score above which a negative of this list counts as a likely unlabelled positive."""
+    return share * median(float(score) for score in scores[:len(candidates.positives)])
+
+
+Kept = list[tuple[str, float, str]]
+Scorer = Callable[[list[int], list[CandidateList]], list[np.ndarray]]
+
+
+def top_up(lists: list[CandidateList], kept: list[Kept], thresholds: list[float], negatives: int,
+           others: Callable[[int], list[str]], draw: np.random.Generator, per_round: int,
+           scorer: Scorer) -> tuple[dict[str, int], list[tuple[int, str, float]]]:
+    """Fill each list holding fewer than `negatives` negatives with random documents the teacher scores at or below
+    its threshold: rounds of `per_round` new draws from `others(i)` (list i's documents not yet scored for it), until
+    every list is full or has no document left. Changes `kept` in place; returns the counts and the drawn documents
+    dropped above the threshold (list index, document, score)."""
+    counts = {"topped_up_queries": 0, "top_up_scored": 0, "top_up_kept": 0}
+    scored: dict[int, set[str]] = {}
+    dropped: list[tuple[int, str, float]] = []
+    short = [i for i in range(len(lists)) if len(kept[i]) - count_positives(kept[i]) < negatives]
+    counts["topped_up_queries"] = len(short)
+    while short:
+        drawn: dict[int, list[str]] = {}
+        for i in short:
+            pool = [document for document in others(i) if document not in scored.setdefault(i, set())]
+            if pool:
+                chosen = draw.choice(len(pool), size=min(per_round, len(pool)), replace=False)
+                drawn[i] = [pool[j] for j in sorted(chosen)]
+                scored[i].update(drawn[i])
+        if not drawn:
+            break
+        indices = list(drawn)
+        extra = [CandidateList(lists[i].query_id, lists[i].query, [], [], drawn[i]) for i in indices]
+        for i, candidates, row in zip(indices, extra, scorer(indices, extra)):
+            counts["top_up_scored"] += len(candidates.random)
+            for document, score in zip(candidates.random, (float(value) for value in row)):
+                missing = negatives - (len(kept[i]) - count_positives(kept[i]))
+                if score > thresholds[i]:
+                    dropped.append((i, document, score))
+                elif missing > 0:
+                    kept[i].append((document, score, "random_negative"))
+                    counts["top_up_kept"] += 1
+            kept[i].sort(key=lambda item: item[1], reverse=True)
+        short = [i for i in indices if len(kept[i]) - count_positives(kept[i]) < negatives]
+    return counts, dropped
+
+
+def count_positives(kept: Kept) -> int:
+    return sum(kind == POSITIVE for _, _, kind in kept)
 
 
 def distillation_rows(rows: list[dict], n_ways: int) -> tuple[list[dict], dict[str, int]]:
@@ -185,22 +238,38 @@ def mine(family: Colbert) -> None:
         chosen = draw.choice(len(others), size=min(mine.random_candidates, len(others)), replace=False)
         lists.append(CandidateList(query_id, query, relevant, hard, [others[i] for i in sorted(chosen)]))
         miner_ranks.append(ranked.index(relevant[0]) + 1 if relevant[0] in ranked else len(ranked) + 1)
-    scores = teacher_scores(family, lists, text_of)
+    scorer = teacher_scorer(family, lists, text_of)
+    scores = scorer(list(range(len(lists))), lists)
     rng = random.Random(family.params.seed)
-    rows, dropped = [], []
+    kept, dropped = [], []
     for candidates, list_scores in zip(lists, scores):
-        kept, above = select(candidates, list_scores, mine.selection, mine.negative_threshold_share, rng)
-        rows.append({"query_id": candidates.query_id, "document_ids": [d for d, _, _ in kept],
-                     "scores": [score for _, score, _ in kept], "labels": [kind for _, _, kind in kept]})
+        chosen, above = select(candidates, list_scores, mine.selection, mine.negative_threshold_share, rng)
+        kept.append(chosen)
         dropped += [{"query_id": candidates.query_id, "document_id": document, "teacher_score": score}
                     for document, score in above]
+
+    def unseen(index: int) -> list[str]:
+        seen = set(lists[index].documents)
+        return [document for document in document_ids if document not in seen]
+
+    selection = mine.selection
+    share = mine.negative_threshold_share
+    thresholds = [threshold_of(candidates, row, share) for candidates, row in zip(lists, scores)]
+    topped, above = top_up(lists, kept, thresholds, selection.hard + selection.medium + selection.random, unseen, draw,
+                           max(mine.random_candidates, 1), scorer)
+    dropped += [{"query_id": lists[i].query_id, "document_id": document, "teacher_score": score}
+                for i, document, score in above]
+    rows = [{"query_id": candidates.query_id, "document_ids": [d for d, _, _ in chosen],
+             "scores": [score for _, score, _ in chosen], "labels": [kind for _, _, kind in chosen]}
+            for candidates, chosen in zip(lists, kept)]
     examples, counts = distillation_rows(rows, mine.n_ways)
     if not examples:
         raise DataError(f"{family.paths.prepared}: no training query keeps {mine.n_ways} documents with its positive "
                         f"among them; lower {family.key('mine.n_ways')} or raise {family.key('mine.selection')}")
     kinds = {kind: sum(row["labels"].count(kind) for row in examples) for kind in KINDS}
-    negatives = sum(len(candidates.documents) - len(candidates.positives) for candidates in lists)
-    report = {"source": "mined", "training_queries": len(examples), **counts,
+    negatives = sum(len(candidates.documents) - len(candidates.positives) for candidates in lists) + topped[
+        "top_up_scored"]
+    report = {"source": "mined", "training_queries": len(examples), **counts, **topped,
               "skipped_queries": counts["dropped_short"] + counts["dropped_without_positive"],
               "skipped_share": (counts["dropped_short"] + counts["dropped_without_positive"]) / len(lists),
               "documents": kinds, "false_negatives_dropped": len(dropped),
@@ -211,8 +280,9 @@ def mine(family: Colbert) -> None:
     print(f"mine: {len(examples)} training queries x {mine.n_ways} teacher-scored documents ("
           + ", ".join(f"{count} {kind.replace('_', ' ')}" for kind, count in kinds.items())
           + f"); {len(dropped)} negatives above {mine.negative_threshold_share:g} x the median positive score dropped "
-          f"({report['false_negatives_dropped_share']:.0%} of the candidates); {report['skipped_queries']} lists "
-          "short of documents or of a positive dropped")
+          f"({report['false_negatives_dropped_share']:.0%} of the candidates); {topped['topped_up_queries']} lists "
+          f"topped up with {topped['top_up_kept']} random negatives ({topped['top_up_scored']} scored); "
+          f"{report['skipped_queries']} lists short of documents or of a positive dropped")
     report_path = family.paths.mined / "mining_report.json"
     for warning in (teacher_warning(report["teacher_positive_mrr"], report["miner_positive_mrr"], report_path,
                                     family.key("mine.teacher")),
@@ -221,25 +291,33 @@ def mine(family: Colbert) -> None:
             print(warning, file=sys.stderr)
 
 
-def teacher_scores(family: Colbert, lists: list[CandidateList], text_of: dict[str, str]) -> list[np.ndarray]:
-    """The teacher's score of every candidate of every list; cross-fitted when the teacher is fine-tuned here."""
+def teacher_scorer(family: Colbert, lists: list[CandidateList], text_of: dict[str, str]) -> Scorer:
+    """scorer(indices, candidate lists): the teacher's score of every candidate of each list, where list k belongs to
+    training query indices[k]. Cross-fitted when the teacher is fine-tuned here: a query is scored by the teacher
+    trained on the folds without it, for its first candidates and its top-up alike."""
     teacher = family.params.mine.teacher
     if teacher.fine_tune is None:
-        return split_scores(load_teacher(family)(pairs_of(lists, text_of)), lists)
+        loaded = load_teacher(family)
+        return lambda indices, candidates: split_scores(loaded(pairs_of(candidates, text_of)), candidates)
     tune = teacher.fine_tune
     fold_of = np.random.default_rng(family.params.seed).permutation(len(lists)) % tune.folds
-    scores: list[np.ndarray] = [np.zeros(0)] * len(lists)
+    teachers = []
     for fold in range(tune.folds):
-        held_out = [index for index in range(len(lists)) if fold_of[index] == fold]
         training = [lists[index] for index in range(len(lists)) if fold_of[index] != fold]
-        model = fine_tuned_teacher(family, training, text_of, fold)
-        fold_lists = [lists[index] for index in held_out]
-        predicted = BiEncoderTeacher(model, teacher.scale, teacher.batch_size)(pairs_of(fold_lists, text_of))
-        for index, row in zip(held_out, split_scores(predicted, fold_lists)):
-            scores[index] = row
-        print(f"mine: teacher fold {fold + 1}/{tune.folds}: trained on {len(training)} queries, "
-              f"scored {len(held_out)}")
-    return scores
+        teachers.append(BiEncoderTeacher(fine_tuned_teacher(family, training, text_of, fold), teacher.scale,
+                                         teacher.batch_size))
+        print(f"mine: teacher fold {fold + 1}/{tune.folds}: trained on {len(training)} queries")
+
+    def scorer(indices: list[int], candidates: list[CandidateList]) -> list[np.ndarray]:
+        scores: list[np.ndarray] = [np.zeros(0)] * len(candidates)
+        for fold, fold_teacher in enumerate(teachers):
+            members = [k for k, index in enumerate(indices) if fold_of[index] == fold]
+            fold_lists = [candidates[k] for k in members]
+            if fold_lists:
+                for k, row in zip(members, split_scores(fold_teacher(pairs_of(fold_lists, text_of)), fold_lists)):
+                    scores[k] = row
+        return scores
+    return scorer
 
 
 def fine_tuned_teacher(family: Colbert, lists: list[CandidateList], text_of: dict[str, str], fold: int):
