@@ -506,6 +506,28 @@ def test_mining_warns_when_more_than_a_few_percent_of_the_training_queries_are_s
     assert "colbert.embedded.mine.n_ways" in message and "colbert.embedded.mine.selection" in message
 
 
+
+def test_the_mine_stage_tops_up_the_lists_its_filter_leaves_short_and_skips_no_query(tmp_path):
+    """The stage with its real cross-fitted teacher and one hard and one random candidate a query, two negatives for
+    the three a list holds: every list is short, the top-up fills each from random documents scored by the same
+    fold's teacher, and every training query keeps a full list."""
+    stages = family_at(tmp_path, {"colbert": {"embedded": {"mine": {"candidates": 1, "random_candidates": 1}}}})
+    stages.prepare()
+    stages.base()
+    stages.mine()
+    mined = stages.paths.mined
+    report = json.loads((mined / "mining_report.json").read_text())
+    train = pl.read_parquet(mined / "train.parquet")
+    queries = pl.read_parquet(stages.paths.prepared / "qrels.parquet").filter(pl.col("split") == "train")
+    assert report["topped_up_queries"] > 0 and report["top_up_kept"] > 0 and report["skipped_queries"] == 0
+    assert report["training_queries"] == train.height == queries["query_id"].n_unique()
+    assert all(len(labels) == 4 and labels.count("positive") == 1 for labels in train["labels"].to_list())
+    assert report["documents"]["random_negative"] >= report["top_up_kept"]
+    assert report["top_up_scored"] >= report["top_up_kept"]
+    dropped = pl.read_parquet(mined / "false_negatives.parquet")
+    assert dropped.height == report["false_negatives_dropped"] > 0
+
+
 # the base stage ----------------------------------------------------------------
 
 
