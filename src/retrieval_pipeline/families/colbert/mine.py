@@ -68,6 +68,11 @@ def split_scores(scores: np.ndarray, lists: Sequence[CandidateList]) -> list[np.
     return np.split(np.asarray(scores, dtype=np.float32), bounds)
 
 
+def threshold_of(candidates: CandidateList, scores: np.ndarray, share: float) -> float:
+    """The score above which a negative of this list counts as a likely unlabelled positive."""
+    return share * median(float(score) for score in scores[:len(candidates.positives)])
+
+
 def select(candidates: CandidateList, scores: np.ndarray, selection: SelectionParams, share: float,
            rng: random.Random) -> tuple[list[tuple[str, float, str]], list[tuple[str, float]]]:
     """The recipe's list for one query, best-scored first: (document, teacher score, kind) kept, and (document,
@@ -75,7 +80,7 @@ def select(candidates: CandidateList, scores: np.ndarray, selection: SelectionPa
     generator for every query in turn, as the recipe's script draws."""
     scored = dict(zip(candidates.documents, (float(score) for score in scores)))
     positives = sorted(((d, scored[d]) for d in candidates.positives), key=lambda item: item[1], reverse=True)
-    threshold = share * median(score for _, score in positives)
+    threshold = threshold_of(candidates, scores, share)
     hard = [(d, scored[d]) for d in candidates.hard]
     randoms = [(d, scored[d]) for d in candidates.random]
     dropped = [(d, score) for d, score in hard + randoms if score > threshold]
@@ -97,11 +102,6 @@ def select(candidates: CandidateList, scores: np.ndarray, selection: SelectionPa
     return sorted(kept, key=lambda item: item[1], reverse=True), dropped
 
 
-def threshold_of(candidates: CandidateList, scores: np.ndarray, share: float) -> float:
-    """The score above which a negative of this list counts as a likely unlabelled positive."""
-    return share * median(float(score) for score in scores[:len(candidates.positives)])
-
-
 Kept = list[tuple[str, float, str]]
 Scorer = Callable[[list[int], list[CandidateList]], list[np.ndarray]]
 
@@ -113,11 +113,10 @@ def top_up(lists: list[CandidateList], kept: list[Kept], thresholds: list[float]
     its threshold: rounds of `per_round` new draws from `others(i)` (list i's documents not yet scored for it), until
     every list is full or has no document left. Changes `kept` in place; returns the counts and the drawn documents
     dropped above the threshold (list index, document, score)."""
-    counts = {"topped_up_queries": 0, "top_up_scored": 0, "top_up_kept": 0}
+    short = [i for i in range(len(lists)) if negatives_in(kept[i]) < negatives]
+    counts = {"topped_up_queries": len(short), "top_up_scored": 0, "top_up_kept": 0}
     scored: dict[int, set[str]] = {}
     dropped: list[tuple[int, str, float]] = []
-    short = [i for i in range(len(lists)) if len(kept[i]) - count_positives(kept[i]) < negatives]
-    counts["topped_up_queries"] = len(short)
     while short:
         drawn: dict[int, list[str]] = {}
         for i in short:
@@ -133,19 +132,18 @@ def top_up(lists: list[CandidateList], kept: list[Kept], thresholds: list[float]
         for i, candidates, row in zip(indices, extra, scorer(indices, extra)):
             counts["top_up_scored"] += len(candidates.random)
             for document, score in zip(candidates.random, (float(value) for value in row)):
-                missing = negatives - (len(kept[i]) - count_positives(kept[i]))
                 if score > thresholds[i]:
                     dropped.append((i, document, score))
-                elif missing > 0:
+                elif negatives_in(kept[i]) < negatives:
                     kept[i].append((document, score, "random_negative"))
                     counts["top_up_kept"] += 1
             kept[i].sort(key=lambda item: item[1], reverse=True)
-        short = [i for i in indices if len(kept[i]) - count_positives(kept[i]) < negatives]
+        short = [i for i in indices if negatives_in(kept[i]) < negatives]
     return counts, dropped
 
 
-def count_positives(kept: Kept) -> int:
-    return sum(kind == POSITIVE for _, _, kind in kept)
+def negatives_in(kept: Kept) -> int:
+    return sum(kind != POSITIVE for _, _, kind in kept)
 
 
 def distillation_rows(rows: list[dict], n_ways: int) -> tuple[list[dict], dict[str, int]]:
